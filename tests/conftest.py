@@ -8,6 +8,10 @@ import pytest
 
 pytest_plugins = [
     "tests.fixtures.lab",
+    "tests.fixtures.pcsc",
+    "tests.fixtures.modem",
+    "tests.fixtures.network",
+    "tests.fixtures.daemon",
 ]
 
 HERE = Path(__file__).parent

@@ -2,8 +2,8 @@
 
 Keys (design.md contract): imsi, impi, impu (list of URIs), domain, k, opc or op, amf
 (hex strings), sqn (int: the highest sequence number already used), optional pcscf
-(list of addresses). Optional lab-only keys: iccid, mnc_length (2 or 3, default 3 when the
-IMSI's MCC is 3xx US range is not modelled; default 2), isim (bool, default true: the card
+(list of addresses). Optional lab-only keys: iccid, mnc_length (2 or 3,
+default 2), isim (bool, default true: the card
 has an ISIM), gba_u (bool, default false: the ISIM service table offers GBA, i.e. GBA_U).
 """
 
@@ -18,8 +18,20 @@ from ue_agent.errors import ConfigError
 from ue_agent.secret import Secret
 
 _KNOWN = {
-    "imsi", "impi", "impu", "domain", "k", "opc", "op", "amf", "sqn", "pcscf",
-    "iccid", "mnc_length", "isim", "gba_u",
+    "imsi",
+    "impi",
+    "impu",
+    "domain",
+    "k",
+    "opc",
+    "op",
+    "amf",
+    "sqn",
+    "pcscf",
+    "iccid",
+    "mnc_length",
+    "isim",
+    "gba_u",
 }
 
 
@@ -60,9 +72,7 @@ def _hex(data: dict, key: str, length: int, where: str) -> bytes:
     except ValueError:
         raise ConfigError("config.invalid", f"{where}: '{key}' is not hex", key=key) from None
     if len(value) != length:
-        raise ConfigError(
-            "config.invalid", f"{where}: '{key}' must be {length} bytes", key=key
-        )
+        raise ConfigError("config.invalid", f"{where}: '{key}' must be {length} bytes", key=key)
     return value
 
 

@@ -1,0 +1,151 @@
+"""The sans-IO core of one API connection: bytes in, requests and reply lines out.
+
+:class:`ConnectionCore` frames lines, parses and validates requests, enforces the
+in-flight limit and answers the protocol's own operations (``hello``, ``subscribe``)
+itself. What needs the agent comes out as a :class:`Request`; the caller runs it and
+hands the outcome to :meth:`ConnectionCore.finish`, which gives the reply line. No
+sockets here, so the whole surface a peer can reach is testable with bytes alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ue_agent import __version__
+from ue_agent.api import errors as E
+from ue_agent.api.protocol import (
+    EVENTS,
+    MAX_LINE,
+    OPS,
+    PROTOCOL_VERSION,
+    SUPPORTED_VERSIONS,
+    LineFramer,
+    LineTooLong,
+    decode_line,
+    encode,
+)
+from ue_agent.api.schema import check_id, validate
+from ue_agent.errors import AgentError
+
+
+@dataclass(frozen=True)
+class Request:
+    """A valid request for the agent; ``params`` are already checked and decoded."""
+
+    id: str | int
+    op: str
+    params: dict[str, Any]
+
+
+Action = Request | bytes  # bytes: a reply line to send now
+
+
+class ConnectionCore:
+    def __init__(self, max_line: int = MAX_LINE, max_inflight: int = 4) -> None:
+        self.framer = LineFramer(max_line)
+        self.max_line = max_line
+        self.max_inflight = max_inflight
+        self.inflight: set[str | int] = set()
+        self.subscriptions: set[str] = set()
+        self.client: str | None = None
+        self.requests = 0
+
+    # -- input -------------------------------------------------------------------------
+    def receive(self, data: bytes) -> list[Action]:
+        actions: list[Action] = []
+        for item in self.framer.feed(data):
+            if isinstance(item, LineTooLong):
+                actions.append(
+                    self._error(None, E.LINE_TOO_LONG, f"line longer than {self.max_line} bytes dropped")
+                )
+            elif item.strip():
+                actions.append(self._line(item))
+        return actions
+
+    def _error(self, req_id: Any, code: str, message: str, **details: Any) -> bytes:
+        return encode(E.error_reply(req_id, E.api_error(code, message, **details)))
+
+    def _line(self, line: bytes) -> Action:
+        self.requests += 1
+        try:
+            msg = decode_line(line)
+        except ValueError as exc:
+            return self._error(None, E.BAD_JSON, str(exc))
+        if not isinstance(msg, dict):
+            return self._error(None, E.BAD_REQUEST, "a request is a JSON object")
+        raw_id = msg.get("id")
+        try:
+            req_id = check_id(raw_id)
+        except AgentError as exc:
+            return encode(E.error_reply(None, exc))
+        op = msg.get("op")
+        if not isinstance(op, str):
+            return self._error(req_id, E.BAD_REQUEST, "'op' must be a string", param="op")
+        if op not in OPS:
+            return self._error(req_id, E.UNKNOWN_OP, f"unknown operation '{op[:64]}'")
+        if req_id in self.inflight:
+            return self._error(req_id, E.BAD_REQUEST, "a request with this id is in progress", param="id")
+        params = {k: v for k, v in msg.items() if k not in ("id", "op")}
+        try:
+            params = validate(op, params)
+        except AgentError as exc:
+            return encode(E.error_reply(req_id, exc))
+        if op == "hello":
+            return self._hello(req_id, params)
+        if op == "subscribe":
+            return self._subscribe(req_id, params)
+        if len(self.inflight) >= self.max_inflight:
+            return self._error(
+                req_id, E.TOO_MANY_REQUESTS, f"at most {self.max_inflight} requests in progress"
+            )
+        self.inflight.add(req_id)
+        return Request(req_id, op, params)
+
+    # -- the protocol's own operations ---------------------------------------------------
+    def _hello(self, req_id: str | int, params: dict[str, Any]) -> bytes:
+        wanted = params.get("protocols", [PROTOCOL_VERSION])
+        common = [v for v in SUPPORTED_VERSIONS if v in wanted]
+        if not common:
+            return self._error(
+                req_id,
+                E.UNSUPPORTED_VERSION,
+                f"this agent speaks protocol {', '.join(map(str, SUPPORTED_VERSIONS))}",
+                supported=list(SUPPORTED_VERSIONS),
+            )
+        self.client = params.get("client", self.client)
+        return encode(
+            {
+                "id": req_id,
+                "ok": True,
+                "protocol": max(common),
+                "agent": "ue-agent",
+                "version": __version__,
+                "ops": list(OPS),
+                "events": list(EVENTS),
+                "max_line": self.max_line,
+                "max_inflight": self.max_inflight,
+            }
+        )
+
+    def _subscribe(self, req_id: str | int, params: dict[str, Any]) -> bytes:
+        events = params.get("events", list(EVENTS))
+        unknown = [e for e in events if e not in EVENTS]
+        if unknown:
+            return self._error(req_id, E.BAD_REQUEST, f"unknown event '{unknown[0][:64]}'", param="events")
+        self.subscriptions.update(events)
+        return encode({"id": req_id, "ok": True, "events": sorted(self.subscriptions)})
+
+    # -- output --------------------------------------------------------------------------
+    def finish(self, req: Request, outcome: dict[str, Any] | BaseException) -> bytes:
+        """The reply line for ``req``: a result dict, or the exception it raised."""
+        self.inflight.discard(req.id)
+        if isinstance(outcome, BaseException):
+            return encode(E.error_reply(req.id, outcome))
+        return encode({"id": req.id, "ok": True, **outcome})
+
+    def event(self, name: str, body: dict[str, Any]) -> bytes | None:
+        """An event line if this peer subscribed to ``name``."""
+        if name not in self.subscriptions:
+            return None
+        return encode({"event": name, **body})

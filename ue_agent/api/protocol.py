@@ -1,0 +1,155 @@
+"""Socket protocol v1: names, line framing and JSON encoding (sans-IO).
+
+Newline-delimited JSON over SOCK_STREAM: UTF-8, one object per line, at most
+:data:`MAX_LINE` bytes a line including the newline. :class:`LineFramer` turns received
+bytes into whole lines and reports an over-long line once, then skips it up to its
+newline, so one bad line costs one error and the connection stays usable.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+PROTOCOL_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+MAX_LINE = 65536
+#: deepest JSON nesting a request may have (requests are flat; this is generous).
+MAX_DEPTH = 16
+
+OPS = (
+    "hello",
+    "status",
+    "subscribe",
+    "capabilities",
+    "ims.authenticate",
+    "sdes.offer",
+    "sdes.answer",
+    "mikey.offer",
+    "mikey.answer",
+    "mikey.complete",
+    "session.keys",
+    "session.report",
+    "session.close",
+)
+EVENTS = ("card", "bootstrap", "handover", "security.warning")
+
+
+@dataclass(frozen=True)
+class LineTooLong:
+    """Marker from :class:`LineFramer`: a line longer than the limit was dropped."""
+
+    length: int
+
+
+class LineFramer:
+    """Bytes in, whole lines (without the newline) out."""
+
+    def __init__(self, max_line: int = MAX_LINE) -> None:
+        self.max_line = max_line
+        self._buf = bytearray()
+        self._skipping = False  # inside an over-long line, dropping up to its newline
+        self._skipped = 0
+
+    def feed(self, data: bytes) -> list[bytes | LineTooLong]:
+        out: list[bytes | LineTooLong] = []
+        self._buf += data
+        while True:
+            nl = self._buf.find(b"\n")
+            if self._skipping:
+                if nl < 0:
+                    self._skipped += len(self._buf)
+                    self._buf.clear()
+                    return out
+                self._skipped += nl + 1
+                del self._buf[: nl + 1]
+                self._skipping = False
+                out.append(LineTooLong(self._skipped))
+                continue
+            if nl < 0:
+                if len(self._buf) >= self.max_line:
+                    # No newline within the limit: start skipping; report when the line ends.
+                    self._skipping, self._skipped = True, len(self._buf)
+                    self._buf.clear()
+                return out
+            if nl + 1 > self.max_line:
+                out.append(LineTooLong(nl + 1))
+                del self._buf[: nl + 1]
+                continue
+            line = bytes(self._buf[:nl])
+            del self._buf[: nl + 1]
+            out.append(line)
+
+    @property
+    def pending(self) -> int:
+        """Bytes of an unfinished line (dropped if the peer disconnects)."""
+        return len(self._buf)
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth, stopping early past ``limit``."""
+    stack = [(value, 1)]
+    deepest = 0
+    while stack:
+        item, d = stack.pop()
+        deepest = max(deepest, d)
+        if deepest > limit:
+            return deepest
+        if isinstance(item, dict):
+            stack.extend((v, d + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, d + 1) for v in item)
+    return deepest
+
+
+def _raw_depth(line: bytes, limit: int) -> bool:
+    """True when brackets nest deeper than ``limit`` (checked before parsing, so a
+    64 KiB line of '[' never reaches the JSON parser's recursion)."""
+    depth = 0
+    in_str = escape = False
+    for b in line:
+        if in_str:
+            if escape:
+                escape = False
+            elif b == 0x5C:
+                escape = True
+            elif b == 0x22:
+                in_str = False
+        elif b == 0x22:
+            in_str = True
+        elif b in (0x5B, 0x7B):
+            depth += 1
+            if depth > limit:
+                return True
+        elif b in (0x5D, 0x7D):
+            depth -= 1
+    return False
+
+
+def decode_line(line: bytes) -> Any:
+    """One line -> a JSON value. Raises ValueError with a short, input-free reason."""
+    if line.endswith(b"\r"):
+        line = line[:-1]
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError("not UTF-8") from None
+    if _raw_depth(line, MAX_DEPTH):
+        raise ValueError(f"nested deeper than {MAX_DEPTH}")
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (json.JSONDecodeError, RecursionError):
+        raise ValueError("not JSON") from None
+    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
+        raise ValueError(f"nested deeper than {MAX_DEPTH}")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+def encode(obj: dict[str, Any]) -> bytes:
+    """One object -> one line (compact, ASCII-safe, newline-terminated)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode() + b"\n"

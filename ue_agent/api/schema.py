@@ -1,0 +1,151 @@
+"""Parameter schemas for every operation, checked by hand in this one place.
+
+A spec maps a parameter name to a :class:`Param`. :func:`validate` returns the cleaned
+parameters (base64 decoded to bytes, defaults filled) or raises ``api.bad_request``
+naming the parameter. Unknown parameters are an error, not ignored: a softphone with a
+typo learns it at once.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+from typing import Any
+
+from ue_agent.api.errors import BAD_REQUEST, api_error
+
+MAX_ID_LEN = 128
+MAX_STR = 16384
+MAX_LIST = 64
+
+
+@dataclass(frozen=True)
+class Param:
+    kind: str  # str, int, bool, b64, list[str], list[int], object
+    required: bool = False
+    lengths: tuple[int, ...] = ()  # b64: allowed decoded lengths (empty = any up to MAX_STR)
+    choices: tuple[str, ...] = ()  # str: allowed values
+    minimum: int | None = None
+    maximum: int | None = None
+    default: Any = None
+
+
+_SESSION = Param("str", required=True)
+
+SCHEMAS: dict[str, dict[str, Param]] = {
+    "hello": {"protocols": Param("list[int]"), "client": Param("str")},
+    "status": {},
+    "subscribe": {"events": Param("list[str]")},
+    "capabilities": {},
+    "ims.authenticate": {
+        "rand": Param("b64", lengths=(16,)),
+        "autn": Param("b64", lengths=(16,)),
+        "nonce": Param("str"),
+    },
+    "sdes.offer": {
+        "session": Param("str"),
+        "media": Param("list[str]", default=["audio"]),
+        "suites": Param("list[str]"),
+    },
+    "sdes.answer": {
+        "session": Param("str"),
+        "offer": Param("list[str]", required=True),
+        "media": Param("str", default="audio"),
+    },
+    "mikey.offer": {
+        "session": Param("str"),
+        "initiator": Param("str", required=True),
+        "responder": Param("str", required=True),
+        "media": Param("list[str]", default=["audio"]),
+    },
+    "mikey.answer": {
+        "session": Param("str"),
+        "transfer_init": Param("str", required=True),
+        "initiator": Param("str"),
+        "responder": Param("str"),
+    },
+    "mikey.complete": {"session": _SESSION, "transfer_resp": Param("str", required=True)},
+    "session.keys": {"session": _SESSION},
+    "session.report": {
+        "session": _SESSION,
+        "ssrc": Param("int", required=True, minimum=0, maximum=2**32 - 1),
+        "index": Param("int", required=True, minimum=0, maximum=2**48 - 1),
+    },
+    "session.close": {"session": _SESSION},
+}
+
+
+def _bad(name: str, why: str) -> Exception:
+    return api_error(BAD_REQUEST, f"parameter '{name}' {why}", param=name)
+
+
+def _check(name: str, p: Param, value: Any) -> Any:
+    if p.kind == "str":
+        if not isinstance(value, str) or not value or len(value) > MAX_STR:
+            raise _bad(name, f"must be a non-empty string of at most {MAX_STR} characters")
+        if p.choices and value not in p.choices:
+            raise _bad(name, f"must be one of {', '.join(p.choices)}")
+        return value
+    if p.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise _bad(name, "must be an integer")
+        if (p.minimum is not None and value < p.minimum) or (p.maximum is not None and value > p.maximum):
+            raise _bad(name, f"must be between {p.minimum} and {p.maximum}")
+        return value
+    if p.kind == "bool":
+        if not isinstance(value, bool):
+            raise _bad(name, "must be true or false")
+        return value
+    if p.kind == "b64":
+        if not isinstance(value, str) or len(value) > MAX_STR:
+            raise _bad(name, "must be a base64 string")
+        try:
+            raw = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            raise _bad(name, "must be a base64 string") from None
+        if p.lengths and len(raw) not in p.lengths:
+            raise _bad(name, f"must decode to {' or '.join(map(str, p.lengths))} bytes")
+        return raw
+    if p.kind in ("list[str]", "list[int]"):
+        want = str if p.kind == "list[str]" else int
+        if (
+            not isinstance(value, list)
+            or len(value) > MAX_LIST
+            or not all(isinstance(v, want) and not isinstance(v, bool) for v in value)
+        ):
+            raise _bad(name, f"must be a list of at most {MAX_LIST} {want.__name__}s")
+        if want is str and any(not v or len(v) > MAX_STR for v in value):
+            raise _bad(name, "must hold non-empty strings")
+        return list(value)
+    if p.kind == "object":
+        if not isinstance(value, dict):
+            raise _bad(name, "must be an object")
+        return value
+    raise AssertionError(f"unknown kind {p.kind}")
+
+
+def validate(op: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Check ``params`` (the request minus id and op) against ``op``'s schema."""
+    spec = SCHEMAS[op]
+    for name in params:
+        if name not in spec:
+            raise _bad(name, f"is not a parameter of {op}")
+    out: dict[str, Any] = {}
+    for name, p in spec.items():
+        if name in params:
+            out[name] = _check(name, p, params[name])
+        elif p.required:
+            raise _bad(name, "is required")
+        elif p.default is not None:
+            out[name] = list(p.default) if isinstance(p.default, list) else p.default
+    return out
+
+
+def check_id(value: Any) -> str | int:
+    """A request id: a string of 1..128 characters or a JSON-safe integer."""
+    if isinstance(value, str) and 0 < len(value) <= MAX_ID_LEN:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53:
+        return value
+    raise api_error(BAD_REQUEST, "'id' must be a string of 1-128 characters or an integer", param="id")

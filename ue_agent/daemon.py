@@ -1,0 +1,197 @@
+"""``ue-agent run``: the daemon, in the foreground, as systemd runs it.
+
+Start-up: read the config (a bad one fails here, exit 1, nothing listening), open the
+card in its worker thread, take the socket systemd passed (LISTEN_FDS) or bind [api]
+socket, start the modem URC and netlink watchers when configured, then tell systemd
+READY=1. SIGHUP re-reads the config (an invalid one is logged and the old one kept);
+SIGTERM/SIGINT stop: the socket closes, every key is zeroized, and the count is logged.
+Heavy modules (aiohttp, pyscard, pyserial, pyroute2) are imported only by the parts
+that use them, so an idle agent stays small.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from typing import Any
+
+from ue_agent.agent import Agent
+from ue_agent.api.server import ApiServer, activated_socket
+from ue_agent.config import Config, load_config
+from ue_agent.errors import AgentError, ConfigError
+
+log = logging.getLogger("ue_agent.daemon")
+
+
+class SdNotify:
+    """sd_notify(3) over $NOTIFY_SOCKET (AF_UNIX datagrams; '@' = abstract namespace)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._sock: socket.socket | None = None
+        if path:
+            addr = "\0" + path[1:] if path.startswith("@") else path
+            self._addr: str = addr
+            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+
+    @classmethod
+    def from_env(cls) -> SdNotify:
+        return cls(os.environ.get("NOTIFY_SOCKET"))
+
+    def send(self, *fields: str) -> None:
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto("\n".join(fields).encode(), self._addr)
+        except OSError as exc:
+            log.debug("sd_notify failed: %s", exc.strerror)
+
+    def watchdog_interval(self) -> float | None:
+        """Half of WATCHDOG_USEC in seconds, when the watchdog is meant for this process."""
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if not usec or (pid and pid != str(os.getpid())):
+            return None
+        try:
+            value = int(usec)
+        except ValueError:
+            return None
+        return value / 2e6 if value > 0 else None
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def setup_logging(level: str, verbose: int = 0) -> None:
+    lvl = logging.DEBUG if verbose >= 2 else getattr(logging, level.upper())
+    logging.getLogger().setLevel(lvl)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=lvl, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+class Daemon:
+    def __init__(self, cfg: Config, config_path: str, verbose: int = 0) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.verbose = verbose
+        self.notify = SdNotify.from_env()
+        self.server: ApiServer | None = None
+        self.agent = Agent(cfg, self._emit)
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._watchers: list[Any] = []
+
+    def _emit(self, name: str, body: dict[str, Any]) -> None:
+        log.info("event %s %s", name, body.get("kind", body.get("present", "")))
+        if self.server is not None:
+            self.server.broadcast(name, body)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        await self.agent.start()
+        self.server = ApiServer(self.cfg.api, self.agent.handle)
+        try:
+            sock = activated_socket()
+            await self.server.start(sock)
+        except AgentError as exc:
+            log.error("%s: %s", exc.code, exc.message)
+            print(f"ue-agent: error: {exc.code}: {exc.message}", file=sys.stderr)
+            await self.agent.stop()
+            return 1
+        where = "socket activation" if sock is not None else self.cfg.api.socket
+        await self._start_watchers()
+        interval = self.notify.watchdog_interval()
+        if interval:
+            self._tasks.append(asyncio.create_task(self._watchdog(interval)))
+        self.notify.send("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
+        log.info("ready: listening on %s", where)
+        await self._stop.wait()
+        return await self.shutdown()
+
+    def _status_line(self) -> str:
+        st = self.agent.card.state
+        card = "card present" if st.get("present") else f"no card ({st.get('error') or 'not opened'})"
+        return f"{card}; {self.server.clients if self.server else 0} clients"
+
+    async def _watchdog(self, interval: float) -> None:
+        while True:
+            self.notify.send("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    async def _start_watchers(self) -> None:
+        if self.cfg.modem.port:
+            from ue_agent.handover.modem import ModemUrcWatcher
+
+            watcher = ModemUrcWatcher(self.cfg.modem.port, self.agent.on_cireph)
+            try:
+                await watcher.start()
+                self._watchers.append(watcher)
+            except AgentError as exc:
+                log.error("modem %s: %s (handover reports off)", self.cfg.modem.port, exc.code)
+        if self.cfg.netlink.enabled:
+            from ue_agent.drivers.netlink import NetlinkMonitor
+
+            mon = NetlinkMonitor(self.cfg.netlink.interfaces, self.agent.on_net_event)
+            mon.start()
+            self._watchers.append(mon)
+
+    def reload(self) -> None:
+        try:
+            cfg = load_config(self.config_path)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running config: %s: %s", exc.code, exc.message)
+            self.notify.send(f"STATUS=reload refused: {exc.code}")
+            return
+        changed = [
+            s for s in ("card", "network", "modem", "netlink") if getattr(cfg, s) != getattr(self.cfg, s)
+        ]
+        if cfg.api.socket != self.cfg.api.socket:
+            changed.append("api.socket")
+        cfg.card, cfg.modem, cfg.netlink = self.cfg.card, self.cfg.modem, self.cfg.netlink
+        cfg.api.socket = self.cfg.api.socket
+        self.cfg = cfg
+        setup_logging(cfg.log.level, self.verbose)
+        self.agent.reconfigure(cfg)
+        if self.server is not None:
+            self.server.reconfigure(cfg.api)
+        if changed:
+            log.warning("reloaded; these need a restart to change: %s", ", ".join(changed))
+        log.info("config reloaded from %s", self.config_path)
+        self.notify.send("RELOADING=0", f"STATUS=reloaded; {self._status_line()}")
+
+    async def shutdown(self) -> int:
+        self.notify.send("STOPPING=1", "STATUS=stopping")
+        log.info("stopping")
+        for t in self._tasks:
+            t.cancel()
+        for w in self._watchers:
+            with contextlib.suppress(Exception):
+                await w.stop()
+        if self.server is not None:
+            await self.server.close()
+        zeroized, left = await self.agent.stop()
+        log.info("stopped: %d keys zeroized, %d left", zeroized, left)
+        self.notify.close()
+        return 0 if left == 0 else 1
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"ue-agent: error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 1
+    setup_logging(cfg.log.level, getattr(args, "verbose", 0))
+    daemon = Daemon(cfg, args.config, getattr(args, "verbose", 0))
+    return asyncio.run(daemon.run())

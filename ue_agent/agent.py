@@ -170,12 +170,17 @@ class CardWorker:
                 pass
 
 
-def open_card(cfg: Config) -> Any:
-    """Open the configured card path and the Card facade (runs in the worker thread)."""
+def open_card(cfg: Config, on_urc: Callable[[str], None] | None = None) -> Any:
+    """Open the configured card path and the Card facade (runs in the worker thread).
+
+    When the card is reached over the [modem] port itself, that port's URC lines
+    (+CIREPH) come through the card transport and go to ``on_urc``.
+    """
     from ue_agent.card.session import Card
     from ue_agent.transports import open_transport
 
-    return Card(open_transport(cfg.card))
+    shared = cfg.card.transport == "at" and cfg.modem.port == cfg.card.port
+    return Card(open_transport(cfg.card, on_urc=on_urc if shared else None))
 
 
 def _split_nonce(nonce: str) -> tuple[bytes, bytes]:
@@ -194,7 +199,9 @@ class Agent:
         self.cfg = cfg
         self.emit = emit
         self.keys = KeyRegistry()
-        self.card = CardWorker(opener or (lambda: open_card(self.cfg)), self._card_state)
+        self.card = CardWorker(opener or (lambda: open_card(self.cfg, self._urc)), self._card_state)
+        self._urc: Callable[[str], None] | None = None
+        self.extra_status: list[Callable[[], dict[str, Any]]] = []
         self.handover = HandoverTracker()
         self.identities: Any = None
         self.started = time.time()
@@ -207,6 +214,9 @@ class Agent:
 
     # -- life cycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        from ue_agent.handover.modem import urc_sink
+
+        self._urc = urc_sink(asyncio.get_running_loop(), self.on_cireph)
         self.card.start()
         await self.read_identities()
 
@@ -271,12 +281,15 @@ class Agent:
             card["error"] = self.card.state["error"]
         if ids is not None:
             card.update(application=ids.application, impi=ids.impi, impus=list(ids.impus), domain=ids.domain)
-        return {
+        out = {
             "agent": {"version": __version__, "uptime_s": int(time.time() - self.started)},
             "card": card,
             "counters": dict(self.counters),
             "handover": self.handover.snapshot(),
         }
+        for extra in self.extra_status:
+            out.update(extra())
+        return out
 
     async def op_capabilities(self, req: Request, peer: Any) -> dict[str, Any]:
         raise MediaError("media.unavailable", "capabilities are not available in this build")

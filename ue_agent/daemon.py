@@ -101,6 +101,8 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.agent.start()
         self.server = ApiServer(self.cfg.api, self.agent.handle)
+        server = self.server
+        self.agent.extra_status.append(lambda: {"api": {"clients": server.clients}})
         try:
             sock = activated_socket()
             await self.server.start(sock)
@@ -130,7 +132,8 @@ class Daemon:
             await asyncio.sleep(interval)
 
     async def _start_watchers(self) -> None:
-        if self.cfg.modem.port:
+        shared = self.cfg.card.transport == "at" and self.cfg.modem.port == self.cfg.card.port
+        if self.cfg.modem.port and not shared:  # shared: URCs come through the card transport
             from ue_agent.handover.modem import ModemUrcWatcher
 
             watcher = ModemUrcWatcher(self.cfg.modem.port, self.agent.on_cireph)

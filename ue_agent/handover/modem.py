@@ -37,13 +37,17 @@ class ModemUrcWatcher:
         self._at = None
 
     async def start(self) -> None:
-        from ue_agent.drivers.at_modem import AtPort
+        from ue_agent.drivers.at_modem import AtPort, enable_ims_reporting
 
         loop = asyncio.get_running_loop()
         sink = urc_sink(loop, self.on_cireph)
-        self._at = await loop.run_in_executor(None, lambda: AtPort(self.port, on_urc=sink))
-        await loop.run_in_executor(None, lambda: self._at.command("AT+CIREP=1"))
-        log.info("modem %s: SRVCC reporting on", self.port)
+        at = await loop.run_in_executor(None, lambda: AtPort(self.port, profile=self.profile, on_urc=sink))
+        self._at = at
+        refused = await loop.run_in_executor(None, enable_ims_reporting, at)
+        if refused:
+            log.warning("modem %s refused %s: no SRVCC reports", self.port, ", ".join(refused))
+        else:
+            log.info("modem %s: SRVCC reporting on", self.port)
 
     async def stop(self) -> None:
         if self._at is not None:

@@ -1,0 +1,187 @@
+"""The soft UICC's file system, modelled as data (one builder per application).
+
+MF 3F00 holds EF_DIR and EF_ICCID and the ADFs; each ADF is built in one place
+(:func:`usim_adf`, :func:`isim_adf`) from the subscriber file. The encoders here are
+the card side's own (TS 31.102 / 31.103 / 102 221 layouts); the card layer decodes with
+its own code in :mod:`ue_agent.card.ef`, so the two sides check each other.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from ue_agent.subscriber import Subscriber
+
+#: Full 16-byte AIDs (RID A000000087, app code 1002 / 1004, then our own tail).
+USIM_AID = bytes.fromhex("a0000000871002ffffffff8907090000")
+ISIM_AID = bytes.fromhex("a0000000871004ffffffff8907090000")
+
+EF_DIR_RECORD_LEN = 0x26
+GBABP_SIZE = 128
+GBANL_RECORD_LEN = 96
+GBANL_RECORDS = 4
+
+
+@dataclass
+class Ef:
+    """An elementary file: transparent (``records is None``) or linear fixed."""
+
+    fid: int
+    name: str
+    data: bytearray = field(default_factory=bytearray)  # transparent body
+    records: list[bytearray] | None = None  # linear fixed records, all ``record_len`` long
+    record_len: int = 0
+    sfi: int | None = None
+    writable: bool = False  # UPDATE BINARY/RECORD allowed without further access conditions
+
+    @property
+    def linear(self) -> bool:
+        return self.records is not None
+
+    @property
+    def size(self) -> int:
+        return self.record_len * len(self.records) if self.records is not None else len(self.data)
+
+    def fcp(self) -> bytes:
+        if self.records is not None:
+            desc = bytes([0x42, 0x21, 0x00, self.record_len, len(self.records)])
+        else:
+            desc = bytes([0x41, 0x21])
+        body = tlv(0x82, desc) + tlv(0x83, self.fid.to_bytes(2, "big")) + tlv(0x8A, b"\x05")
+        body += tlv(0x8B, bytes.fromhex("6f0601")) + tlv(0x80, self.size.to_bytes(2, "big"))
+        if self.sfi is not None:
+            body += tlv(0x88, bytes([self.sfi << 3]))
+        return tlv(0x62, body)
+
+
+@dataclass
+class Df:
+    """The MF or an ADF: a directory of EFs (and, for the MF, of ADFs)."""
+
+    fid: int
+    name: str
+    files: dict[int, Ef] = field(default_factory=dict)
+    aid: bytes | None = None  # ADFs only
+
+    def add(self, *efs: Ef) -> Df:
+        for ef in efs:
+            self.files[ef.fid] = ef
+        return self
+
+    def by_sfi(self, sfi: int) -> Ef | None:
+        return next((ef for ef in self.files.values() if ef.sfi == sfi), None)
+
+    def fcp(self) -> bytes:
+        body = tlv(0x82, b"\x78\x21") + tlv(0x83, self.fid.to_bytes(2, "big"))
+        if self.aid is not None:
+            body += tlv(0x84, self.aid)
+        body += tlv(0x8A, b"\x05") + tlv(0xC6, bytes.fromhex("90017083010183018183010a"))
+        return tlv(0x62, body)
+
+
+# --- encoders --------------------------------------------------------------------------
+def tlv(tag: int, value: bytes) -> bytes:
+    if len(value) > 0xFF:
+        raise ValueError("TLV value too long for this card model")
+    if len(value) < 0x80:
+        return bytes([tag, len(value)]) + value
+    return bytes([tag, 0x81, len(value)]) + value
+
+
+def pad(data: bytes, size: int) -> bytearray:
+    if len(data) > size:
+        raise ValueError(f"{len(data)} bytes do not fit in {size}")
+    return bytearray(data + b"\xff" * (size - len(data)))
+
+
+def swapped_bcd(digits: str) -> bytes:
+    if len(digits) % 2:
+        digits += "f"
+    return bytes(int(digits[i + 1] + digits[i], 16) for i in range(0, len(digits), 2))
+
+
+def encode_imsi(imsi: str) -> bytes:
+    """EF_IMSI: length byte, then parity nibble + digits, swapped BCD (TS 31.102 4.2.2)."""
+    nibbles = ("9" if len(imsi) % 2 else "1") + imsi
+    if len(nibbles) % 2:
+        nibbles += "f"
+    body = bytes(int(nibbles[i + 1] + nibbles[i], 16) for i in range(0, len(nibbles), 2))
+    return bytes([len(body)]) + body
+
+
+def encode_pcscf(addr: str) -> bytes:
+    """EF_P-CSCF record body: 80 L type address (00 FQDN, 01 IPv4, 02 IPv6)."""
+    try:
+        ip = ipaddress.ip_address(addr)
+    except ValueError:
+        return tlv(0x80, b"\x00" + addr.encode())
+    return tlv(0x80, (b"\x01" if ip.version == 4 else b"\x02") + ip.packed)
+
+
+def service_table(services: set[int], size: int) -> bytes:
+    out = bytearray(size)
+    for n in services:
+        out[(n - 1) // 8] |= 1 << ((n - 1) % 8)
+    return bytes(out)
+
+
+def ef_dir_record(aid: bytes, label: str) -> bytearray:
+    body = tlv(0x4F, aid) + tlv(0x50, label.encode())
+    return pad(tlv(0x61, body), EF_DIR_RECORD_LEN)
+
+
+def _records(bodies: list[bytes], minimum: int = 1, spare: int = 1) -> tuple[list[bytearray], int]:
+    rlen = max([len(b) for b in bodies] + [16])
+    count = max(len(bodies) + spare, minimum)
+    recs = [pad(b, rlen) for b in bodies] + [pad(b"", rlen) for _ in range(count - len(bodies))]
+    return recs, rlen
+
+
+# --- the applications ------------------------------------------------------------------
+#: USIM services offered: 27 GSM access (Kc in the 3G context answer), 33 (packet switched).
+UST_SERVICES = {27, 33}
+
+
+def usim_adf(sub: Subscriber) -> Df:
+    adf = Df(0x7FF0, "ADF.USIM", aid=USIM_AID)
+    ad = bytes([0x00, 0x00, 0x00, sub.mnc_length])
+    return adf.add(
+        Ef(0x6F07, "EF.IMSI", bytearray(encode_imsi(sub.imsi)), sfi=0x07),
+        Ef(0x6FAD, "EF.AD", bytearray(ad), sfi=0x03),
+        Ef(0x6F38, "EF.UST", bytearray(service_table(UST_SERVICES, 8)), sfi=0x04),
+    )
+
+
+def isim_services(sub: Subscriber) -> set[int]:
+    """1 P-CSCF address, 3 HTTP Digest; 2 GBA only when the subscriber file says gba_u."""
+    return {1, 3} | ({2} if sub.gba_u else set())
+
+
+def isim_adf(sub: Subscriber) -> Df:
+    adf = Df(0x7FF1, "ADF.ISIM", aid=ISIM_AID)
+    impu, impu_len = _records([tlv(0x80, u.encode()) for u in sub.impu])
+    pcscf, pcscf_len = _records([encode_pcscf(a) for a in sub.pcscf])
+    gbanl = [pad(b"", GBANL_RECORD_LEN) for _ in range(GBANL_RECORDS)]
+    return adf.add(
+        Ef(0x6F02, "EF.IMPI", bytearray(tlv(0x80, sub.impi.encode())), sfi=0x02),
+        Ef(0x6F03, "EF.DOMAIN", bytearray(tlv(0x80, sub.domain.encode())), sfi=0x05),
+        Ef(0x6F04, "EF.IMPU", records=impu, record_len=impu_len, sfi=0x04),
+        Ef(0x6F07, "EF.IST", bytearray(service_table(isim_services(sub), 2)), sfi=0x07),
+        Ef(0x6F09, "EF.P-CSCF", records=pcscf, record_len=pcscf_len),
+        Ef(0x6FAD, "EF.AD", bytearray(bytes([0x00, 0x00, 0x00, sub.mnc_length])), sfi=0x03),
+        Ef(0x6FD5, "EF.GBABP", pad(b"", GBABP_SIZE), writable=True),
+        Ef(0x6FD7, "EF.GBANL", records=gbanl, record_len=GBANL_RECORD_LEN),
+    )
+
+
+def build_mf(sub: Subscriber) -> tuple[Df, list[Df]]:
+    """The MF and the ADFs listed in its EF_DIR (USIM first, then ISIM when present)."""
+    adfs = [usim_adf(sub)] + ([isim_adf(sub)] if sub.isim else [])
+    labels = {USIM_AID: "USIM", ISIM_AID: "ISIM"}
+    dir_records = [ef_dir_record(a.aid or b"", labels[a.aid or b""]) for a in adfs]
+    mf = Df(0x3F00, "MF").add(
+        Ef(0x2F00, "EF.DIR", records=dir_records + [pad(b"", EF_DIR_RECORD_LEN)], record_len=0x26, sfi=0x1E),
+        Ef(0x2FE2, "EF.ICCID", bytearray(swapped_bcd(sub.iccid)[:10].ljust(10, b"\xff")), sfi=0x02),
+    )
+    return mf, adfs

@@ -281,8 +281,10 @@ class Card:
 
     # --- identities --------------------------------------------------------------------
     def _read_iccid(self) -> str:
-        fcp = self._select_mf_ef(ef.FID_EF_ICCID, "EF_ICCID")
-        return ef.decode_iccid(self._read_binary(self._link, 0x00, fcp, "EF_ICCID"))
+        """EF_ICCID is 10 bytes by definition (TS 102 221 13.2): no FCP needed."""
+        resp = self._link.send(Apdu(0x00, INS_SELECT, 0x08, P2_NO_DATA, ef.FID_EF_ICCID.to_bytes(2, "big")))
+        self._expect_ok(resp, "SELECT EF_ICCID")
+        return ef.decode_iccid(self._read_binary(self._link, 0x00, ef.Fcp(10, None, None), "EF_ICCID"))
 
     def _read_identities(self) -> CardIdentities:
         self._discover()  # EF_DIR and the MF-level reads come before the application select

@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from typing import Any
 
 from ue_agent.agent import Agent
@@ -150,11 +151,12 @@ class Daemon:
             self._watchers.append(mon)
 
     def reload(self) -> None:
+        self.notify.send("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         try:
             cfg = load_config(self.config_path)
         except ConfigError as exc:
             log.error("reload refused, keeping the running config: %s: %s", exc.code, exc.message)
-            self.notify.send(f"STATUS=reload refused: {exc.code}")
+            self.notify.send("READY=1", f"STATUS=reload refused: {exc.code}; running config kept")
             return
         changed = [
             s for s in ("card", "network", "modem", "netlink") if getattr(cfg, s) != getattr(self.cfg, s)
@@ -171,7 +173,7 @@ class Daemon:
         if changed:
             log.warning("reloaded; these need a restart to change: %s", ", ".join(changed))
         log.info("config reloaded from %s", self.config_path)
-        self.notify.send("RELOADING=0", f"STATUS=reloaded; {self._status_line()}")
+        self.notify.send("READY=1", f"STATUS=reloaded; {self._status_line()}")
 
     async def shutdown(self) -> int:
         self.notify.send("STOPPING=1", "STATUS=stopping")

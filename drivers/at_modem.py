@@ -486,6 +486,9 @@ class CsimTransport(ApduTransport):
         self.port = port
         self.name = f"at:{port.path}"
         profile = port.profile
+        # "bound": the card layer reaches applications through bind_application() (AT+CCHO/+CGLA);
+        # the basic channel (+CSIM) still serves EF_DIR and the MF files.
+        self.mode = "bound" if profile is not None and profile.access == "cgla" else "basic"
         self.use_logical_channel = bool(
             profile and profile.card.logical_channels == "manage_channel" and profile.access == "csim"
         )

@@ -348,7 +348,7 @@ class ModemSimulator:
 
     def _handle(self, line: str) -> None:
         # APDU hex stays out of the record: SIM commands are kept by name only
-        sim_cmd = re.match(r"^AT\+(CSIM|CGLA)=", line, re.IGNORECASE)
+        sim_cmd = re.match(r"^AT\+(CSIM|CGLA)=.*,", line, re.IGNORECASE)
         self.commands.append(f"AT+{sim_cmd.group(1).upper()}" if sim_cmd else line)
         if self.echo:
             self._write(line + "\r")
@@ -474,10 +474,12 @@ class ModemSimulator:
             raise _Fail(CME_SIM_NOT_INSERTED if getattr(self.uicc, "removed", False) else CME_SIM_FAILURE)
         return resp
 
-    def _exchange(self, apdu: bytes) -> bytes:
-        """One APDU as the modem passes it: raw (TE handles 61xx) or with GET RESPONSE done here."""
+    def _exchange(self, apdu: bytes, *, me_handles: bool | None = None) -> bytes:
+        """One APDU as the modem passes it: raw (TE handles 61xx) or with GET RESPONSE done here.
+
+        +CRSM always runs the T=0 procedure in the ME (``me_handles=True``)."""
         resp = self._card(apdu)
-        if not self.card.modem_handles_61xx:
+        if not (self.card.modem_handles_61xx if me_handles is None else me_handles):
             return resp
         data = b""
         for _ in range(32):
@@ -588,7 +590,7 @@ class ModemSimulator:
         data = _hex_param(params[5]) if len(params) > 5 and params[5] else b""
         pathid = params[6] if len(params) > 6 else ""
         if command == 242:  # STATUS
-            resp = self._exchange(bytes([0x80, 0xF2, 0x00, 0x00, p3]))
+            resp = self._exchange(bytes([0x80, 0xF2, 0x00, 0x00, p3]), me_handles=True)
         else:
             if fileid is None:
                 raise _Fail(CME_INCORRECT_PARAMETERS)
@@ -596,13 +598,13 @@ class ModemSimulator:
             if sel[-2:] != b"\x90\x00":
                 return [self._p("+CRSM", f"{sel[-2]},{sel[-1]}")]
             if command == 176:
-                resp = self._exchange(bytes([0x00, 0xB0, p1, p2, p3]))
+                resp = self._exchange(bytes([0x00, 0xB0, p1, p2, p3]), me_handles=True)
             elif command == 178:
-                resp = self._exchange(bytes([0x00, 0xB2, p1, p2, p3]))
+                resp = self._exchange(bytes([0x00, 0xB2, p1, p2, p3]), me_handles=True)
             elif command == 192:
                 resp = self._select_path(pathid, fileid, fcp=True)
             elif command == 214:
-                resp = self._exchange(bytes([0x00, 0xD6, p1, p2, len(data)]) + data)
+                resp = self._exchange(bytes([0x00, 0xD6, p1, p2, len(data)]) + data, me_handles=True)
             else:
                 raise _Fail(CME_NOT_SUPPORTED)
         sw1, sw2, payload = resp[-2], resp[-1], resp[:-2].hex().upper()

@@ -1,0 +1,211 @@
+"""Ua HTTP Digest client (TS 24.109 5.2): requests to a NAF authenticated with GBA keys.
+
+``NafClient(gba, http).request(method, url, body, content_type, naf_fqdn, ua_id=UA_KMS)``
+answers the NAF's challenge (``realm="3GPP-bootstrapping@<naf fqdn>"``) with username =
+B-TID and password = base64(Ks_NAF), ``qop=auth-int`` over the body. The last challenge
+per NAF is reused with an increasing nonce count, so steady-state requests take one round
+trip. On a ``401`` to an authenticated request the client retries once with a fresh nonce
+when the NAF says ``stale=true``, and otherwise re-bootstraps once (the NAF does not know
+the B-TID: 24.109 5.2.4) before giving up with ``gba.naf_unauthorized``.
+
+Non-401 answers are returned as :class:`NafResponse`; a 2xx whose ``Authentication-Info``
+does not verify raises ``gba.naf_auth_failed``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass, field
+
+from ue_agent.crypto import digest
+from ue_agent.crypto.kdf import UA_KMS
+from ue_agent.errors import GbaError
+from ue_agent.secret import Secret
+
+log = logging.getLogger(__name__)
+
+MAX_NAF_BODY = 1024 * 1024
+
+
+@dataclass
+class NafResponse:
+    status: int
+    headers: dict[str, str]
+    body: bytes = field(repr=False)
+    authenticated: bool = False  # Authentication-Info was present and verified
+
+
+@dataclass
+class _Nonce:
+    challenge: digest.Challenge
+    nc: int = 0
+
+
+class NafClient:
+    def __init__(self, gba, http, *, timeout_s: float = 10.0, max_body: int = MAX_NAF_BODY) -> None:
+        self.gba = gba
+        self.http = http
+        self.timeout_s = timeout_s
+        self.max_body = max_body
+        self._nonces: dict[str, _Nonce] = {}
+        #: HTTP requests sent, per NAF FQDN (tests, status)
+        self.sent: dict[str, int] = {}
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        body: bytes,
+        content_type: str,
+        naf_fqdn: str,
+        ua_id: bytes = UA_KMS,
+    ) -> NafResponse:
+        from yarl import URL
+
+        naf_fqdn = naf_fqdn.lower()
+        uri = URL(url).raw_path_qs or "/"
+        realm = f"3GPP-bootstrapping@{naf_fqdn}"
+        stale_retried = rebootstrapped = False
+        auth: tuple[digest.Credentials, Secret] | None = None
+        cached = self._nonces.get(naf_fqdn)
+        if cached is not None:
+            auth = await self._answer(cached, method, uri, body, naf_fqdn, ua_id)
+        try:
+            for _ in range(4):
+                status, headers, rbody = await self._send(method, url, body, content_type, naf_fqdn, auth)
+                if status != 401:
+                    return self._result(status, headers, rbody, auth)
+                challenge = self._challenge(headers, realm)
+                if auth is not None:
+                    sent_btid = auth[0].username
+                    if challenge.stale and not stale_retried:
+                        stale_retried = True
+                    elif not rebootstrapped:
+                        log.info("NAF %s does not accept B-TID %s: bootstrapping again", naf_fqdn, sent_btid)
+                        self.gba.invalidate(sent_btid)
+                        await self.gba.bootstrap(force=True)
+                        rebootstrapped = True
+                    else:
+                        raise GbaError(
+                            "gba.naf_unauthorized", "the NAF refused a fresh bootstrap", naf=naf_fqdn
+                        )
+                    auth[1].zeroize()
+                entry = self._nonces[naf_fqdn] = _Nonce(challenge)
+                auth = await self._answer(entry, method, uri, body, naf_fqdn, ua_id)
+            raise GbaError("gba.naf_unauthorized", "the NAF keeps challenging", naf=naf_fqdn)
+        finally:
+            if auth is not None:
+                auth[1].zeroize()
+
+    def forget(self, naf_fqdn: str | None = None) -> None:
+        """Drop cached nonces (all, or one NAF's)."""
+        if naf_fqdn is None:
+            self._nonces.clear()
+        else:
+            self._nonces.pop(naf_fqdn.lower(), None)
+
+    # --- pieces -------------------------------------------------------------------------------
+    async def _answer(
+        self, entry: _Nonce, method: str, uri: str, body: bytes, naf_fqdn: str, ua_id: bytes
+    ) -> tuple[digest.Credentials, Secret]:
+        import os
+
+        btid, key = await self.gba.ks_naf(naf_fqdn, ua_id)
+        password = Secret(base64.b64encode(key.reveal()), "Ua password")
+        key.zeroize()
+        entry.nc += 1
+        ch = entry.challenge
+        creds = digest.Credentials(
+            username=btid,
+            realm=ch.realm,
+            nonce=ch.nonce,
+            uri=uri,
+            response="",
+            algorithm=ch.algorithm,
+            qop="auth-int",
+            nc=f"{entry.nc:08x}",
+            cnonce=os.urandom(16).hex(),
+            opaque=ch.opaque,
+        )
+        import dataclasses
+
+        creds = dataclasses.replace(creds, response=digest.compute_response(creds, password, method, body))
+        return creds, password
+
+    def _challenge(self, headers: dict[str, str], realm: str) -> digest.Challenge:
+        value = headers.get("WWW-Authenticate")
+        if not value:
+            raise GbaError("gba.bad_response", "NAF answered 401 without WWW-Authenticate")
+        try:
+            ch = digest.Challenge.parse(value)
+        except digest.DigestError as exc:
+            raise GbaError("gba.bad_response", f"NAF WWW-Authenticate: {exc.message}") from None
+        if ch.realm != realm:
+            raise GbaError(
+                "gba.wrong_realm",
+                "the NAF's realm is not 3GPP-bootstrapping@<its FQDN>",
+                realm=ch.realm,
+                expected=realm,
+            )
+        if "auth-int" not in ch.qop:
+            raise GbaError("gba.bad_response", 'NAF challenge without qop="auth-int"')
+        return ch
+
+    def _result(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        auth: tuple[digest.Credentials, Secret] | None,
+    ) -> NafResponse:
+        verified = False
+        info = headers.get("Authentication-Info")
+        if auth is not None and info and 200 <= status < 300:
+            try:
+                verified = digest.verify_rspauth(info, auth[0], auth[1], body)
+            except digest.DigestError:
+                verified = False
+            if not verified:
+                raise GbaError("gba.naf_auth_failed", "the NAF's rspauth does not verify", status=status)
+        return NafResponse(status, headers, body, verified)
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        body: bytes,
+        content_type: str,
+        naf_fqdn: str,
+        auth: tuple[digest.Credentials, Secret] | None,
+    ) -> tuple[int, dict[str, str], bytes]:
+        import aiohttp
+        from multidict import CIMultiDict
+
+        headers: dict[str, str] = {"Accept": "*/*"}
+        if body:
+            headers["Content-Type"] = content_type
+        if auth is not None:
+            headers["Authorization"] = auth[0].to_header()
+        self.sent[naf_fqdn] = self.sent.get(naf_fqdn, 0) + 1
+        try:
+            async with self.http.request(
+                method,
+                url,
+                data=body if body else None,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                allow_redirects=False,
+            ) as resp:
+                data = await resp.content.read(self.max_body + 1)
+                if len(data) > self.max_body:
+                    raise GbaError("gba.bad_response", f"NAF answer larger than {self.max_body} octets")
+                return resp.status, CIMultiDict(resp.headers), data
+        except TimeoutError:
+            raise GbaError(
+                "gba.naf_unreachable", f"no answer from the NAF within {self.timeout_s:g} s", url=url
+            ) from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise GbaError(
+                "gba.naf_unreachable", f"NAF unreachable ({type(exc).__name__})", url=url
+            ) from None

@@ -1,0 +1,178 @@
+"""Server-side Ua HTTP Digest for a lab NAF (TS 24.109 clause 5.2, TS 33.220 4.5.3).
+
+``NafAuth(bsf, naf_fqdn, ua_id)`` challenges with ``realm="3GPP-bootstrapping@<naf fqdn>"``,
+``qop="auth-int"`` (the body, e.g. a MIKEY message, is covered by the digest) and a fresh
+nonce; the UE answers with username = B-TID and password = base64(Ks_NAF). The NAF fetches
+Ks_NAF from the BSF over "Zn" (an in-process call to :meth:`Bsf.naf_key`).
+
+- no/stale Authorization, or an unknown/expired B-TID -> ``401`` with a fresh challenge
+  (24.109 5.2.4: the UE bootstraps again);
+- a wrong response or a B-TID/realm mismatch -> ``403``;
+- a nonce/nc pair seen before (a replay) -> ``401`` with a fresh challenge, counted in
+  :attr:`NafAuth.stats`.
+
+Use :meth:`NafAuth.middleware` to protect a whole aiohttp app: each handler finds the
+:class:`NafPeer` at ``request["naf_peer"]`` and the response gets ``Authentication-Info``.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ue_agent.crypto import digest
+from ue_agent.crypto.kdf import UA_KMS, naf_id
+from ue_agent.errors import GbaError
+from ue_agent.secret import Secret
+
+log = logging.getLogger(__name__)
+
+NONCE_TTL_S = 300.0
+MAX_NONCES = 4096
+
+
+@dataclass
+class NafPeer:
+    """An authenticated Ua peer. ``ks_naf`` stays here for the NAF's own use."""
+
+    impi: str
+    btid: str
+    ks_naf: Secret
+    credentials: digest.Credentials
+
+    def authentication_info(self, body: bytes) -> str:
+        """Authentication-Info for the NAF's answer: rspauth over ``body`` (qop auth-int)."""
+        return digest.build_auth_info(self.credentials, _password(self.ks_naf), body)
+
+    def __repr__(self) -> str:
+        return f"NafPeer(impi={self.impi!r}, btid={self.btid!r})"
+
+
+def _password(ks_naf: Secret) -> Secret:
+    """Ua Digest password: base64 of Ks_NAF (see docs/gba.md, TS 24.109 5.2.2 / TS 33.222)."""
+    return Secret(base64.b64encode(ks_naf.reveal()), "Ua password")
+
+
+class NafAuth:
+    """Ua digest verifier for one NAF FQDN and Ua security protocol id."""
+
+    def __init__(
+        self,
+        bsf,
+        naf_fqdn: str,
+        ua_id: bytes = UA_KMS,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.bsf = bsf
+        self.naf_fqdn = naf_fqdn.lower()
+        self.ua_id = bytes(ua_id)
+        self.naf_id = naf_id(self.naf_fqdn, self.ua_id)
+        self.realm = f"3GPP-bootstrapping@{self.naf_fqdn}"
+        self.clock = clock
+        self._nonces: dict[str, tuple[float, int]] = {}  # nonce -> (issued, highest nc seen)
+        self._lock = threading.Lock()
+        self.stats: dict[str, int] = {"challenge": 0, "ok": 0, "forbidden": 0, "replay": 0, "unknown_btid": 0}
+
+    # --- challenge ----------------------------------------------------------------------------
+    def challenge(self, stale: bool = False) -> str:
+        nonce = base64.b64encode(os.urandom(24)).decode()
+        now = self.clock()
+        with self._lock:
+            for n in [n for n, (t, _) in self._nonces.items() if now - t > NONCE_TTL_S]:
+                del self._nonces[n]
+            if len(self._nonces) >= MAX_NONCES:
+                del self._nonces[min(self._nonces, key=lambda n: self._nonces[n][0])]
+            self._nonces[nonce] = (now, 0)
+        self.stats["challenge"] += 1
+        ch = digest.Challenge(
+            realm=self.realm, nonce=nonce, algorithm="MD5", qop=("auth-int",), opaque=None, stale=stale
+        )
+        return ch.to_header()
+
+    def _unauthorized(self, reason: str, stale: bool = False):
+        from aiohttp import web
+
+        return web.HTTPUnauthorized(headers={"WWW-Authenticate": self.challenge(stale)}, text=reason + "\n")
+
+    # --- verification -------------------------------------------------------------------------
+    async def authenticate(self, request) -> NafPeer:
+        """The peer of ``request``, or raise ``web.HTTPUnauthorized`` / ``web.HTTPForbidden``."""
+        from aiohttp import web
+
+        header = request.headers.get("Authorization")
+        if not header:
+            raise self._unauthorized("authorization required")
+        try:
+            creds = digest.Credentials.parse(header)
+        except digest.DigestError as exc:
+            raise web.HTTPBadRequest(text=exc.message + "\n") from None
+        body = await request.read()
+        return self.verify(request.method, request.raw_path, creds, body)
+
+    def verify(self, method: str, uri: str, creds: digest.Credentials, body: bytes) -> NafPeer:
+        from aiohttp import web
+
+        if creds.realm != self.realm:
+            self.stats["forbidden"] += 1
+            raise web.HTTPForbidden(text="wrong realm\n")
+        if creds.qop != "auth-int":
+            self.stats["forbidden"] += 1
+            raise web.HTTPForbidden(text="qop must be auth-int\n")
+        if creds.uri != uri:
+            self.stats["forbidden"] += 1
+            raise web.HTTPForbidden(text="digest-uri does not match the request\n")
+        nc = int(creds.nc or "0", 16)
+        with self._lock:
+            entry = self._nonces.get(creds.nonce)
+            fresh = entry is not None and self.clock() - entry[0] <= NONCE_TTL_S
+            replay = fresh and nc <= entry[1]
+        if not fresh:
+            raise self._unauthorized("stale nonce", stale=True)
+        if replay:
+            self.stats["replay"] += 1
+            log.warning("Ua replay: nonce reused with nc %s for %s", creds.nc, creds.username)
+            raise self._unauthorized("nonce count replayed", stale=True)
+        try:
+            impi, ks = self.bsf.naf_key(creds.username, self.naf_id)
+        except GbaError as exc:
+            # 24.109 5.2.4: bootstrapping required -> 401 with a fresh challenge
+            self.stats["unknown_btid"] += 1
+            raise self._unauthorized(f"bootstrapping required ({exc.code})") from None
+        if not digest.verify_response(creds, _password(ks), method, body):
+            ks.zeroize()
+            self.stats["forbidden"] += 1
+            raise web.HTTPForbidden(text="wrong digest response\n")
+        with self._lock:
+            entry = self._nonces.get(creds.nonce)
+            if entry is None or nc <= entry[1]:  # lost a race with an identical request
+                self.stats["replay"] += 1
+                raise self._unauthorized("nonce count replayed", stale=True)
+            self._nonces[creds.nonce] = (entry[0], nc)
+        self.stats["ok"] += 1
+        return NafPeer(impi=impi, btid=creds.username, ks_naf=ks, credentials=creds)
+
+    # --- aiohttp middleware -------------------------------------------------------------------
+    def middleware(self):
+        """An aiohttp middleware authenticating every request and signing every answer."""
+        from aiohttp import web
+
+        @web.middleware
+        async def naf_digest(request, handler):
+            peer = await self.authenticate(request)
+            request["naf_peer"] = peer
+            try:
+                resp = await handler(request)
+                if isinstance(resp, web.Response):
+                    body = resp.body if isinstance(resp.body, bytes) else b""
+                    resp.headers["Authentication-Info"] = peer.authentication_info(body)
+                return resp
+            finally:
+                peer.ks_naf.zeroize()
+
+        return naf_digest

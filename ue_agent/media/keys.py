@@ -71,3 +71,38 @@ class TlsPskKeys:
 
 
 MediaKeys = SrtpKeys | TlsPskKeys
+
+
+@dataclass
+class StreamKeys:
+    """The keys of one media stream as this agent holds them after negotiation.
+
+    ``tx`` protects what we send, ``rx`` unprotects what we receive. With SDES each side
+    sends under the key in its own SDP (RFC 4568), so ``tx`` is our key and ``rx`` the
+    peer's. A TLS crypto session (MSRP/BFCP) has one PSK for both ways: ``rx`` is None.
+    ``max_packets`` is a lifetime signalled in SDP (the smaller of both sides), None for
+    the suite's own limit.
+    """
+
+    media: str
+    tx: MediaKeys
+    rx: MediaKeys | None = None
+    tag: int | None = None
+    max_packets: int | None = None
+
+    @property
+    def suite(self) -> str | None:
+        return self.tx.suite if isinstance(self.tx, SrtpKeys) else None
+
+    def to_wire(self) -> dict:
+        out: dict = {"media": self.media, "tx": self.tx.to_wire()}
+        if self.rx is not None:
+            out["rx"] = self.rx.to_wire()
+        if self.tag is not None:
+            out["tag"] = self.tag
+        return out
+
+    def zeroize(self) -> None:
+        self.tx.zeroize()
+        if self.rx is not None:
+            self.rx.zeroize()

@@ -1,0 +1,394 @@
+"""The session key store and its key-stream reuse guard (sans-IO).
+
+Sessions (SDES or MIKEY) hold the keys of their streams. The media stack fetches them
+with :meth:`KeyStore.keys` and reports how far each SSRC's packet index has gone with
+:meth:`KeyStore.report`. The guard (spec-digest 6.3; docs/media.md "key store"):
+
+- AES-CM and GCM keystream is a function of (session key, salt, SSRC, index). A master key
+  used again at an index already used is a two-time pad. So:
+  * a reported index that goes backwards for an SSRC means the media stack restarted a
+    context with the same key: the session is *compromised*, its keys are zeroized, further
+    ``keys()`` are refused with ``media.key_reuse`` and a ``security.warning`` is emitted;
+  * keys are handed out again only together with the current ROC and highest index per
+    SSRC, so a restarted stack continues the index instead of starting at 0;
+  * after ``close``/``release`` the keys are zeroized and a keyed fingerprint of each master
+    key is remembered: the same key can never be registered for a new session
+    (``media.key_reuse``), e.g. an SDES key copied into a re-INVITE after a handover.
+- Limits: 2^48 SRTP / 2^31 SRTCP packets per master key (RFC 3711 §9.2), or the smaller
+  SDES lifetime. Near the limit a ``security.warning`` asks for re-keying; at the limit the
+  keys are refused (``media.key_exhausted``).
+- SRVCC (``on_handover``): ``started`` marks sessions pending and keeps keys; ``success``
+  releases and zeroizes the PS contexts (a return to PS needs a new offer/answer);
+  ``cancelled``/``failed`` return them to active with their keys.
+
+Events go through ``on_event(name, info)``; ``info`` never holds key bytes.
+All work per call is a dict lookup or two; fingerprints are computed once per key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from ue_agent.errors import MediaError
+from ue_agent.media.keys import SrtpKeys, StreamKeys, TlsPskKeys
+
+SRTP_LIMIT = 2**48  # packets per master key (RFC 3711 §9.2)
+SRTCP_LIMIT = 2**31  # SRTCP index space (RFC 3711 §3.4)
+REKEY_MARGIN_FRACTION = 64  # warn when 1/64 of the key's packet budget is left
+
+UNKNOWN_SESSION = "media.unknown_session"
+KEY_REUSE = "media.key_reuse"
+KEY_EXHAUSTED = "media.key_exhausted"
+SESSION_RELEASED = "media.session_released"
+TOO_MANY_SESSIONS = "media.too_many_sessions"
+SESSION_EXISTS = "media.session_exists"
+BAD_SESSION = "media.bad_session"
+
+Emit = Callable[[str, dict[str, Any]], None]
+_SESSION_ID = re.compile(r"[A-Za-z0-9._:@+-]{1,128}")
+
+
+class SessionState(StrEnum):
+    ACTIVE = "active"
+    HANDOVER_PENDING = "handover_pending"
+    RELEASED = "released"  # SRVCC to CS done: keys zeroized
+    COMPROMISED = "compromised"  # an index went backwards: keys zeroized
+    EXHAUSTED = "exhausted"  # packet limit reached: keys zeroized
+
+
+class HandoverState(StrEnum):
+    STARTED = "started"
+    SUCCESS = "success"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+
+@dataclass
+class SsrcState:
+    """Highest packet index seen for one SSRC (ROC = index >> 16)."""
+
+    index: int = -1
+    srtcp_index: int = -1
+    warned: bool = False
+
+    @property
+    def roc(self) -> int:
+        return max(self.index, 0) >> 16
+
+    def to_wire(self, ssrc: int) -> dict[str, int]:
+        out = {"ssrc": ssrc, "roc": self.roc, "index": max(self.index, 0), "seq": max(self.index, 0) & 0xFFFF}
+        if self.srtcp_index >= 0:
+            out["srtcp_index"] = self.srtcp_index
+        return out
+
+
+@dataclass
+class Session:
+    id: str
+    kind: str  # "sdes" or "mikey"
+    peer: str | None
+    streams: list[StreamKeys]
+    state: SessionState = SessionState.ACTIVE
+    handed_out: int = 0
+    ssrcs: dict[int, SsrcState] = field(default_factory=dict)
+    fingerprints: list[bytes] = field(default_factory=list)
+    srtp_limit: int = SRTP_LIMIT
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "session": self.id,
+            "kind": self.kind,
+            "peer": self.peer,
+            "state": str(self.state),
+            "streams": [{"media": s.media, "suite": s.suite, "kind": _kind(s)} for s in self.streams],
+            "handed_out": self.handed_out,
+            "ssrcs": [st.to_wire(ssrc) for ssrc, st in sorted(self.ssrcs.items())],
+        }
+
+    def zeroize(self) -> None:
+        for s in self.streams:
+            s.zeroize()
+
+
+def _kind(s: StreamKeys) -> str:
+    return "tls-psk" if isinstance(s.tx, TlsPskKeys) else "srtp"
+
+
+def _master_keys(streams: Iterable[StreamKeys]) -> Iterable[SrtpKeys | TlsPskKeys]:
+    for s in streams:
+        yield s.tx
+        if s.rx is not None:
+            yield s.rx
+
+
+class KeyStore:
+    """Media keys per session, with the reuse guard. Not thread-safe: use from one loop."""
+
+    def __init__(
+        self,
+        on_event: Emit | None = None,
+        *,
+        max_sessions: int = 64,
+        max_retired: int = 4096,
+        max_tombstones: int = 256,
+    ) -> None:
+        if max_sessions < 1 or max_retired < 1 or max_tombstones < 1:
+            raise ValueError("limits must be positive")
+        self._emit = on_event or (lambda name, info: None)
+        self.max_sessions = max_sessions
+        self._sessions: dict[str, Session] = {}
+        # keyed fingerprints of every master key ever registered and then retired
+        self._fp_key = secrets.token_bytes(32)
+        self._live_fps: dict[bytes, str] = {}
+        self._retired: OrderedDict[bytes, None] = OrderedDict()
+        self._max_retired = max_retired
+        # why a closed/released session is gone, so a late keys() gets a precise answer
+        self._tombstones: OrderedDict[str, SessionState] = OrderedDict()
+        self._max_tombstones = max_tombstones
+
+    # -- registration ---------------------------------------------------------------------------
+    def _fingerprint(self, k: SrtpKeys | TlsPskKeys) -> bytes:
+        if isinstance(k, SrtpKeys):
+            material = k.master_key.reveal() + k.master_salt.reveal()
+        else:
+            material = k.key.reveal()
+        return hmac.new(self._fp_key, material, hashlib.sha256).digest()[:16]
+
+    def add(
+        self,
+        streams: Sequence[StreamKeys],
+        *,
+        kind: str,
+        peer: str | None = None,
+        session_id: str | None = None,
+    ) -> str:
+        """Register a negotiated session; returns its id. The store owns the keys from now on.
+
+        Refuses (and zeroizes the given keys) when a master key was used before in this
+        process (``media.key_reuse``) or the session limit is reached.
+        """
+        try:
+            if kind not in ("sdes", "mikey"):
+                raise MediaError(BAD_SESSION, "kind is 'sdes' or 'mikey'", kind=str(kind)[:20])
+            if not streams:
+                raise MediaError(BAD_SESSION, "a session needs at least one stream")
+            if session_id is None:
+                session_id = "s-" + secrets.token_hex(8)
+            elif not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
+                raise MediaError(BAD_SESSION, "session id: 1-128 of A-Z a-z 0-9 . _ : @ + -")
+            if session_id in self._sessions:
+                raise MediaError(SESSION_EXISTS, "a session with this id exists", session=session_id)
+            if len(self._sessions) >= self.max_sessions:
+                raise MediaError(TOO_MANY_SESSIONS, "too many media sessions", limit=self.max_sessions)
+            fps: list[bytes] = []
+            for k in _master_keys(streams):
+                fp = self._fingerprint(k)
+                if fp in self._retired or fp in self._live_fps or fp in fps:
+                    self._warn(session_id, "key_reuse", "a master key was offered for use a second time")
+                    raise MediaError(KEY_REUSE, "this master key was used before; re-key", session=session_id)
+                fps.append(fp)
+        except MediaError:
+            for s in streams:
+                s.zeroize()
+            raise
+        sess = Session(session_id, kind, peer, list(streams), fingerprints=fps)
+        lifetimes = [s.max_packets for s in streams if s.max_packets is not None]
+        sess.srtp_limit = min([SRTP_LIMIT, *lifetimes])
+        for s in streams:  # MIKEY gives the sender's SSRC and ROC: start the floor there
+            for k in (s.tx, s.rx):
+                if isinstance(k, SrtpKeys) and k.ssrc is not None:
+                    st = sess.ssrcs.setdefault(k.ssrc, SsrcState())
+                    st.index = max(st.index, (k.roc << 16) - 1)
+        for fp in fps:
+            self._live_fps[fp] = session_id
+        self._sessions[session_id] = sess
+        self._tombstones.pop(session_id, None)
+        return session_id
+
+    # -- hand-out and bookkeeping ----------------------------------------------------------------
+    def _get(self, session_id: str) -> Session:
+        sess = self._sessions.get(session_id)
+        if sess is not None:
+            return sess
+        gone = self._tombstones.get(session_id)
+        if gone is SessionState.COMPROMISED:
+            raise MediaError(
+                KEY_REUSE, "this session's keys were withdrawn (index went back)", session=session_id
+            )
+        if gone is SessionState.RELEASED:
+            raise MediaError(
+                SESSION_RELEASED, "the session moved to CS; negotiate fresh keys", session=session_id
+            )
+        if gone is SessionState.EXHAUSTED:
+            raise MediaError(KEY_EXHAUSTED, "the keys reached their packet limit; re-key", session=session_id)
+        raise MediaError(UNKNOWN_SESSION, "no such media session", session=str(session_id)[:128])
+
+    def keys(self, session_id: str) -> dict[str, Any]:
+        """Hand the session's keys to the media stack, with the current ROC per SSRC.
+
+        The result is the wire form (base64 keys) for an authorized socket peer; each SRTP
+        key carries the ROC of its SSRC when one has been reported.
+        """
+        sess = self._get(session_id)
+        sess.handed_out += 1
+        rocs = {ssrc: st for ssrc, st in sess.ssrcs.items()}
+        streams = []
+        for s in sess.streams:
+            w = s.to_wire()
+            for direction in ("tx", "rx"):
+                k = getattr(s, direction)
+                if isinstance(k, SrtpKeys) and k.ssrc is not None and k.ssrc in rocs:
+                    w[direction]["roc"] = rocs[k.ssrc].roc
+                if isinstance(k, SrtpKeys) and k.mki is not None:
+                    w[direction]["mki"] = k.mki.hex()
+            streams.append(w)
+        return {
+            "session": sess.id,
+            "kind": sess.kind,
+            "state": str(sess.state),
+            "streams": streams,
+            "ssrcs": [st.to_wire(ssrc) for ssrc, st in sorted(sess.ssrcs.items())],
+        }
+
+    def streams(self, session_id: str) -> list[StreamKeys]:
+        """The key objects themselves (in-process users such as the lab media peers)."""
+        return list(self._get(session_id).streams)
+
+    def report(
+        self, session_id: str, ssrc: int, index: int, *, srtcp_index: int | None = None
+    ) -> dict[str, Any]:
+        """The media stack's highest packet index for ``ssrc``; returns that SSRC's ROC and index.
+
+        An index lower than one reported before means a context restarted under the same
+        key (keystream reuse): the session is withdrawn with ``media.key_reuse``.
+        """
+        if not isinstance(ssrc, int) or not 0 <= ssrc < 2**32:
+            raise MediaError(BAD_SESSION, "ssrc is a 32-bit unsigned integer")
+        if not isinstance(index, int) or not 0 <= index < SRTP_LIMIT:
+            raise MediaError(BAD_SESSION, "index is a 48-bit unsigned integer")
+        if srtcp_index is not None and (
+            not isinstance(srtcp_index, int) or not 0 <= srtcp_index < SRTCP_LIMIT
+        ):
+            raise MediaError(BAD_SESSION, "srtcp_index is a 31-bit unsigned integer")
+        sess = self._get(session_id)
+        st = sess.ssrcs.setdefault(ssrc, SsrcState())
+        if index < st.index or (srtcp_index is not None and srtcp_index < st.srtcp_index):
+            self._withdraw(sess, SessionState.COMPROMISED)
+            self._warn(
+                sess.id,
+                "key_reuse",
+                "a packet index went backwards: the media stack restarted a context under the same key",
+                ssrc=ssrc,
+                index=index,
+                previous=st.index,
+            )
+            raise MediaError(
+                KEY_REUSE, "the packet index went backwards; keys withdrawn, re-key", session=sess.id
+            )
+        st.index = index
+        if srtcp_index is not None:
+            st.srtcp_index = srtcp_index
+        limit = sess.srtp_limit
+        if index >= limit - 1 or (srtcp_index is not None and srtcp_index >= SRTCP_LIMIT - 1):
+            self._withdraw(sess, SessionState.EXHAUSTED)
+            self._warn(sess.id, "key_exhausted", "the key reached its packet limit", ssrc=ssrc)
+            raise MediaError(KEY_EXHAUSTED, "the key reached its packet limit; re-key", session=sess.id)
+        near = index >= limit - limit // REKEY_MARGIN_FRACTION or (
+            srtcp_index is not None and srtcp_index >= SRTCP_LIMIT - SRTCP_LIMIT // REKEY_MARGIN_FRACTION
+        )
+        if near and not st.warned:
+            st.warned = True
+            self._warn(sess.id, "rekey_required", "the key is close to its packet limit", ssrc=ssrc)
+        return st.to_wire(ssrc)
+
+    # -- end of life -----------------------------------------------------------------------------
+    def close(self, session_id: str) -> None:
+        """Zeroize the session's keys and forget it; its keys can never be registered again."""
+        sess = self._sessions.get(session_id)
+        if sess is None:
+            if session_id in self._tombstones:
+                del self._tombstones[session_id]
+                return
+            raise MediaError(UNKNOWN_SESSION, "no such media session", session=str(session_id)[:128])
+        self._retire(sess)
+        del self._sessions[session_id]
+
+    def release(self, session_id: str) -> None:
+        """SRVCC to CS done for this session: zeroize; later ``keys()`` get ``media.session_released``."""
+        sess = self._sessions.get(session_id)
+        if sess is not None:
+            self._withdraw(sess, SessionState.RELEASED)
+
+    def _withdraw(self, sess: Session, why: SessionState) -> None:
+        sess.state = why
+        self._retire(sess)
+        self._sessions.pop(sess.id, None)
+        self._tombstones[sess.id] = why
+        while len(self._tombstones) > self._max_tombstones:
+            self._tombstones.popitem(last=False)
+
+    def _retire(self, sess: Session) -> None:
+        sess.zeroize()
+        for fp in sess.fingerprints:
+            self._live_fps.pop(fp, None)
+            self._retired[fp] = None
+        while len(self._retired) > self._max_retired:
+            self._retired.popitem(last=False)
+
+    def zeroize_all(self) -> int:
+        """Daemon shutdown: zeroize every session; returns how many there were."""
+        n = len(self._sessions)
+        for sess in list(self._sessions.values()):
+            self._retire(sess)
+        self._sessions.clear()
+        return n
+
+    # -- handover ---------------------------------------------------------------------------------
+    def on_handover(self, state: str, session_ids: Iterable[str] | None = None) -> list[str]:
+        """Apply an SRVCC phase to the given sessions (default: all). Returns the ids affected."""
+        try:
+            phase = HandoverState(state)
+        except ValueError:
+            raise MediaError(BAD_SESSION, "handover state is started, success, cancelled or failed") from None
+        ids = list(self._sessions) if session_ids is None else [i for i in session_ids if i in self._sessions]
+        for sid in ids:
+            sess = self._sessions[sid]
+            if phase is HandoverState.STARTED:
+                sess.state = SessionState.HANDOVER_PENDING
+            elif phase is HandoverState.SUCCESS:
+                self._withdraw(sess, SessionState.RELEASED)
+            else:
+                sess.state = SessionState.ACTIVE
+        return ids
+
+    # -- introspection ------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def __contains__(self, session_id: object) -> bool:
+        return session_id in self._sessions
+
+    def state(self, session_id: str) -> SessionState:
+        if session_id in self._sessions:
+            return self._sessions[session_id].state
+        if session_id in self._tombstones:
+            return self._tombstones[session_id]
+        raise MediaError(UNKNOWN_SESSION, "no such media session", session=str(session_id)[:128])
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """Status view (no key bytes)."""
+        return [s.summary() for s in self._sessions.values()]
+
+    def _warn(self, session_id: str, kind: str, message: str, **info: Any) -> None:
+        self._emit("security.warning", {"kind": kind, "session": session_id, "message": message, **info})
+
+    def __repr__(self) -> str:
+        return f"<KeyStore sessions={len(self._sessions)} retired={len(self._retired)}>"

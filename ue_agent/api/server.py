@@ -118,7 +118,7 @@ def bind_socket(path: str) -> socket.socket:
     finally:
         os.umask(old)
     os.chmod(path, 0o660)
-    sock.listen(64)
+    sock.listen(128)
     return sock
 
 

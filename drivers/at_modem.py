@@ -13,7 +13,7 @@ Runs of hex are replaced by ``<hex:N>`` wherever a line is logged or quoted.
 
 Error codes (:class:`ue_agent.errors.TransportError`): ``modem.error``, ``modem.cme_error``
 (``details['cme']``), ``modem.cms_error``, ``modem.timeout``, ``modem.garbage``, ``modem.gone``,
-``modem.not_supported``, ``modem.bad_apdu``.
+``modem.not_supported``, ``modem.reopened``, ``modem.bad_apdu``, ``modem.bad_command``.
 """
 
 from __future__ import annotations
@@ -53,6 +53,10 @@ def redact(line: str) -> str:
 def _cme_code(text: str) -> int | str:
     text = text.strip()
     return int(text) if text.isdigit() else text
+
+
+class _NotSent(TransportError):
+    """modem.gone before the command reached the modem (the write failed)."""
 
 
 @dataclass
@@ -304,11 +308,16 @@ class AtPort:
 
     # --- commands -----------------------------------------------------------------------------------
 
-    def command(self, cmd: str, timeout: float | None = None) -> AtResponse:
+    def command(self, cmd: str, timeout: float | None = None, *, generation: int | None = None) -> AtResponse:
         """Send ``cmd`` (without CR) and return its information lines once OK arrives.
 
+        A port that vanished is reopened first when its path is back (bounded by
+        ``reopen_wait``). ``generation``: the caller holds state tied to one opening of the
+        port (a +CCHO session); if the port was reopened since, ``modem.reopened`` is raised
+        instead of sending.
+
         Raises TransportError: modem.error, modem.cme_error, modem.cms_error, modem.timeout,
-        modem.gone, modem.not_supported (a command the profile forbids).
+        modem.gone, modem.reopened, modem.not_supported (a command the profile forbids).
         """
         cmd = cmd.strip()
         if not cmd.upper().startswith("AT") or any(c in cmd for c in "\r\n\x1a\x1b"):
@@ -321,11 +330,22 @@ class AtPort:
                     command=bad,
                 )
         with self._cmd_lock:
-            self._ensure_open()
-            if self._stale:
-                self._stale = False
-                self._sync()
-            return self._command_locked(cmd, timeout if timeout is not None else self.timeout)
+            for attempt in (0, 1):
+                self._ensure_open()
+                if generation is not None and generation != self.generation:
+                    raise TransportError(
+                        "modem.reopened", f"AT port {self.path} was reopened", port=self.path
+                    )
+                try:
+                    if self._stale:
+                        self._stale = False
+                        self._sync()
+                    return self._command_locked(cmd, timeout if timeout is not None else self.timeout)
+                except _NotSent:
+                    # the write failed: the modem never saw the command; once more on the new port
+                    if attempt:
+                        raise
+            raise AssertionError("unreachable")
 
     def _command_locked(self, cmd: str, timeout: float) -> AtResponse:
         m = re.match(r"^AT([+^#$%*][A-Za-z0-9_]+)", cmd, re.IGNORECASE)
@@ -341,7 +361,7 @@ class AtPort:
             with self._cond:
                 self._gone = True
                 self._pending = None
-            raise TransportError(
+            raise _NotSent(
                 "modem.gone", f"AT port {self.path} vanished ({exc.__class__.__name__})", port=self.path
             ) from None
         deadline = time.monotonic() + timeout
@@ -567,14 +587,23 @@ class CglaTransport(ApduTransport):
 
     def transmit(self, apdu: bytes) -> bytes:
         _check_apdu(apdu)
-        if self._generation != self.port.generation or self.session is None:
-            self.port.command("AT")  # reopens the port if needed, bounded
-            if self._generation != self.port.generation:
-                self._open_channel()
         data = bytes([_cla_channel_zero(apdu[0])]) + bytes(apdu[1:])
         h = data.hex().upper()
-        resp = self.port.command(f'AT+CGLA={self.session},{len(h)},"{h}"')
-        return _parse_len_hex(self.port, self.port.take(resp, "+CGLA", _LEN_HEX), "+CGLA")
+        for attempt in (0, 1):
+            if self.session is None:
+                self._open_channel()
+            try:
+                resp = self.port.command(
+                    f'AT+CGLA={self.session},{len(h)},"{h}"', generation=self._generation
+                )
+            except TransportError as exc:
+                if exc.code != "modem.reopened" or attempt:
+                    raise
+                # the modem was unplugged and is back: its channels are gone, open ours again
+                self.session = None
+                continue
+            return _parse_len_hex(self.port, self.port.take(resp, "+CGLA", _LEN_HEX), "+CGLA")
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         """Close the channel (AT+CCHC) when the modem has the command; the port stays open."""

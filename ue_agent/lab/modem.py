@@ -124,6 +124,7 @@ class ModemSimulator:
         self._stop = threading.Event()
         self._faults: list[tuple[str, int | None, str | None]] = []
         self._urcs_during: list[str] = []
+        self._next_handle = 0x385A7CF  # opaque +CCHO handles (Sierra): never reused, even across replugs
         self._power_on()
 
     def _power_on(self) -> None:
@@ -133,7 +134,6 @@ class ModemSimulator:
         self.cireg = 0
         self.csim_locked = not self._needs_lock()
         self._channels: dict[str, _Channel] = {}
-        self._next_handle = 0x385A7CF
         self._pending_get_response = b""
 
     # --- lifecycle ------------------------------------------------------------------------------

@@ -374,18 +374,19 @@ class PcscTransport(ApduTransport):
             if hr == SCARD_S_SUCCESS and len(response) >= 2:
                 return bytes(response)
             if hr == SCARD_S_SUCCESS or hr in _INTERRUPTED:
-                raise self._interrupted(hr, apdu, reader)
+                raise self._interrupted(hr, apdu, reader, len(response or ()))
             self._discard()
             err = self._error(hr, f"sending APDU {apdu[:4].hex()}", reader)
             if err.code == "card.removed":
                 err.message = f"the card in {reader!r} was removed or reset before the command; not sent"
             raise err
 
-    def _interrupted(self, hr: int, apdu: bytes, reader: str | None) -> TransportError:
+    def _interrupted(self, hr: int, apdu: bytes, reader: str | None, got: int) -> TransportError:
         """The command got no status word: was the card pulled? Wait (bounded) to find out."""
         self._discard()
         gone = self._wait_absent(reader, min(self.wait_s, max(2.0, 4 * self.poll_s)))
-        facts: dict[str, Any] = {"reader": reader, "ins": f"{apdu[1]:02X}", **_describe(hr)}
+        facts: dict[str, Any] = {"reader": reader, "ins": f"{apdu[1]:02X}"}
+        facts.update({"response_length": got} if hr == SCARD_S_SUCCESS else _describe(hr))
         if gone:
             return TransportError(
                 "card.removed",
@@ -424,12 +425,19 @@ class PcscTransport(ApduTransport):
     def wait_for_card(self, timeout: float) -> None:
         """Block until a card is in the reader and connected, at most ``timeout`` seconds.
 
-        Rides out pcscd restarts, a reader that is not attached yet and another process
-        holding the card. On timeout raises the last failure (``card.absent``,
-        ``card.pcsc_unavailable``, ``card.reader_not_found``...).
+        Rides out pcscd restarts, a reader that is not attached yet, another process
+        holding the card and an earlier command that timed out and is still pending. On
+        timeout raises the last failure (``card.absent``, ``card.pcsc_unavailable``,
+        ``card.reader_not_found``, ``card.timeout``...).
         """
         deadline = time.monotonic() + timeout
         while True:
+            stuck = self._stuck
+            if stuck is not None and not stuck.done():
+                try:
+                    stuck.exception(max(0.0, deadline - time.monotonic()))
+                except FutureTimeout:
+                    pass
             with self._lock:
                 try:
                     if self._card is not None and self._still_connected():
@@ -437,7 +445,7 @@ class PcscTransport(ApduTransport):
                     self._connect()
                     return
                 except TransportError as exc:
-                    if exc.code in ("card.closed", "card.timeout"):
+                    if exc.code == "card.closed":
                         raise
                     last = exc
             remaining = deadline - time.monotonic()

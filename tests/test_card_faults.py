@@ -130,7 +130,7 @@ def test_answers_without_status_word_and_endless_chains() -> None:
         with pytest.raises(CardError) as err:
             card.authenticate(RAND, autn(s, s.sqn + 1))
         assert err.value.code == "card.malformed_response"
-        uicc._injected.clear()
+        uicc.clear_faults()
 
 
 def test_truncated_gba_answers() -> None:

@@ -214,11 +214,12 @@ def test_logical_channel_is_used_and_closed() -> None:
     s = sub("alice")
     uicc, card = make("alice", lchan=True)
     card.identities()
-    assert sorted(uicc._channels) == [0, 1]
-    assert uicc._channels[1].app is not None and uicc._channels[0].app is None
+    assert uicc.open_channels == [0, 1]
+    assert uicc.channel_application(1) == bytes.fromhex(card.identities().aid or "")
+    assert uicc.channel_application(0) is None
     card.authenticate(*challenge(s, s.sqn + 1))
     card.close()
-    assert sorted(uicc._channels) == [0]
+    assert uicc.open_channels == [0]
     card.close()  # idempotent
 
 
@@ -266,7 +267,7 @@ def test_bound_transport_does_not_select_the_application_again() -> None:
     assert not any(a[1] == 0xA4 and a[2] == 0x04 for a in bound.sent)  # no SELECT by AID
     assert card.apdu_count == modem.apdu_count + len(bound.sent)
     card.close()
-    assert bound.closed and sorted(uicc._channels) == [0]
+    assert bound.closed and uicc.open_channels == [0]
 
 
 # --- GBA_U ----------------------------------------------------------------------------

@@ -162,6 +162,21 @@ class SoftUicc:
         self.muted = False
         return self.reset()
 
+    def clear_faults(self) -> None:
+        """Drop injected answers that were not consumed."""
+        with self._lock:
+            self._injected.clear()
+
+    @property
+    def open_channels(self) -> list[int]:
+        """Logical channel numbers currently open (0 is always open)."""
+        return sorted(self._channels)
+
+    def channel_application(self, channel: int) -> bytes | None:
+        """The AID of the application selected on ``channel`` (None: none, or not open)."""
+        ch = self._channels.get(channel)
+        return ch.app.aid if ch is not None and ch.app is not None else None
+
     @property
     def highest_sqn(self) -> int:
         """The highest SQN the card has accepted (SQN_MS)."""

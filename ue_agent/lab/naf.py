@@ -11,8 +11,9 @@ Ks_NAF from the BSF over "Zn" (an in-process call to :meth:`Bsf.naf_key`).
 - a nonce/nc pair seen before (a replay) -> ``401`` with a fresh challenge, counted in
   :attr:`NafAuth.stats`.
 
-Use :meth:`NafAuth.middleware` to protect a whole aiohttp app: each handler finds the
-:class:`NafPeer` at ``request["naf_peer"]`` and the response gets ``Authentication-Info``.
+Use :meth:`NafAuth.middleware` to protect a whole aiohttp app: each handler gets the
+:class:`NafPeer` with :func:`peer_of` (``request[NAF_PEER]``) and the response gets
+``Authentication-Info``. Or call ``await naf_auth.authenticate(request)`` in a handler.
 """
 
 from __future__ import annotations
@@ -51,6 +52,22 @@ class NafPeer:
 
     def __repr__(self) -> str:
         return f"NafPeer(impi={self.impi!r}, btid={self.btid!r})"
+
+
+def _request_key():
+    from aiohttp import web
+
+    key_type = getattr(web, "RequestKey", None)  # aiohttp >= 3.12
+    return key_type("naf_peer", NafPeer) if key_type is not None else "naf_peer"
+
+
+#: where :meth:`NafAuth.middleware` stores the peer on the request
+NAF_PEER = _request_key()
+
+
+def peer_of(request) -> NafPeer:
+    """The authenticated peer of a request that passed :meth:`NafAuth.middleware`."""
+    return request[NAF_PEER]
 
 
 def _password(ks_naf: Secret) -> Secret:
@@ -165,7 +182,7 @@ class NafAuth:
         @web.middleware
         async def naf_digest(request, handler):
             peer = await self.authenticate(request)
-            request["naf_peer"] = peer
+            request[NAF_PEER] = peer
             try:
                 resp = await handler(request)
                 if isinstance(resp, web.Response):

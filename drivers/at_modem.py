@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ue_agent.card.transport import ApduTransport
-from ue_agent.errors import TransportError
+from ue_agent.errors import ConfigError, TransportError
 from ue_agent.profiles import STANDARD_URCS, AtDialect, Profile, resolve
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,14 @@ _LEN_HEX = re.compile(r'^\s*(\d+)\s*,\s*"?\s*([0-9A-Fa-f]*)\s*"?\s*$')
 _SESSION = re.compile(r'^\s*"?([0-9A-Za-z]+)"?\s*$')
 _BARE_URCS = ("RING", "NO CARRIER")
 _MAX_BUFFER = 1 << 20  # a line longer than 1 MiB is garbage, whatever the modem
+
+
+def _default_profile() -> Profile | None:
+    """generic-at when it is installed; built-in defaults otherwise."""
+    try:
+        return resolve("generic-at")
+    except ConfigError:
+        return None
 
 
 def redact(line: str) -> str:
@@ -97,7 +105,7 @@ class AtPort:
     ) -> None:
         self.path = str(path)
         self.baudrate = baudrate
-        self.profile = resolve(profile, "generic-at")
+        self.profile = _default_profile() if profile is None else resolve(profile)
         self.dialect: AtDialect = (
             self.profile.at if self.profile and self.profile.at else None
         ) or AtDialect()

@@ -178,7 +178,10 @@ class ModemSimulator:
     def stop(self) -> None:
         """Stop serving, close the pty and remove the symlink. Idempotent."""
         self._stop.set()
-        os.write(self._wake_w, b"x")
+        try:
+            os.write(self._wake_w, b"x")
+        except OSError:  # already closed
+            pass
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         self._thread = None

@@ -373,3 +373,25 @@ def test_cli_lab_modem_unknown_profile_fails(tmp_path, subscriber_file):
     )  # fmt: skip
     assert proc.returncode == 1
     assert "config.unknown_profile" in proc.stderr
+
+
+@pytest.mark.parametrize("profile", ["generic-at", "sierra-em7455"])
+def test_usim_only_card_over_modem(modem_factory, tmp_path, profile):
+    """A card without ISIM: identities from the USIM IMSI, AKA on the USIM, over +CSIM and +CGLA."""
+    from tests.fixtures.lab import write_subscriber
+    from ue_agent.lab.uicc import SoftUicc
+    from ue_agent.subscriber import load_subscriber
+
+    uicc = SoftUicc(load_subscriber(write_subscriber(tmp_path / "usim.toml", extra="isim = false\n")))
+    sim = modem_factory(profile, uicc=uicc)
+    transport = open_modem_transport(str(sim.link_path), profile=profile, timeout=5)
+    card = Card(transport)
+    try:
+        ids = card.identities()
+        assert ids.application == "usim" and ids.imsi == "001010000000001"
+        assert ids.impi == "001010000000001@ims.mnc001.mcc001.3gppnetwork.org"
+        outcome = card.authenticate(RAND1, AUTN1)
+        assert isinstance(outcome, AkaSuccess) and outcome.res == RES1 and outcome.ik == IK1
+    finally:
+        card.close()
+        transport.close()

@@ -443,10 +443,10 @@ def accept_answer(local: LocalOffer, answer: Sequence[Sequence[str]]) -> list[St
 
     The keys of the lines not chosen are zeroized; ``local`` must not be used again.
     """
-    if isinstance(answer, str) or len(answer) != len(local.streams):
-        raise MediaError(ANSWER_MISMATCH, "the answer must have one entry per offered stream")
     result: list[StreamKeys] = []
     try:
+        if isinstance(answer, str) or len(answer) != len(local.streams):
+            raise MediaError(ANSWER_MISMATCH, "the answer must have one entry per offered stream")
         for offered, ans_lines in zip(local.streams, answer, strict=True):
             lines = crypto_lines(ans_lines)
             if not lines:

@@ -206,7 +206,7 @@ class KeyStore:
             for k in (s.tx, s.rx):
                 if isinstance(k, SrtpKeys) and k.ssrc is not None:
                     st = sess.ssrcs.setdefault(k.ssrc, SsrcState())
-                    st.index = max(st.index, (k.roc << 16) - 1)
+                    st.index = max(st.index, k.roc << 16)
         for fp in fps:
             self._live_fps[fp] = session_id
         self._sessions[session_id] = sess

@@ -1,0 +1,230 @@
+"""The UE's KMS client: MIKEY-TICKET over GBA-authenticated HTTP (Ua, TS 33.328) and the ticket transfer.
+
+The KMS is a NAF (Ua protocol id 01 00 00 00 06). Ticket Request and Ticket Resolve go as
+``POST <kms_url>/mikey`` with ``Content-Type: application/mikey`` through :class:`NafClient`
+(HTTP Digest with B-TID / Ks_NAF); the MIKEY messages themselves are protected with
+transport keys derived from the same Ks_NAF, named by its B-TID in IDRpsk (docs/kms.md).
+
+The decisions live in :mod:`ue_agent.kms.session`; this module adds the HTTP calls, the
+ticket caches (initiator: per peer; responder: per ticket) and the replay cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ue_agent.crypto.kdf import UA_KMS
+from ue_agent.crypto.mikey_prf import PRF_HMAC_SHA_256
+from ue_agent.errors import GbaError, KmsError
+from ue_agent.kms import ids, mikey, session
+from ue_agent.kms.streams import SrtpStream, Stream, TlsStream
+from ue_agent.media.keys import MediaKeys
+from ue_agent.secret import Secret
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE = "application/mikey"
+KMS_PATH = "/mikey"
+REUSE_MARGIN_S = 30.0  # do not start a session on a ticket this close to its expiry
+
+__all__ = ["AnswerResult", "KmsClient", "OfferResult", "SrtpStream", "TlsStream"]
+
+
+@dataclass
+class OfferResult:
+    transfer_init: bytes
+    pending: session.PendingOffer
+    reused_ticket: bool = False
+
+
+@dataclass
+class AnswerResult:
+    transfer_resp: bytes
+    keys: list[MediaKeys]
+    peer_uri: str  # the initiator, as the KMS vouched for it
+    resolved_now: bool = True  # False when the ticket came from the cache
+
+
+class KmsClient:
+    def __init__(
+        self,
+        naf,
+        kms_url: str,
+        kms_fqdn: str,
+        own_uri: str,
+        *,
+        gba=None,
+        clock: Callable[[], float] = time.time,
+        prf_func: int = PRF_HMAC_SHA_256,
+        ticket_validity: int = 3600,
+        replay_window: float = 300.0,
+    ) -> None:
+        self.naf = naf
+        self.gba = gba if gba is not None else naf.gba
+        self.url = kms_url.rstrip("/") + KMS_PATH
+        self.kms_fqdn = kms_fqdn.lower()
+        self.own = ids.canonical(own_uri)
+        self.clock = clock
+        self.prf_func = prf_func
+        self.ticket_validity = ticket_validity
+        self.replay = session.ReplayCache(replay_window)
+        self.kms_requests = 0
+        self._issued: dict[tuple[str, tuple[str, ...], bool], session.IssuedTicket] = {}
+        self._resolved: dict[bytes, session.ResolvedTicket] = {}
+
+    # -- initiator
+
+    async def offer(
+        self,
+        peer_uri: str,
+        streams: list[Stream],
+        *,
+        recipients: list[str] | None = None,
+        group: bool = False,
+        validity: int | None = None,
+    ) -> OfferResult:
+        """A TRANSFER_INIT for ``peer_uri`` (reusing a live ticket for the same peer and policy)."""
+        peer = ids.canonical(peer_uri)
+        pats = tuple(sorted(ids.pattern(r) for r in (recipients or [peer])))
+        key = (peer, pats, group)
+        now = self.clock()
+        issued = self._issued.get(key)
+        reused = issued is not None and issued.expiry - now > REUSE_MARGIN_S
+        if not reused:
+            if issued is not None:
+                issued.key.zeroize()
+            issued = await self._request_ticket(list(pats), group, validity or self.ticket_validity)
+            self._issued[key] = issued
+        assert issued is not None
+        pending = session.build_transfer_init(issued, self.own, peer, streams, self.kms_fqdn, now)
+        return OfferResult(pending.transfer_init, pending, reused)
+
+    def complete(self, pending: session.PendingOffer, transfer_resp: bytes) -> list[MediaKeys]:
+        """Verify the peer's TRANSFER_RESP; the same keys the peer derived (one call per fork)."""
+        responder, keys = session.complete(pending, transfer_resp, self.clock())
+        log.info("MIKEY-TICKET session %s -> %s keyed", self.own, responder)
+        return keys
+
+    # -- responder
+
+    async def answer(self, transfer_init: bytes) -> AnswerResult:
+        """Resolve the ticket of a TRANSFER_INIT (or reuse a resolved one) and answer it."""
+        now = self.clock()
+        ti = session.inspect_transfer_init(transfer_init)
+        self.replay.check(ti, now)  # before spending a KMS request on a replay
+        resolved = self._resolved.get(ti.ticket_ref)
+        fresh = resolved is None or resolved.expiry <= now
+        if fresh:
+            resolved = await self._resolve(ti)
+        assert resolved is not None
+        resp, keys = session.accept_transfer_init(ti, resolved, self.own, self.replay, self.clock())
+        if fresh:
+            self._resolved[ti.ticket_ref] = resolved
+        self._prune(now)
+        return AnswerResult(resp, keys, resolved.initiator, fresh)
+
+    async def authorize_divert(self, transfer_init: bytes, new_recipient: str) -> None:
+        """As the called party, let the KMS accept ``new_recipient`` for this ticket (TR 33.829 9.3.2)."""
+        ti = session.inspect_transfer_init(transfer_init)
+        target = ids.canonical(new_recipient)
+
+        def build(btid: str, psk: Secret):
+            return session.build_resolve_init(
+                self.own,
+                ti,
+                btid,
+                psk,
+                self.kms_fqdn,
+                divert_to=target,
+                now=self.clock(),
+                prf_func=self.prf_func,
+            )
+
+        await self._exchange(build, session.read_resolve_resp)
+
+    def forget(self, peer_uri: str | None = None) -> None:
+        """Drop cached tickets (all, or those for one peer) and zeroize their keys."""
+        peer = ids.canonical(peer_uri) if peer_uri else None
+        for k in [k for k in self._issued if peer is None or k[0] == peer]:
+            self._issued.pop(k).key.zeroize()
+        if peer is None:
+            for r in self._resolved.values():
+                r.k_r.zeroize()
+                r.mpk_i.zeroize()
+            self._resolved.clear()
+
+    # -- KMS exchanges
+
+    async def _request_ticket(
+        self, recipients: list[str], group: bool, validity: int
+    ) -> session.IssuedTicket:
+        def build(btid: str, psk: Secret):
+            return session.build_request_init(
+                self.own,
+                recipients,
+                btid,
+                psk,
+                self.kms_fqdn,
+                validity=validity,
+                group=group,
+                now=self.clock(),
+                prf_func=self.prf_func,
+            )
+
+        def read(status, body, req, psk, kms_id):
+            return session.read_request_resp(status, body, req, psk, kms_id, group)
+
+        return await self._exchange(build, read)
+
+    async def _resolve(self, ti: session.TransferInit) -> session.ResolvedTicket:
+        def build(btid: str, psk: Secret):
+            return session.build_resolve_init(
+                self.own, ti, btid, psk, self.kms_fqdn, now=self.clock(), prf_func=self.prf_func
+            )
+
+        resolved = await self._exchange(build, session.read_resolve_resp)
+        if resolved is None:
+            raise KmsError("kms.bad_response", "the KMS acknowledged a divert instead of resolving")
+        return resolved
+
+    async def _exchange(self, build, read):
+        """One KMS round trip; retried once when the KMS did not accept our Ks_NAF (new B-TID)."""
+        for attempt in (1, 2):
+            btid, psk = await self.gba.ks_naf(self.kms_fqdn, UA_KMS)
+            try:
+                raw, req = build(btid, psk)
+                self.kms_requests += 1
+                try:
+                    resp = await self.naf.request("POST", self.url, raw, CONTENT_TYPE, self.kms_fqdn, UA_KMS)
+                except GbaError as e:
+                    if e.code in ("gba.naf_unreachable",):
+                        raise KmsError("kms.unreachable", "the KMS cannot be reached", url=self.url) from None
+                    raise
+                ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                if resp.status in (502, 503, 504) and ctype != CONTENT_TYPE:
+                    raise KmsError("kms.unreachable", f"the KMS is unavailable (HTTP {resp.status})")
+                if ctype != CONTENT_TYPE:
+                    raise KmsError(
+                        "kms.bad_response", f"KMS answered HTTP {resp.status} with {ctype or 'no'} content"
+                    )
+                try:
+                    return read(resp.status, resp.body, req, psk, self.kms_fqdn)
+                except KmsError as e:
+                    if attempt == 1 and e.details.get("kms_error") == mikey.ERR_AUTH_FAILURE:
+                        log.info("KMS did not accept the Ks_NAF of %s: retrying once", btid)
+                        continue
+                    raise
+            finally:
+                psk.zeroize()
+        raise KmsError(
+            "kms.ticket_rejected", "the KMS could not authenticate the request"
+        )  # pragma: no cover
+
+    def _prune(self, now: float) -> None:
+        for ref in [r for r, t in self._resolved.items() if t.expiry <= now]:
+            t = self._resolved.pop(ref)
+            t.k_r.zeroize()
+            t.mpk_i.zeroize()

@@ -13,6 +13,8 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -183,6 +185,29 @@ def open_card(cfg: Config, on_urc: Callable[[str], None] | None = None) -> Any:
     return Card(open_transport(cfg.card, on_urc=on_urc if shared else None))
 
 
+MAX_PENDING_OFFERS = 64
+#: session ids the media store accepts (checked here too for offers not yet in the store)
+_SESSION_ID = re.compile(r"[A-Za-z0-9._:@+-]{1,128}")
+
+
+def _streams_out(media: list[str], lines: list[list[str]]) -> list[dict[str, Any]]:
+    return [{"media": m, "lines": ls} for m, ls in zip(media, lines, strict=True)]
+
+
+def _offer_keys(offer: Any) -> list[Secret]:
+    return [s for st in offer.streams for k in st.keys.values() for s in (k.master_key, k.master_salt)]
+
+
+def _stream_secrets(store: Any, sid: str) -> list[Secret]:
+    out: list[Secret] = []
+    for st in store.streams(sid):
+        for k in (st.tx, st.rx):
+            if k is None:
+                continue
+            out += [k.master_key, k.master_salt] if hasattr(k, "master_key") else [k.key]
+    return out
+
+
 def _split_nonce(nonce: str) -> tuple[bytes, bytes]:
     """RFC 3310 nonce: base64(RAND || AUTN || server data) -> (RAND, AUTN)."""
     try:
@@ -206,10 +231,22 @@ class Agent:
         self.identities: Any = None
         self.started = time.time()
         self.counters = {"authentications": 0, "mac_failures": 0, "sync_failures": 0}
+        from ue_agent.media.store import KeyStore
+
+        self.store = KeyStore(self.emit)
+        #: SDES offers waiting for their answer: session id -> (LocalOffer, owner uid)
+        self.pending_offers: dict[str, tuple[Any, int]] = {}
+        #: who negotiated each session: only that uid (or root) may use it
+        self.owners: dict[str, int] = {}
         self._ops: dict[str, Callable[[Request, Any], Any]] = {
             "status": self.op_status,
             "capabilities": self.op_capabilities,
             "ims.authenticate": self.op_ims_authenticate,
+            "sdes.offer": self.op_sdes_offer,
+            "sdes.answer": self.op_sdes_answer,
+            "session.keys": self.op_session_keys,
+            "session.report": self.op_session_report,
+            "session.close": self.op_session_close,
         }
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -231,9 +268,20 @@ class Agent:
         self.cfg = cfg
 
     async def stop(self) -> tuple[int, int]:
-        """Zeroize every key; returns (keys zeroized, keys left non-zero)."""
+        """Zeroize every key; returns (key objects zeroized, keys left non-zero)."""
         await asyncio.get_running_loop().run_in_executor(None, self.card.stop)
-        return self.keys.zeroize_all()
+        held = [k for _, (offer, _) in self.pending_offers.items() for k in _offer_keys(offer)]
+        held += [
+            k for sid in list(self.owners) if sid in self.store for k in _stream_secrets(self.store, sid)
+        ]
+        self.keys.add(*held)
+        zeroized, left = self.keys.zeroize_all()
+        for offer, _ in self.pending_offers.values():
+            offer.zeroize()
+        self.pending_offers.clear()
+        self.store.zeroize_all()
+        self.owners.clear()
+        return zeroized, left + sum(1 for k in held if not k.zeroized)
 
     def _card_state(self, state: dict[str, Any]) -> None:
         self.emit("card", {"present": state["present"], "error": state.get("error")})
@@ -251,13 +299,20 @@ class Agent:
         self._apply(self.handover.on_ip_change(ev.ifname, what))
 
     def _apply(self, report: HandoverReport) -> None:
+        from ue_agent.handover.state import SessionState as HoState
+
         for d in report.decisions:
             if d.release_keys:
                 self._release_session_keys(d.session)
+            elif d.new is HoState.HANDOVER_PENDING:
+                self.store.on_handover("started", [d.session])
+            elif d.new is HoState.ACTIVE:
+                self.store.on_handover("cancelled", [d.session])
         self.emit("handover", report.event)
 
     def _release_session_keys(self, session: str) -> None:
-        """SRVCC done: the session's keys are zeroized (hook of the media store)."""
+        """SRVCC done: the session's keys are zeroized by the media store."""
+        self.store.release(session)
 
     # -- dispatch -----------------------------------------------------------------------------
     async def handle(self, req: Request, peer: Any) -> dict[str, Any]:
@@ -287,12 +342,115 @@ class Agent:
             "counters": dict(self.counters),
             "handover": self.handover.snapshot(),
         }
+        by_state: dict[str, int] = {}
+        for summary in self.store.snapshot():
+            by_state[summary["state"]] = by_state.get(summary["state"], 0) + 1
+        out["sessions"] = {
+            "open": len(self.store),
+            "pending_offers": len(self.pending_offers),
+            "by_state": by_state,
+        }
         for extra in self.extra_status:
             out.update(extra())
         return out
 
     async def op_capabilities(self, req: Request, peer: Any) -> dict[str, Any]:
-        raise MediaError("media.unavailable", "capabilities are not available in this build")
+        from ue_agent.media.capabilities import device_capabilities
+
+        caps = device_capabilities(kms_url=self.cfg.network.kms_url).to_wire()
+        caps["aka"] = {"application": self.identities.application if self.identities else None}
+        return caps
+
+    # -- media sessions ------------------------------------------------------------------------
+    def _owned(self, session: str, peer: Any) -> str:
+        """The session if ``peer`` may use it; a stranger's session looks like no session."""
+        owner = self.owners.get(session)
+        if owner is not None and peer.uid not in (0, owner):
+            raise MediaError("media.unknown_session", "no such media session", session=session[:128])
+        return session
+
+    def _new_session_id(self, wanted: str | None) -> str:
+        if wanted is not None and (wanted in self.owners or wanted in self.pending_offers):
+            raise MediaError("media.session_exists", "a session with this id exists", session=wanted[:128])
+        if wanted is None:
+            wanted = "s-" + secrets.token_hex(8)
+        return wanted
+
+    def _register(self, sid: str, streams: list[Any], kind: str, peer: Any) -> str:
+        sid = self.store.add(streams, kind=kind, session_id=sid, peer=f"uid:{peer.uid}")
+        self.owners[sid] = peer.uid
+        self.handover.add_session(sid)
+        return sid
+
+    async def op_sdes_offer(self, req: Request, peer: Any) -> dict[str, Any]:
+        from ue_agent.media.sdes import make_offer
+
+        p = req.params
+        if len(self.pending_offers) >= MAX_PENDING_OFFERS:
+            raise MediaError("media.too_many_sessions", "too many SDES offers wait for an answer")
+        sid = self._new_session_id(p.get("session"))
+        if not _SESSION_ID.fullmatch(sid):
+            raise MediaError("media.bad_session", "session id: 1-128 of A-Z a-z 0-9 . _ : @ + -")
+        lines, local = make_offer(p["media"], p.get("suites"), lifetime=p.get("lifetime"), e2ae=p["e2ae"])
+        self.pending_offers[sid] = (local, peer.uid)
+        return {"session": sid, "streams": _streams_out(p["media"], lines)}
+
+    async def op_sdes_answer(self, req: Request, peer: Any) -> dict[str, Any]:
+        from ue_agent.media.sdes import accept_answer, make_answer
+
+        p = req.params
+        if ("offer" in p) == ("answer" in p):
+            raise api_error(
+                BAD_REQUEST, "give 'offer' (to answer it) or 'answer' (to our offer)", param="offer"
+            )
+        if "answer" in p:  # we offered: the peer's answer completes the session
+            sid = p.get("session")
+            if sid is None:
+                raise api_error(BAD_REQUEST, "'session' (from sdes.offer) is required", param="session")
+            entry = self.pending_offers.get(sid)
+            if entry is None or peer.uid not in (0, entry[1]):
+                raise MediaError(
+                    "media.unknown_session", "no SDES offer waits under this session", session=sid
+                )
+            local = self.pending_offers.pop(sid)[0]
+            try:
+                streams = accept_answer(local, p["answer"])
+            finally:
+                local.zeroize()
+            self._register(sid, streams, "sdes", peer)
+            return {"session": sid, "state": "active", "streams": [s.media for s in streams]}
+        media = p.get("media")
+        sid = self._new_session_id(p.get("session"))
+        lines, streams = make_answer(p["offer"], media, p.get("suites"))
+        self._register(sid, streams, "sdes", peer)
+        return {"session": sid, "streams": _streams_out([s.media for s in streams], lines)}
+
+    async def op_session_keys(self, req: Request, peer: Any) -> dict[str, Any]:
+        sid = self._owned(req.params["session"], peer)
+        out = self.store.keys(sid)
+        ho = self.handover.state_of(sid)
+        if ho is not None:
+            out["handover"] = ho.value
+        return out
+
+    async def op_session_report(self, req: Request, peer: Any) -> dict[str, Any]:
+        p = req.params
+        sid = self._owned(p["session"], peer)
+        return {
+            "session": sid,
+            **self.store.report(sid, p["ssrc"], p["index"], srtcp_index=p.get("srtcp_index")),
+        }
+
+    async def op_session_close(self, req: Request, peer: Any) -> dict[str, Any]:
+        sid = self._owned(req.params["session"], peer)
+        pending = self.pending_offers.get(sid)
+        if pending is not None and peer.uid in (0, pending[1]):
+            self.pending_offers.pop(sid)[0].zeroize()
+            return {"session": sid, "state": "closed"}
+        self.store.close(sid)
+        self.owners.pop(sid, None)
+        self.handover.remove_session(sid)
+        return {"session": sid, "state": "closed"}
 
     async def op_ims_authenticate(self, req: Request, peer: Any) -> dict[str, Any]:
         p = req.params

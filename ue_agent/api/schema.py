@@ -47,11 +47,15 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "session": Param("str"),
         "media": Param("list[str]", default=["audio"]),
         "suites": Param("list[str]"),
+        "e2ae": Param("bool", default=False),
+        "lifetime": Param("int", minimum=1, maximum=2**48),
     },
     "sdes.answer": {
         "session": Param("str"),
-        "offer": Param("list[str]", required=True),
-        "media": Param("str", default="audio"),
+        "offer": Param("list[list[str]]"),
+        "answer": Param("list[list[str]]"),
+        "media": Param("list[str]"),
+        "suites": Param("list[str]"),
     },
     "mikey.offer": {
         "session": Param("str"),
@@ -71,6 +75,7 @@ SCHEMAS: dict[str, dict[str, Param]] = {
         "session": _SESSION,
         "ssrc": Param("int", required=True, minimum=0, maximum=2**32 - 1),
         "index": Param("int", required=True, minimum=0, maximum=2**48 - 1),
+        "srtcp_index": Param("int", minimum=0, maximum=2**31 - 1),
     },
     "session.close": {"session": _SESSION},
 }
@@ -118,6 +123,10 @@ def _check(name: str, p: Param, value: Any) -> Any:
         if want is str and any(not v or len(v) > MAX_STR for v in value):
             raise _bad(name, "must hold non-empty strings")
         return list(value)
+    if p.kind == "list[list[str]]":
+        if not isinstance(value, list) or not value or len(value) > MAX_LIST:
+            raise _bad(name, f"must be a list of 1-{MAX_LIST} lists of strings (one list per stream)")
+        return [_check(name, Param("list[str]"), v) for v in value]
     if p.kind == "object":
         if not isinstance(value, dict):
             raise _bad(name, "must be an object")

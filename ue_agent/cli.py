@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     modem.add_argument("--subscriber", required=True, metavar="FILE")
     modem.add_argument("--pty", required=True, metavar="PATH", help="symlink to create for the pty")
     modem.add_argument("--profile", default="generic-at", help="hardware profile whose dialect to speak")
+    modem.add_argument("--control", metavar="FIFO", help="a FIFO whose lines are emitted as URCs")
     modem.set_defaults(func=_handler("ue_agent.lab.modem:main"))
 
     card = sub.add_parser("card", help="the UICC")

@@ -1,0 +1,128 @@
+"""Shared pieces of the benchmarks: percentiles, RSS, a daemon on the lab card, a raw floor."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import ue_agent
+
+REPO = Path(ue_agent.__file__).parent.parent
+SUBSCRIBERS = Path(ue_agent.__file__).parent / "lab" / "subscribers"
+
+
+def pct(samples: Sequence[float], p: float) -> float:
+    s = sorted(samples)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def summary(name: str, samples_s: Sequence[float], floor_s: Sequence[float] | None = None) -> str:
+    """One line: p50/p90/p99 in microseconds, ops/s, and the ratio to the floor's p50."""
+    us = [x * 1e6 for x in samples_s]
+    line = (
+        f"{name:<34} n={len(us):<6} p50={pct(us, 50):8.1f}us p90={pct(us, 90):8.1f}us "
+        f"p99={pct(us, 99):8.1f}us  {len(us) / sum(samples_s):9.0f} ops/s"
+    )
+    if floor_s:
+        line += f"  x{statistics.median(samples_s) / statistics.median(floor_s):5.1f} floor"
+    return line
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+class Daemon:
+    """``ue-agent run`` on a lab config, started as systemd would (NOTIFY_SOCKET, READY=1)."""
+
+    def __init__(self, extra: str = "", subscriber: str = "alice.toml") -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="uea-bench-", dir="/tmp"))
+        self.socket = str(self.dir / "api.sock")
+        sub = self.dir / subscriber
+        shutil.copy(SUBSCRIBERS / subscriber, sub)
+        self.subscriber = sub
+        self.config = self.dir / "config.toml"
+        self.config.write_text(
+            f'[card]\ntransport = "lab"\nsubscriber = "{sub}"\n\n[api]\nsocket = "{self.socket}"\n'
+            f'\n[log]\nlevel = "warning"\n{extra}'
+        )
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(str(self.dir / "notify.sock"))
+        self.proc: subprocess.Popen | None = None
+        self.ready_s = 0.0
+
+    def start(self) -> Daemon:
+        env = {**os.environ, "NOTIFY_SOCKET": str(self.dir / "notify.sock")}
+        t0 = time.perf_counter()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ue_agent", "run", "--config", str(self.config)],
+            env=env,
+            cwd=REPO,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        self.notify.settimeout(30)
+        while b"READY=1" not in self.notify.recv(4096):
+            pass
+        self.ready_s = time.perf_counter() - t0
+        return self
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+        self.notify.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Daemon:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+FLOOR_SERVER = r"""
+import os, socket, sys
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM); s.bind(path); s.listen(8)
+print("ready", flush=True)
+c, _ = s.accept(); f = c.makefile("rb")
+for line in f:
+    c.sendall(line)
+"""
+
+
+class EchoFloor:
+    """A raw Unix-socket line echo in another Python process: the floor for one round trip."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="uea-floor-", dir="/tmp"))
+        self.path = str(self.dir / "echo.sock")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", FLOOR_SERVER, self.path], stdout=subprocess.PIPE, text=True
+        )
+        assert self.proc.stdout.readline().strip() == "ready"
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.path)
+        self.file = self.sock.makefile("rb")
+
+    def roundtrip(self, line: bytes) -> bytes:
+        self.sock.sendall(line)
+        return self.file.readline()
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+        self.proc.wait(5)
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -312,3 +312,12 @@ def test_no_key_bytes_in_events_snapshot_or_errors(store: KeyStore, events: Even
     for text in texts:
         for b in raw:
             assert b.hex() not in text and base64.b64encode(b).decode() not in text
+
+
+def test_mki_reaches_the_wire(store: KeyStore) -> None:
+    line = "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR|2^20|1:4"
+    _, k = sdes.answer_stream([line])
+    assert k.max_packets == 2**20
+    sid = store.add([k], kind="sdes")
+    s = store.keys(sid)["streams"][0]
+    assert base64.b64decode(s["rx"]["mki"]) == b"\x00\x00\x00\x01" and "mki" not in s["tx"]

@@ -45,6 +45,7 @@ class SrtpKeys:
             "master_salt": base64.b64encode(self.master_salt.reveal()).decode(),
             "ssrc": self.ssrc,
             "roc": self.roc,
+            **({"mki": base64.b64encode(self.mki).decode()} if self.mki is not None else {}),
         }
 
     def zeroize(self) -> None:

@@ -239,7 +239,7 @@ class KeyStore:
         """
         sess = self._get(session_id)
         sess.handed_out += 1
-        rocs = {ssrc: st for ssrc, st in sess.ssrcs.items()}
+        rocs = sess.ssrcs
         streams = []
         for s in sess.streams:
             w = s.to_wire()
@@ -247,8 +247,6 @@ class KeyStore:
                 k = getattr(s, direction)
                 if isinstance(k, SrtpKeys) and k.ssrc is not None and k.ssrc in rocs:
                     w[direction]["roc"] = rocs[k.ssrc].roc
-                if isinstance(k, SrtpKeys) and k.mki is not None:
-                    w[direction]["mki"] = k.mki.hex()
             streams.append(w)
         return {
             "session": sess.id,

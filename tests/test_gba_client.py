@@ -86,11 +86,6 @@ def test_ks_naf_for_the_kms_equal_on_both_sides(lab_network):
     run(with_http(go))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="soft UICC EF_GBANL records are 96 octets (uicc_fs.GBANL_RECORD_LEN) but the lab NAF_Id (43) "
-    "+ B-TID (66) TLVs need 113: the card answers 6A84 to GBA NAF derivation (card engineer's file)",
-)
 def test_gba_u_ks_stays_on_card_and_ks_ext_naf_matches_bsf(lab_network):
     async def go(http):
         bob = lab_subscriber("bob")

@@ -24,7 +24,7 @@ from ue_agent import __version__
 from ue_agent.api.core import Request
 from ue_agent.api.errors import BAD_REQUEST, api_error
 from ue_agent.config import Config
-from ue_agent.errors import AgentError, CardError, MediaError
+from ue_agent.errors import AgentError, CardError, KmsError, MediaError
 from ue_agent.handover.state import HandoverReport, HandoverTracker
 from ue_agent.secret import Secret
 
@@ -208,6 +208,169 @@ def _stream_secrets(store: Any, sid: str) -> list[Secret]:
     return out
 
 
+_TLS_MEDIA = {"message": "TCP/TLS/MSRP", "msrp": "TCP/TLS/MSRP", "bfcp": "TCP/TLS/BFCP"}
+
+
+def _mikey_stream(media: str, suite: str | None) -> Any:
+    """A media name -> the MIKEY crypto session to key: SRTP for RTP media, TLS for MSRP/BFCP."""
+    from ue_agent.kms.streams import SrtpStream, TlsStream
+
+    if media in _TLS_MEDIA:
+        return TlsStream(_TLS_MEDIA[media])
+    return SrtpStream(suite) if suite else SrtpStream()
+
+
+def _mikey_streams(keys: list[Any], media: list[str] | None) -> list[Any]:
+    """MIKEY gives one key per crypto session, for both directions (SSRCs keep them apart)."""
+    from ue_agent.media.keys import StreamKeys, TlsPskKeys
+
+    if media is not None and len(media) != len(keys):
+        for k in keys:
+            k.zeroize()
+        raise MediaError("media.bad_session", f"'media' must name {len(keys)} streams", streams=len(keys))
+    names = media or ["message" if isinstance(k, TlsPskKeys) else "audio" for k in keys]
+    return [StreamKeys(name, tx=k) for name, k in zip(names, keys, strict=True)]
+
+
+def _mikey_message(value: str, name: str) -> bytes:
+    """A MIKEY message given as base64 or as the SDP line ``a=key-mgmt:mikey <base64>``."""
+    from ue_agent.kms.sdp import parse
+
+    if value.startswith(("a=key-mgmt:", "key-mgmt:")):
+        return parse(value)
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise api_error(BAD_REQUEST, f"'{name}' must be base64 or an a=key-mgmt line", param=name) from None
+    if not raw:
+        raise api_error(BAD_REQUEST, f"'{name}' is empty", param=name)
+    return raw
+
+
+class CardOps:
+    """GbaClient's ``card_ops``: the card calls, each through the one card worker."""
+
+    def __init__(self, worker: CardWorker) -> None:
+        self.worker = worker
+
+    async def authenticate(self, rand: bytes, autn: bytes) -> Any:
+        return await self.worker.call(lambda card: card.authenticate(rand, autn))
+
+    async def gba_bootstrap(self, rand: bytes, autn: bytes) -> Any:
+        return await self.worker.call(lambda card: card.gba_bootstrap(rand, autn))
+
+    async def gba_naf_derive(self, naf_id: bytes, impi: str) -> Secret:
+        return await self.worker.call(lambda card: card.gba_naf_derive(naf_id, impi))
+
+    async def store_gba_bootstrap(self, rand: bytes, btid: str, lifetime: str) -> Any:
+        return await self.worker.call(lambda card: card.store_gba_bootstrap(rand, btid, lifetime))
+
+
+class NetworkSide:
+    """GBA (Ub), the NAF client (Ua) and the KMS client, built on first use.
+
+    aiohttp is imported only here, when an operation needs the network.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        self.agent = agent
+        self.http: Any = None
+        self.gba: Any = None
+        self.kms_client: Any = None
+        self.kms_state = "unused"
+
+    def _require(self) -> tuple[str, str, str, str]:
+        net = self.agent.cfg.network
+        if not (net.bsf_url and net.kms_url):
+            raise KmsError("kms.not_configured", "[network] bsf_url and kms_url are needed for MIKEY-TICKET")
+        return net.bsf_url, net.bsf_host or "", net.kms_url, net.kms_host or ""
+
+    async def kms(self) -> Any:
+        if self.kms_client is not None:
+            return _Tracked(self.kms_client, self)
+        bsf_url, bsf_fqdn, kms_url, kms_fqdn = self._require()
+        ids = self.agent.identities
+        if ids is None:
+            await self.agent.read_identities()
+            ids = self.agent.identities
+            if ids is None:
+                raise CardError(
+                    self.agent.card.state.get("error") or "card.absent", "the card is not available"
+                )
+        import aiohttp
+
+        from ue_agent.gba.client import GbaClient
+        from ue_agent.gba.naf_client import NafClient
+        from ue_agent.kms.client import KmsClient
+
+        self.http = aiohttp.ClientSession()
+        self.gba = GbaClient(
+            CardOps(self.agent.card),
+            bsf_url,
+            bsf_fqdn,
+            ids.impi,
+            self.http,
+            gba_u=ids.gba_u,
+            on_event=self._gba_event,
+        )
+        naf = NafClient(self.gba, self.http)
+        self.kms_client = KmsClient(naf, kms_url, kms_fqdn, ids.impus[0], gba=self.gba)
+        return _Tracked(self.kms_client, self)
+
+    def _gba_event(self, kind: str, info: dict[str, Any]) -> None:
+        self.agent.emit("bootstrap", dict(info))
+
+    def status(self) -> dict[str, Any]:
+        net = self.agent.cfg.network
+        out: dict[str, Any] = {
+            "kms": {
+                "url": net.kms_url,
+                "fqdn": net.kms_host,
+                "state": self.kms_state if net.kms_url else "off",
+            }
+        }
+        st = self.gba.state if self.gba is not None else None
+        boot: dict[str, Any] = {"bsf": net.bsf_url, "state": "bootstrapped" if st else "none"}
+        if st is not None:
+            boot.update(btid=st.btid, expires=st.lifetime_text, gba_u=st.gba_u, runs=self.gba.runs)
+        out["bootstrap"] = boot
+        return out
+
+    async def close(self) -> None:
+        if self.kms_client is not None:
+            self.kms_client.forget()
+        if self.gba is not None:
+            self.gba.close()
+        if self.http is not None:
+            await self.http.close()
+
+
+class _Tracked:
+    """KmsClient calls that record whether the KMS answered (for status)."""
+
+    def __init__(self, client: Any, side: NetworkSide) -> None:
+        self.client, self.side = client, side
+
+    async def offer(self, *a: Any, **kw: Any) -> Any:
+        return await self._track(self.client.offer(*a, **kw))
+
+    async def answer(self, *a: Any, **kw: Any) -> Any:
+        return await self._track(self.client.answer(*a, **kw))
+
+    def complete(self, *a: Any, **kw: Any) -> Any:
+        return self.client.complete(*a, **kw)
+
+    async def _track(self, coro: Any) -> Any:
+        try:
+            result = await coro
+        except AgentError as exc:
+            if exc.code.startswith(("gba.", "kms.")) and "unreachable" in exc.code:
+                self.side.kms_state = "unreachable"
+            raise
+        self.side.kms_state = "reachable"
+        return result
+
+
 def _split_nonce(nonce: str) -> tuple[bytes, bytes]:
     """RFC 3310 nonce: base64(RAND || AUTN || server data) -> (RAND, AUTN)."""
     try:
@@ -236,14 +399,20 @@ class Agent:
         self.store = KeyStore(self.emit)
         #: SDES offers waiting for their answer: session id -> (LocalOffer, owner uid)
         self.pending_offers: dict[str, tuple[Any, int]] = {}
+        #: MIKEY offers waiting for TRANSFER_RESP: session id -> (PendingOffer, media, owner uid)
+        self.pending_mikey: dict[str, tuple[Any, list[str], int]] = {}
         #: who negotiated each session: only that uid (or root) may use it
         self.owners: dict[str, int] = {}
+        self.network = NetworkSide(self)
         self._ops: dict[str, Callable[[Request, Any], Any]] = {
             "status": self.op_status,
             "capabilities": self.op_capabilities,
             "ims.authenticate": self.op_ims_authenticate,
             "sdes.offer": self.op_sdes_offer,
             "sdes.answer": self.op_sdes_answer,
+            "mikey.offer": self.op_mikey_offer,
+            "mikey.answer": self.op_mikey_answer,
+            "mikey.complete": self.op_mikey_complete,
             "session.keys": self.op_session_keys,
             "session.report": self.op_session_report,
             "session.close": self.op_session_close,
@@ -276,6 +445,8 @@ class Agent:
         ]
         self.keys.add(*held)
         zeroized, left = self.keys.zeroize_all()
+        self.pending_mikey.clear()
+        await self.network.close()
         for offer, _ in self.pending_offers.values():
             offer.zeroize()
         self.pending_offers.clear()
@@ -345,9 +516,10 @@ class Agent:
         by_state: dict[str, int] = {}
         for summary in self.store.snapshot():
             by_state[summary["state"]] = by_state.get(summary["state"], 0) + 1
+        out.update(self.network.status())
         out["sessions"] = {
             "open": len(self.store),
-            "pending_offers": len(self.pending_offers),
+            "pending_offers": len(self.pending_offers) + len(self.pending_mikey),
             "by_state": by_state,
         }
         for extra in self.extra_status:
@@ -370,7 +542,8 @@ class Agent:
         return session
 
     def _new_session_id(self, wanted: str | None) -> str:
-        if wanted is not None and (wanted in self.owners or wanted in self.pending_offers):
+        taken = (self.owners, self.pending_offers, self.pending_mikey)
+        if wanted is not None and any(wanted in t for t in taken):
             raise MediaError("media.session_exists", "a session with this id exists", session=wanted[:128])
         if wanted is None:
             wanted = "s-" + secrets.token_hex(8)
@@ -386,7 +559,7 @@ class Agent:
         from ue_agent.media.sdes import make_offer
 
         p = req.params
-        if len(self.pending_offers) >= MAX_PENDING_OFFERS:
+        if len(self.pending_offers) + len(self.pending_mikey) >= MAX_PENDING_OFFERS:
             raise MediaError("media.too_many_sessions", "too many SDES offers wait for an answer")
         sid = self._new_session_id(p.get("session"))
         if not _SESSION_ID.fullmatch(sid):
@@ -425,6 +598,61 @@ class Agent:
         self._register(sid, streams, "sdes", peer)
         return {"session": sid, "streams": _streams_out([s.media for s in streams], lines)}
 
+    # -- MIKEY-TICKET (KMS) ----------------------------------------------------------------------
+    async def op_mikey_offer(self, req: Request, peer: Any) -> dict[str, Any]:
+        from ue_agent.kms.sdp import build
+
+        p = req.params
+        if len(self.pending_offers) + len(self.pending_mikey) >= MAX_PENDING_OFFERS:
+            raise MediaError("media.too_many_sessions", "too many offers wait for an answer")
+        sid = self._new_session_id(p.get("session"))
+        if not _SESSION_ID.fullmatch(sid):
+            raise MediaError("media.bad_session", "session id: 1-128 of A-Z a-z 0-9 . _ : @ + -")
+        streams = [_mikey_stream(m, p.get("suite")) for m in p["media"]]
+        kms = await self.network.kms()
+        res = await kms.offer(p["responder"], streams, recipients=p.get("recipients"), group=p["group"])
+        self.pending_mikey[sid] = (res.pending, p["media"], peer.uid)
+        return {
+            "session": sid,
+            "transfer_init": b64(res.transfer_init),
+            "key_mgmt": build(res.transfer_init),
+            "reused_ticket": res.reused_ticket,
+        }
+
+    async def op_mikey_answer(self, req: Request, peer: Any) -> dict[str, Any]:
+        from ue_agent.kms.sdp import build
+
+        p = req.params
+        sid = self._new_session_id(p.get("session"))
+        if not _SESSION_ID.fullmatch(sid):
+            raise MediaError("media.bad_session", "session id: 1-128 of A-Z a-z 0-9 . _ : @ + -")
+        message = _mikey_message(p["transfer_init"], "transfer_init")
+        kms = await self.network.kms()
+        res = await kms.answer(message)
+        streams = _mikey_streams(res.keys, p.get("media"))
+        self._register(sid, streams, "mikey", peer)
+        return {
+            "session": sid,
+            "peer": res.peer_uri,
+            "transfer_resp": b64(res.transfer_resp),
+            "key_mgmt": build(res.transfer_resp),
+            "streams": [s.media for s in streams],
+        }
+
+    async def op_mikey_complete(self, req: Request, peer: Any) -> dict[str, Any]:
+        p = req.params
+        sid = p["session"]
+        entry = self.pending_mikey.get(sid)
+        if entry is None or peer.uid not in (0, entry[2]):
+            raise MediaError("media.unknown_session", "no MIKEY offer waits under this session", session=sid)
+        message = _mikey_message(p["transfer_resp"], "transfer_resp")
+        kms = await self.network.kms()
+        keys = kms.complete(entry[0], message)  # raises on a bad answer; the offer stays for a retry
+        del self.pending_mikey[sid]
+        streams = _mikey_streams(keys, p.get("media") or entry[1])
+        self._register(sid, streams, "mikey", peer)
+        return {"session": sid, "state": "active", "streams": [s.media for s in streams]}
+
     async def op_session_keys(self, req: Request, peer: Any) -> dict[str, Any]:
         sid = self._owned(req.params["session"], peer)
         out = self.store.keys(sid)
@@ -446,6 +674,12 @@ class Agent:
         pending = self.pending_offers.get(sid)
         if pending is not None and peer.uid in (0, pending[1]):
             self.pending_offers.pop(sid)[0].zeroize()
+            return {"session": sid, "state": "closed"}
+        mk = self.pending_mikey.get(sid)
+        if mk is not None and peer.uid in (0, mk[2]):
+            # a pending MIKEY offer holds no key of its own: the ticket key stays in the
+            # KMS client's cache (for the next offer to this peer) until it expires or we stop
+            del self.pending_mikey[sid]
             return {"session": sid, "state": "closed"}
         self.store.close(sid)
         self.owners.pop(sid, None)

@@ -59,17 +59,22 @@ SCHEMAS: dict[str, dict[str, Param]] = {
     },
     "mikey.offer": {
         "session": Param("str"),
-        "initiator": Param("str", required=True),
         "responder": Param("str", required=True),
         "media": Param("list[str]", default=["audio"]),
+        "suite": Param("str"),
+        "recipients": Param("list[str]"),
+        "group": Param("bool", default=False),
     },
     "mikey.answer": {
         "session": Param("str"),
         "transfer_init": Param("str", required=True),
-        "initiator": Param("str"),
-        "responder": Param("str"),
+        "media": Param("list[str]"),
     },
-    "mikey.complete": {"session": _SESSION, "transfer_resp": Param("str", required=True)},
+    "mikey.complete": {
+        "session": _SESSION,
+        "transfer_resp": Param("str", required=True),
+        "media": Param("list[str]"),
+    },
     "session.keys": {"session": _SESSION},
     "session.report": {
         "session": _SESSION,

@@ -1,0 +1,92 @@
+"""MIKEY-TICKET through two real agents and the lab KMS/BSF on loopback: mikey.offer ->
+mikey.answer -> mikey.complete, the keys both sides get, bootstrap status and events."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from tests.fixtures.daemon import ALICE
+from ue_agent.api.client import ApiCallError
+
+BOB = ALICE.parent / "bob.toml"
+BOB_URI = "sip:bob@ims.mnc001.mcc001.3gppnetwork.org"
+
+
+@pytest.fixture
+def networked(daemon_factory, lab_network):
+    net = {
+        "bsf_url": lab_network.bsf_url,
+        "kms_url": lab_network.kms_url,
+        "bsf_fqdn": lab_network.bsf_fqdn,
+        "kms_fqdn": lab_network.kms_fqdn,
+    }
+    return daemon_factory(network=net), daemon_factory(subscriber=BOB, network=net)
+
+
+def test_mikey_ticket_end_to_end(networked) -> None:
+    ue_a, ue_b = networked
+    with ue_a.client() as a, ue_b.client() as b:
+        a.request("subscribe", events=["bootstrap"])
+        assert a.request("capabilities")["kms"]["available"] is True
+        offer = a.request("mikey.offer", responder=BOB_URI, media=["audio"])
+        assert offer["key_mgmt"].startswith("a=key-mgmt:mikey ")
+        ev = a.next_event()
+        assert ev["event"] == "bootstrap" and ev["ok"] is True and ev["btid"]
+        ans = b.request("mikey.answer", transfer_init=offer["key_mgmt"])
+        assert ans["peer"].startswith("sip:alice@") and ans["streams"] == ["audio"]
+        done = a.request("mikey.complete", session=offer["session"], transfer_resp=ans["transfer_resp"])
+        assert done["state"] == "active"
+        ka = a.request("session.keys", session=offer["session"])
+        kb = b.request("session.keys", session=ans["session"])
+        st_a = a.request("status")
+    assert ka["kind"] == kb["kind"] == "mikey"
+    ta, tb = ka["streams"][0]["tx"], kb["streams"][0]["tx"]
+    assert ta["master_key"] == tb["master_key"] and ta["master_salt"] == tb["master_salt"]
+    assert len(base64.b64decode(ta["master_key"])) == 16
+    assert st_a["bootstrap"]["state"] == "bootstrapped" and st_a["bootstrap"]["btid"] == ev["btid"]
+    assert st_a["kms"]["state"] == "reachable"
+    log = ue_a.log_text() + ue_b.log_text()
+    for form in (ta["master_key"], base64.b64decode(ta["master_key"]).hex()):
+        assert form not in log
+
+
+def test_mikey_errors(networked, daemon_factory) -> None:
+    ue_a, ue_b = networked
+    with ue_a.client() as a, ue_b.client() as b:
+        offer = a.request("mikey.offer", responder=BOB_URI)
+        for bad, code in (
+            ("%%%", "api.bad_request"),
+            (base64.b64encode(b"\x01\x00garbage").decode(), "mikey.malformed"),
+            ("a=key-mgmt:sdes abc", "mikey."),
+        ):
+            r = b.call("mikey.answer", transfer_init=bad)
+            assert r["ok"] is False and r["error"]["code"].startswith(code), r
+        ans = b.request("mikey.answer", transfer_init=offer["transfer_init"])
+        # the same TRANSFER_INIT again is a replay
+        r = b.call("mikey.answer", transfer_init=offer["transfer_init"])
+        assert r["ok"] is False and r["error"]["code"].startswith(("mikey.", "kms.")), r
+        r = a.call("mikey.complete", session="s-unknown", transfer_resp=ans["transfer_resp"])
+        assert r["error"]["code"] == "media.unknown_session"
+        tampered = bytearray(base64.b64decode(ans["transfer_resp"]))
+        tampered[-1] ^= 1
+        r = a.call(
+            "mikey.complete", session=offer["session"], transfer_resp=base64.b64encode(tampered).decode()
+        )
+        assert r["ok"] is False and r["error"]["code"].startswith("mikey."), r
+        # the offer survives a bad answer: the right one still completes it
+        a.request("mikey.complete", session=offer["session"], transfer_resp=ans["transfer_resp"])
+    lonely = daemon_factory()  # no [network]: MIKEY-TICKET is not configured
+    with lonely.client() as c, pytest.raises(ApiCallError) as info:
+        c.request("mikey.offer", responder=BOB_URI)
+    assert info.value.code == "kms.not_configured"
+
+
+def test_bsf_unreachable(daemon_factory) -> None:
+    net = {"bsf_url": "http://127.0.0.1:9/", "kms_url": "http://127.0.0.1:9/"}
+    ue = daemon_factory(network=net)
+    with ue.client() as c:
+        r = c.call("mikey.offer", responder=BOB_URI)
+        assert r["ok"] is False and r["error"]["code"].startswith("gba."), r
+        assert c.request("status")["bootstrap"]["state"] == "none"

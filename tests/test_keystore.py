@@ -7,6 +7,8 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ue_agent.errors import MediaError
 from ue_agent.media import sdes
@@ -321,3 +323,20 @@ def test_mki_reaches_the_wire(store: KeyStore) -> None:
     sid = store.add([k], kind="sdes")
     s = store.keys(sid)["streams"][0]
     assert base64.b64decode(s["rx"]["mki"]) == b"\x00\x00\x00\x01" and "mki" not in s["tx"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1, 2]), st.integers(0, 2**20)), min_size=1, max_size=30))
+def test_guard_accepts_exactly_monotonic_reports(reports: list[tuple[int, int]]) -> None:
+    store = KeyStore()
+    sid = store.add(negotiated(), kind="sdes")
+    highest: dict[int, int] = {}
+    for ssrc, index in reports:
+        if index < highest.get(ssrc, 0):
+            with pytest.raises(MediaError) as e:
+                store.report(sid, ssrc, index)
+            assert e.value.code == "media.key_reuse"
+            return
+        assert store.report(sid, ssrc, index)["roc"] == index >> 16
+        highest[ssrc] = index
+    assert {s["ssrc"]: s["index"] for s in store.keys(sid)["ssrcs"]} == highest

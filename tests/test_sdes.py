@@ -6,6 +6,8 @@ import base64
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ue_agent.errors import MediaError
 from ue_agent.media import e2ae, sdes
@@ -364,3 +366,32 @@ def test_capabilities() -> None:
         MediaCapabilities(sdes_suites=("F8_128_HMAC_SHA1_80",))
     with pytest.raises(MediaError):
         MediaCapabilities(tls_psk=("rtp",))
+
+
+# -- properties ----------------------------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_parse_never_crashes_on_text(text: str) -> None:
+    for line in (text, "a=crypto:" + text, "a=crypto:1 AES_CM_128_HMAC_SHA1_80 " + text):
+        try:
+            sdes.parse_crypto(line)
+        except MediaError as e:
+            assert e.code == "media.sdes_malformed"
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(list(SRTP_SUITES)),
+    st.integers(0, 999_999_999),
+    st.one_of(st.none(), st.integers(1, 2**48)),
+    st.one_of(st.none(), st.binary(min_size=1, max_size=4)),
+)
+def test_format_parse_roundtrip(suite: str, tag: int, lifetime: int | None, mki: bytes | None) -> None:
+    k = sdes.new_key(suite)
+    k.mki = mki
+    a = sdes.parse_crypto(sdes.format_crypto(tag, k, lifetime))
+    back = a.srtp_keys()
+    assert (a.tag, a.suite, a.keys[0].lifetime, back.mki) == (tag, suite, lifetime, mki)
+    assert back.master_key == k.master_key and back.master_salt == k.master_salt

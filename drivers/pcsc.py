@@ -75,6 +75,7 @@ _PROTOCOL_T0 = 0x0001
 _PROTOCOL_T1 = 0x0002
 _SHARE_EXCLUSIVE = 1
 _SHARE_SHARED = 2
+_LEAVE_CARD = 0
 _RESET_CARD = 1
 _SCOPE_USER = 0
 
@@ -375,7 +376,7 @@ class PcscTransport(ApduTransport):
                 return bytes(response)
             if hr == SCARD_S_SUCCESS or hr in _INTERRUPTED:
                 raise self._interrupted(hr, apdu, reader, len(response or ()))
-            self._discard()
+            self._discard(reset=False)  # the card is gone or was reset already
             err = self._error(hr, f"sending APDU {apdu[:4].hex()}", reader)
             if err.code == "card.removed":
                 err.message = f"the card in {reader!r} was removed or reset before the command; not sent"
@@ -383,8 +384,10 @@ class PcscTransport(ApduTransport):
 
     def _interrupted(self, hr: int, apdu: bytes, reader: str | None, got: int) -> TransportError:
         """The command got no status word: was the card pulled? Wait (bounded) to find out."""
-        self._discard()
         gone = self._wait_absent(reader, min(self.wait_s, max(2.0, 4 * self.poll_s)))
+        # reset a card that is still there (its state is unknown); never one that left: a
+        # failing reset races pcscd's own removal handling and can leave the slot "empty"
+        self._discard(reset=not gone)
         facts: dict[str, Any] = {"reader": reader, "ins": f"{apdu[1]:02X}"}
         facts.update({"response_length": got} if hr == SCARD_S_SUCCESS else _describe(hr))
         if gone:
@@ -458,7 +461,7 @@ class PcscTransport(ApduTransport):
         hr, *_ = self._call("SCardStatus", scard.SCardStatus, self._card)
         if _u32(hr) == SCARD_S_SUCCESS:
             return True
-        self._discard()
+        self._discard(reset=False)
         return False
 
     def _pause(self, seconds: float) -> None:
@@ -477,14 +480,15 @@ class PcscTransport(ApduTransport):
 
     # -- teardown ---------------------------------------------------------------------
 
-    def _discard(self) -> None:
-        """Forget the card handle (resetting the card when it is still there)."""
+    def _discard(self, reset: bool = True) -> None:
+        """Forget the card handle; ``reset`` a card that is still in the reader."""
         card, self._card = self._card, None
         self.atr = None
         self.protocol = None
         if card is not None and (self._stuck is None or self._stuck.done()):
+            how = _RESET_CARD if reset else _LEAVE_CARD
             try:
-                self._worker.submit(_pcsc().SCardDisconnect, card, _RESET_CARD).result(self.wait_s)
+                self._worker.submit(_pcsc().SCardDisconnect, card, how).result(self.wait_s)
             except Exception:  # the handle is dead already (card pulled, pcscd gone)
                 pass
 

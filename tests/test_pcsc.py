@@ -3,8 +3,10 @@ vpcd -> VpcdCard -> SoftUicc, with TS 35.208 test set 1 (K, OP, RAND, SQN, AMF) 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from tests.fixtures.lab import SET1, write_subscriber
 from tests.fixtures.pcsc import wait_reader
 from ue_agent.card.results import AkaMacFailure, AkaSuccess, AkaSyncFailure
-from ue_agent.errors import CardError, ConfigError
+from ue_agent.errors import CardError, ConfigError, TransportError
 
 # TS 35.208 4.3.1, test set 1
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
@@ -127,6 +129,20 @@ def test_authenticate_success_test_set_1(card, vpcd_card):
     for key in (RES, CK, IK):
         assert key.hex() not in text.lower()
     out.zeroize()
+
+
+@pytest.mark.pcsc
+def test_no_keys_in_logs_or_errors(card, vpcd_card, caplog):
+    server, _ = vpcd_card
+    caplog.set_level(logging.DEBUG)
+    out = card.authenticate(RAND, AUTN)
+    assert isinstance(out, AkaSuccess)
+    server.remove_on_apdu(lambda apdu: apdu[1] == 0x88)
+    with pytest.raises(TransportError) as exc:
+        card.authenticate(RAND, AUTN)
+    text = (caplog.text + str(exc.value) + repr(exc.value.to_dict())).lower()
+    for key in (RES, CK, IK, bytes.fromhex(SET1["k"]), bytes.fromhex(SET1["opc"])):
+        assert key.hex() not in text
 
 
 @pytest.mark.pcsc
@@ -258,3 +274,92 @@ def test_parse_hostport():
         with pytest.raises(ConfigError) as exc:
             parse_hostport(bad)
         assert exc.value.code == "config.invalid"
+
+
+# -- the vpcd wire protocol, against a stand-in for pcscd's vpcd driver ------------------
+
+
+def _frame(body: bytes) -> bytes:
+    return len(body).to_bytes(2, "big") + body
+
+
+def _read_frame(conn: socket.socket) -> bytes:
+    def exact(n: int) -> bytes:
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    return exact(int.from_bytes(exact(2), "big"))
+
+
+@pytest.fixture
+def fake_vpcd():
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(10)
+    yield srv
+    srv.close()
+
+
+def _soft_uicc(tmp_path: Path):
+    from ue_agent.lab.uicc import SoftUicc
+    from ue_agent.subscriber import load_subscriber
+
+    return SoftUicc(load_subscriber(write_subscriber(tmp_path / "a.toml")))
+
+
+def test_vpcd_framing_and_reconnect(fake_vpcd, tmp_path):
+    from ue_agent.lab.vpcd import VpcdCard
+
+    uicc = _soft_uicc(tmp_path)
+    with VpcdCard(uicc, "127.0.0.1", fake_vpcd.getsockname()[1], min_out_s=0.0) as server:
+        conn, _ = fake_vpcd.accept()
+        conn.settimeout(10)
+        conn.sendall(_frame(b"\x04"))  # GET ATR
+        assert _read_frame(conn) == uicc.atr
+        conn.sendall(_frame(b"\x01"))  # power on: no answer
+        conn.sendall(_frame(bytes.fromhex("00a40004023f00")))
+        answer = _read_frame(conn)
+        assert answer[0] == 0x61 and len(answer) == 2  # T=0: the FCP waits for GET RESPONSE
+        conn.sendall(_frame(bytes([0x00, 0xC0, 0x00, 0x00, answer[1]])))
+        fcp = _read_frame(conn)
+        assert fcp[0] == 0x62 and fcp[-2:] == b"\x90\x00"
+        assert server.apdus == 2 and server.connected.is_set()
+        conn.close()  # pcscd went away: the card comes back by itself
+        conn2, _ = fake_vpcd.accept()
+        conn2.settimeout(10)
+        conn2.sendall(_frame(b"\x04"))
+        assert _read_frame(conn2) == uicc.atr
+        assert server.connections == 2
+        conn2.close()
+
+
+def test_vpcd_reinserts_when_never_powered_on(fake_vpcd, tmp_path):
+    """pcscd that only polls the ATR and never powers the card missed the insertion."""
+    from ue_agent.lab.vpcd import VpcdCard
+
+    with VpcdCard(_soft_uicc(tmp_path), "127.0.0.1", fake_vpcd.getsockname()[1], min_out_s=0.0, hello_s=0.3):
+        conn, _ = fake_vpcd.accept()
+        conn.settimeout(10)
+        conn.sendall(_frame(b"\x04"))
+        _read_frame(conn)
+        with pytest.raises(EOFError):
+            _read_frame(conn)  # the card leaves ...
+        conn.close()
+        again, _ = fake_vpcd.accept()  # ... and comes back
+        again.close()
+
+
+def test_vpcd_stops_while_pcscd_is_down(tmp_path):
+    from ue_agent.lab.vpcd import VpcdCard
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = VpcdCard(_soft_uicc(tmp_path), "127.0.0.1", port, retry_s=0.05).start()
+    server.stop()
+    assert not server.connected.is_set()
+    assert not server.running

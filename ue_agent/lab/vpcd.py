@@ -89,7 +89,9 @@ class VpcdCard:
 
     pcscd learns of a vpcd card coming and going by polling (every 400 ms), so a removed
     card stays out at least ``min_out_s``: pulled and reinserted faster, pcscd would see
-    neither event and keep talking to a card that has in fact been reset.
+    neither event and keep talking to a card that has in fact been reset. A link on which
+    pcscd has not powered the card on ``hello_s`` after connecting (it missed the
+    insertion) is dropped and made again.
     """
 
     def __init__(
@@ -100,6 +102,7 @@ class VpcdCard:
         retry_s: float = 0.2,
         connect_timeout_s: float = 2.0,
         min_out_s: float = 1.0,
+        hello_s: float = 2.0,
     ) -> None:
         self.uicc = uicc
         self.host = host
@@ -107,6 +110,7 @@ class VpcdCard:
         self.retry_s = retry_s
         self.connect_timeout_s = connect_timeout_s
         self.min_out_s = min_out_s
+        self.hello_s = hello_s
         self._out_since: float | None = None
         #: set while a link to vpcd is up (the card is in the reader)
         self.connected = threading.Event()
@@ -160,6 +164,11 @@ class VpcdCard:
         with self._lock:
             self._fault = match
 
+    @property
+    def running(self) -> bool:
+        """The serving thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
     def wait_connected(self, timeout: float) -> bool:
         return self.connected.wait(timeout)
 
@@ -195,7 +204,9 @@ class VpcdCard:
                 self._wake.clear()
                 continue
             down_logged = False
-            sock.settimeout(None)
+            # pcscd asks a card it has noticed for its ATR at once (and every 400 ms after):
+            # silence means it missed the insertion, so go out and come back in
+            sock.settimeout(self.hello_s)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 if self._stop.is_set() or not self._inserted.is_set():
@@ -223,12 +234,30 @@ class VpcdCard:
             log.info("card disconnected from vpcd %s:%d (%s)", self.host, self.port, reason)
 
     def _serve(self, sock: socket.socket) -> None:
+        # pcscd powers a card on as soon as it notices it. A link that only ever sees
+        # GET ATR polls means pcscd has the reader stuck "empty" (it can happen when a card
+        # comes back while pcscd is still failing to reset the one pulled before): go out
+        # long enough for its poll to see the slot empty, then come back.
+        deadline = time.monotonic() + self.hello_s
+        powered = False
         while True:
-            (length,) = struct.unpack(">H", self._recv_exact(sock, 2))
+            if not powered:
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                header = self._recv_exact(sock, 2)
+            except TimeoutError:
+                with self._lock:
+                    self._out_since = time.monotonic()
+                raise _LinkDropped(
+                    f"pcscd did not power the card on within {self.hello_s:g} s; reinserting"
+                ) from None
+            sock.settimeout(None)
+            (length,) = struct.unpack(">H", header)
             if length == 0:
                 raise _LinkDropped("zero-length message from vpcd")
             body = self._recv_exact(sock, length)
             if length == 1:
+                powered = powered or body[0] in (CTRL_POWER_ON, CTRL_RESET)
                 reply = self._control(body[0])
             else:
                 with self._lock:
@@ -238,6 +267,7 @@ class VpcdCard:
                         self._out_since = time.monotonic()
                         self._inserted.clear()
                         raise _LinkDropped("card pulled during a command (fault injected)")
+                powered = True
                 self.apdus += 1
                 reply = self.uicc.process(body)
                 if not reply:

@@ -11,6 +11,7 @@ import socket
 import stat
 import subprocess
 import sys
+from pathlib import Path
 
 from tests.fixtures.daemon import REPO, aka_challenge, config_text, lab_config, short_dir, spawn
 
@@ -194,3 +195,15 @@ def test_watchdog_for_another_pid_is_ignored(daemon_factory) -> None:
         except BlockingIOError:
             break
     assert not any("WATCHDOG=1" in m for m in daemon.messages + queued)
+
+
+def test_idle_memory_is_small(lab_daemon) -> None:
+    """Small boards: an idle agent on the lab card stays under 40 MB resident, and the
+    network stack (aiohttp's C parts) is not loaded before an operation needs it."""
+    with lab_daemon.client() as c:
+        c.request("status")
+    status = Path(f"/proc/{lab_daemon.proc.pid}/status").read_text()
+    rss_kb = int(status.split("VmRSS:")[1].split()[0])
+    assert rss_kb < 40 * 1024, f"idle RSS {rss_kb} kB"
+    maps = Path(f"/proc/{lab_daemon.proc.pid}/maps").read_text()
+    assert "aiohttp" not in maps and "yarl" not in maps

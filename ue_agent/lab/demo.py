@@ -1,0 +1,431 @@
+"""``ue-agent demo``: the whole product on the embedded lab, end to end, with a timeline.
+
+What runs, all on this machine:
+- the lab network (HSS, BSF, KMS; each its own HTTP listener on loopback);
+- UE-A: a soft UICC behind a modem simulator on a pty (quectel-ec25 dialect): the agent
+  reaches the card with AT+CSIM and hears SRVCC reports (+CIREPH) on the same port;
+- UE-B: a soft UICC in a vpcd virtual reader, reached through pyscard and pcscd (when
+  pcscd and vpcd are installed; otherwise in process, and the timeline says so);
+- UE-C: a USIM-only soft card in process (identities derived from the IMSI);
+- one ``ue-agent run`` daemon per UE, driven only through its socket as a softphone would.
+
+Keys are never printed: the timeline shows lengths and whether both ends agree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ue_agent.errors import AgentError
+
+SUBSCRIBERS = Path(__file__).parent / "subscribers"
+BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m")
+
+
+class Timeline:
+    """Prints what happens, with the time since the demo started."""
+
+    def __init__(self, color: bool) -> None:
+        self.t0 = time.monotonic()
+        self.color = color
+
+    def _c(self, code: str, text: str) -> str:
+        return f"{code}{text}{RESET}" if self.color else text
+
+    def section(self, title: str) -> None:
+        print(f"\n{self._c(BOLD, '== ' + title)}", flush=True)
+
+    def event(self, who: str, text: str) -> None:
+        print(f"  {self._c(DIM, f'{time.monotonic() - self.t0:7.2f}s')}  {who:<6} {text}", flush=True)
+
+    def verdict(self, ok: bool, text: str) -> None:
+        mark = self._c(GREEN, "PASS") if ok else self._c(RED, "FAIL")
+        print(f"  {'':8}  {mark}   {text}", flush=True)
+
+
+@dataclass
+class Ue:
+    """One handset: its subscriber, its card path, its daemon and a client on its socket."""
+
+    name: str
+    subscriber: Path
+    impu: str
+    impi: str
+    card_path: str
+    dir: Path
+    proc: subprocess.Popen | None = None
+    client: object | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def socket(self) -> str:
+        return str(self.dir / "api.sock")
+
+    def call(self, op: str, **params):
+        return self.client.call(op, **params)  # type: ignore[union-attr]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_ready(notify: socket.socket, proc: subprocess.Popen, log: Path, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    notify.settimeout(0.2)
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"daemon exited {proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            if b"READY=1" in notify.recv(4096):
+                return
+        except TimeoutError:
+            continue
+    raise RuntimeError("daemon did not become ready")
+
+
+class Lab:
+    """Everything the scenarios need, started once and stopped in reverse order."""
+
+    def __init__(self, workdir: Path, tl: Timeline) -> None:
+        self.dir = workdir
+        self.tl = tl
+        self.stack = contextlib.ExitStack()
+        self.ues: dict[str, Ue] = {}
+        self.net = None
+        self.modem = None
+        self.vpcd = None
+        self.pcscd = None
+
+    # -- parts -----------------------------------------------------------------------------
+    def start_network(self) -> None:
+        from ue_agent.lab.network import LabNetwork, LabNetworkThread
+        from ue_agent.subscriber import load_subscriber
+
+        subs = [load_subscriber(self.dir / f"{n}.toml") for n in ("alice", "bob", "carol")]
+        net = LabNetwork(subs)
+        thread = LabNetworkThread(net)
+        thread.start()
+        self.stack.callback(thread.stop)
+        self.net = net
+        self.tl.event("lab", f"HSS+BSF {net.bsf_url} ({net.bsf.fqdn})")
+        self.tl.event("lab", f"KMS     {net.kms_url} ({net.naf_auth.naf_fqdn})")
+
+    def start_modem(self, sub_path: Path) -> str:
+        from ue_agent.lab.modem import ModemSimulator
+        from ue_agent.lab.uicc import SoftUicc
+        from ue_agent.subscriber import load_subscriber
+
+        link = self.dir / "ttyUE-A"
+        sim = ModemSimulator(SoftUicc(load_subscriber(sub_path)), "quectel-ec25", link)
+        sim.start()
+        self.stack.callback(sim.close)
+        self.modem = sim
+        self.tl.event("UE-A", f"modem simulator (quectel-ec25 dialect) on pty {link}")
+        return str(link)
+
+    def start_reader(self, sub_path: Path) -> str | None:
+        """A vpcd reader with the card in it; None when pcscd or vpcd is not installed."""
+        from ue_agent.lab import pcscd as pcsc
+        from ue_agent.lab.uicc import SoftUicc
+        from ue_agent.lab.vpcd import VpcdCard
+        from ue_agent.subscriber import load_subscriber
+
+        try:
+            pcscd = pcsc.ensure()
+        except pcsc.PcscdUnavailable as exc:
+            self.tl.event("UE-B", f"no PC/SC here ({exc}); UE-B's card stays in process")
+            return None
+        self.stack.callback(pcsc.release, pcscd)
+        card = VpcdCard(SoftUicc(load_subscriber(sub_path)), "127.0.0.1", pcscd.port)
+        card.start()
+        self.stack.callback(card.stop)
+        if not card.wait_connected(10):
+            raise RuntimeError("the vpcd card did not connect to pcscd")
+        self.vpcd, self.pcscd = card, pcscd
+        self.tl.event("UE-B", f"soft UICC in PC/SC reader '{pcscd.readers[0]}' (pcscd + vpcd)")
+        return pcscd.readers[0]
+
+    def start_daemon(self, ue: Ue, card: dict, modem_port: str | None = None) -> None:
+        from ue_agent.api.client import Client
+
+        ue.dir.mkdir(parents=True, exist_ok=True)
+        lines = ["[card]"] + [f'{k} = "{v}"' for k, v in card.items()]
+        lines += [
+            "",
+            "[network]",
+            f'bsf_url = "{self.net.bsf_url}"',
+            f'kms_url = "{self.net.kms_url}"',
+            f'bsf_fqdn = "{self.net.bsf.fqdn}"',
+            f'kms_fqdn = "{self.net.naf_auth.naf_fqdn}"',
+            "",
+            "[api]",
+            f'socket = "{ue.socket}"',
+            "",
+            "[log]",
+            'level = "debug"',
+        ]
+        if modem_port:
+            lines += ["", "[modem]", f'port = "{modem_port}"']
+        config = ue.dir / "config.toml"
+        config.write_text("\n".join(lines) + "\n")
+        notify_path = ue.dir / "notify.sock"
+        notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        notify.bind(str(notify_path))
+        log = ue.dir / "daemon.log"
+        env = {**os.environ, "NOTIFY_SOCKET": str(notify_path), "PYTHONUNBUFFERED": "1"}
+        with open(log, "ab") as out:
+            ue.proc = subprocess.Popen(
+                [sys.executable, "-m", "ue_agent", "-vv", "run", "--config", str(config)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        self.stack.callback(self._stop_daemon, ue, notify)
+        _wait_ready(notify, ue.proc, log)
+        ue.client = Client(ue.socket, timeout=30)
+        hello = ue.call("hello", client=f"demo-{ue.name}")
+        self.tl.event(
+            ue.name,
+            f"ue-agent run ready (pid {ue.proc.pid}, protocol {hello.get('protocol')}), "
+            f"card via {ue.card_path}",
+        )
+
+    @staticmethod
+    def _stop_daemon(ue: Ue, notify: socket.socket) -> None:
+        if ue.client is not None:
+            with contextlib.suppress(Exception):
+                ue.client.close()  # type: ignore[union-attr]
+        if ue.proc is not None and ue.proc.poll() is None:
+            ue.proc.send_signal(signal.SIGTERM)
+            try:
+                ue.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                ue.proc.kill()
+                ue.proc.wait()
+        notify.close()
+
+    def close(self) -> None:
+        self.stack.close()
+
+
+# -- helpers used by the scenarios -------------------------------------------------------
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def srtp_roundtrip(tx_keys: dict, rx_keys: dict, count: int = 1000, ssrc: int = 0x1234ABCD) -> int:
+    """Protect ``count`` RTP packets with one side's keys, unprotect them with the other's."""
+    import pylibsrtp
+
+    profiles = {
+        "AES_CM_128_HMAC_SHA1_80": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+        "AES_CM_128_HMAC_SHA1_32": pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+        "AEAD_AES_128_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+        "AEAD_AES_256_GCM": pylibsrtp.Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
+    }
+
+    def session(k: dict, direction: int) -> pylibsrtp.Session:
+        key = base64.b64decode(k["master_key"]) + base64.b64decode(k["master_salt"])
+        return pylibsrtp.Session(
+            pylibsrtp.Policy(key=key, ssrc_type=direction, srtp_profile=profiles[k["suite"]])
+        )
+
+    tx = session(tx_keys, pylibsrtp.Policy.SSRC_ANY_OUTBOUND)
+    rx = session(rx_keys, pylibsrtp.Policy.SSRC_ANY_INBOUND)
+    ok = 0
+    for seq in range(count):
+        payload = bytes([seq & 0xFF]) * 160
+        rtp = bytes([0x80, 0x00]) + seq.to_bytes(2, "big") + (seq * 160).to_bytes(4, "big")
+        rtp += ssrc.to_bytes(4, "big") + payload
+        if rx.unprotect(tx.protect(rtp)) == rtp:
+            ok += 1
+    return ok
+
+
+def stream_keys(keys_reply: dict, media: str, direction: str) -> dict:
+    for s in keys_reply["streams"]:
+        if s.get("media", "audio") == media:
+            return s[direction]
+    raise AssertionError(f"no {media} stream in {sorted(keys_reply)}")
+
+
+# -- scenarios ---------------------------------------------------------------------------
+
+Scenario = Callable[[Lab], str]
+SCENARIOS: list[tuple[str, str, Scenario]] = []
+
+
+def scenario(name: str, title: str):
+    def register(fn: Scenario) -> Scenario:
+        SCENARIOS.append((name, title, fn))
+        return fn
+
+    return register
+
+
+@scenario("cards", "Cards: identities over AT+CSIM, PC/SC and in process")
+def sc_cards(lab: Lab) -> str:
+    for ue in lab.ues.values():
+        st = ue.call("status")
+        card = st["card"]
+        impus = ", ".join(card.get("impus", []))
+        lab.tl.event(
+            ue.name, f"{card['transport']}: {str(card.get('application')).upper()}, IMPI {card.get('impi')}"
+        )
+        lab.tl.event(ue.name, f"{'':5}IMPUs {impus}")
+        assert card.get("impi") == ue.impi, f"{ue.name}: IMPI {card.get('impi')} != {ue.impi}"
+    return "each agent read its own card's identities"
+
+
+@scenario("register", "IMS registration: AKA challenges answered through each agent's card")
+def sc_register(lab: Lab) -> str:
+    for ue in lab.ues.values():
+        av = lab.net.hss.vector(ue.impi)
+        r = ue.call("ims.authenticate", rand=b64(av.rand), autn=b64(av.autn))
+        res = base64.b64decode(r["res"])
+        assert av.xres == res, f"{ue.name}: RES != XRES"
+        lab.tl.event(
+            ue.name,
+            f"REGISTER 401 -> AKA SQN {av.sqn}: RES {len(res)} bytes = XRES, "
+            f"CK/IK {len(base64.b64decode(r['ck']))}/{len(base64.b64decode(r['ik']))} bytes "
+            "for the IPsec SA",
+        )
+    return "RES equals the HSS's XRES for all three cards"
+
+
+@scenario("sdes-e2ae", "SDES call A -> B with e2ae indications; SRTP both ways with libsrtp")
+def sc_sdes(lab: Lab) -> str:
+    a, b = lab.ues["UE-A"], lab.ues["UE-B"]
+    caps = a.call("capabilities")
+    lab.tl.event(a.name, f"REGISTER Security-Client: {caps['e2ae']['security_client']}")
+    offer = a.call("sdes.offer", media=["audio"], e2ae=True)
+    lines = offer["streams"][0]["lines"]
+    lab.tl.event(
+        a.name, f"INVITE SDP offer: {len(lines)} lines ({', '.join(ln.split()[1] for ln in lines[:2])}...)"
+    )
+    answer = b.call("sdes.answer", offer=[s["lines"] for s in offer["streams"]])
+    lab.tl.event(
+        b.name, f"200 OK SDP answer: {answer['streams'][0]['lines'][0].split(' inline:')[0]} inline:<key>"
+    )
+    done = a.call("sdes.answer", session=offer["session"], answer=[s["lines"] for s in answer["streams"]])
+    assert done.get("state") == "active", done
+    ka = a.call("session.keys", session=offer["session"])
+    kb = b.call("session.keys", session=answer["session"])
+    n_ab = srtp_roundtrip(stream_keys(ka, "audio", "tx"), stream_keys(kb, "audio", "rx"))
+    n_ba = srtp_roundtrip(stream_keys(kb, "audio", "tx"), stream_keys(ka, "audio", "rx"))
+    lab.tl.event("media", f"libsrtp: A->B {n_ab}/1000 and B->A {n_ba}/1000 packets unprotected")
+    assert n_ab == n_ba == 1000
+    a.call("session.close", session=offer["session"])
+    b.call("session.close", session=answer["session"])
+    return "both agents hold matching SRTP keys; 2000 packets protected and unprotected"
+
+
+# -- the command -------------------------------------------------------------------------
+
+
+def run(workdir: Path, only: list[str] | None, color: bool) -> int:
+    tl = Timeline(color)
+    print(f"ue-agent demo: the embedded lab on loopback (files in {workdir})")
+    for n in ("alice", "bob", "carol"):
+        shutil.copy(SUBSCRIBERS / f"{n}.toml", workdir / f"{n}.toml")
+    from ue_agent.subscriber import load_subscriber
+
+    lab = Lab(workdir, tl)
+    results: list[tuple[str, bool, str]] = []
+    try:
+        tl.section("Lab: network, modem, reader, agents")
+        lab.start_network()
+        subs = {n: load_subscriber(workdir / f"{n}.toml") for n in ("alice", "bob", "carol")}
+        modem = lab.start_modem(workdir / "alice.toml")
+        reader = lab.start_reader(workdir / "bob.toml")
+        plan = [
+            (
+                "UE-A",
+                "alice",
+                {"transport": "at", "port": modem, "profile": "quectel-ec25"},
+                f"AT+CSIM {modem}",
+                modem,
+            ),
+            (
+                "UE-B",
+                "bob",
+                {"transport": "pcsc", "reader": reader}
+                if reader
+                else {"transport": "lab", "subscriber": str(workdir / "bob.toml")},
+                f"PC/SC '{reader}'" if reader else "in-process soft UICC",
+                None,
+            ),
+            (
+                "UE-C",
+                "carol",
+                {"transport": "lab", "subscriber": str(workdir / "carol.toml")},
+                "in-process soft UICC (USIM only)",
+                None,
+            ),
+        ]
+        for name, sub, card, path, modem_port in plan:
+            s = subs[sub]
+            ue = Ue(name, workdir / f"{sub}.toml", s.impu[0], s.impi, path, workdir / name)
+            lab.ues[name] = ue
+            lab.start_daemon(ue, card, modem_port=modem_port)
+        for name, title, fn in SCENARIOS:
+            if only and name not in only:
+                continue
+            tl.section(title)
+            try:
+                summary = fn(lab)
+                results.append((name, True, summary))
+                tl.verdict(True, summary)
+            except (AssertionError, AgentError, KeyError, RuntimeError, OSError) as exc:
+                results.append((name, False, f"{type(exc).__name__}: {exc}"))
+                tl.verdict(False, f"{type(exc).__name__}: {exc}")
+                if os.environ.get("UE_AGENT_DEMO_TRACE"):
+                    traceback.print_exc()
+    except Exception as exc:  # the lab itself did not come up
+        tl.verdict(False, f"lab: {type(exc).__name__}: {exc}")
+        results.append(("lab", False, str(exc)))
+    finally:
+        lab.close()
+    passed = sum(ok for _, ok, _ in results)
+    print(
+        f"\n{passed}/{len(results)} scenarios passed"
+        + ("" if passed == len(results) else ": " + ", ".join(n for n, ok, _ in results if not ok))
+    )
+    return 0 if results and passed == len(results) else 1
+
+
+@contextlib.contextmanager
+def _workdir(keep: str | None) -> Iterator[Path]:
+    if keep:
+        p = Path(keep)
+        p.mkdir(parents=True, exist_ok=True)
+        yield p
+        return
+    p = Path(tempfile.mkdtemp(prefix="ue-agent-demo-", dir="/tmp"))
+    try:
+        yield p
+    finally:
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    with _workdir(args.keep_dir) as d:
+        return run(d, args.only, color=sys.stdout.isatty())

@@ -152,14 +152,12 @@ def test_idle_timeout_closes_quiet_connections(daemon_factory) -> None:
 _PEER = textwrap.dedent(
     """
     import base64, json, os, socket, sys
-    path, rand, autn, want = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+    path, want, requests = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(20)
     s.connect(path)
     try:
-        hello = json.dumps({"id": 1, "op": "hello"})
-        auth = json.dumps({"id": 2, "op": "ims.authenticate", "rand": rand, "autn": autn})
-        s.sendall((hello + "\\n" + auth + "\\n").encode())
+        s.sendall("".join(json.dumps(r) + "\\n" for r in requests).encode())
     except BrokenPipeError:
         pass
     buf = b""
@@ -195,22 +193,17 @@ def _parents(exe: str) -> list[str]:
     return parts
 
 
-def run_as_nobody(path: str, rand: bytes, autn: bytes, lines: int = 0) -> str:
-    """The peer's output: every line until EOF, or until ``lines`` lines arrived."""
+def run_as_nobody(path: str, rand: bytes, autn: bytes, lines: int = 0, requests: list | None = None) -> str:
+    """As uid 65534: send hello + ims.authenticate (or ``requests``); the output, every line
+    until EOF or until ``lines`` lines arrived."""
+    b64 = base64.b64encode
+    auth = {"id": 2, "op": "ims.authenticate", "rand": b64(rand).decode(), "autn": b64(autn).decode()}
+    requests = requests if requests is not None else [{"id": 1, "op": "hello"}, auth]
     exe = _python_for_nobody()
     if exe is None:
         pytest.skip("no Python interpreter that uid 65534 may execute")
     out = subprocess.run(
-        [
-            exe,
-            "-I",
-            "-c",
-            _PEER,
-            path,
-            base64.b64encode(rand).decode(),
-            base64.b64encode(autn).decode(),
-            str(lines),
-        ],
+        [exe, "-I", "-c", _PEER, path, str(lines), json.dumps(requests)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -245,3 +238,16 @@ def test_peer_in_allowed_gids_is_served(daemon_factory) -> None:
     rand, autn = aka_challenge(71)
     replies = [json.loads(x) for x in run_as_nobody(daemon.socket, rand, autn, 2).splitlines()]
     assert replies[0]["ok"] and replies[1]["result"] == "success"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a peer as another uid")
+def test_sessions_belong_to_their_uid(daemon_factory) -> None:
+    daemon = daemon_factory(api={"allowed_gids": [65534]})
+    os.chown(daemon.socket, 0, 65534)
+    with daemon.client() as c:
+        sid = c.request("sdes.offer", session="root-call")["session"]
+    probe = [{"id": i, "op": op, "session": sid} for i, op in enumerate(("session.keys", "session.close"))]
+    replies = [json.loads(x) for x in run_as_nobody(daemon.socket, b"", b"", 2, probe).splitlines()]
+    assert [r["error"]["code"] for r in replies] == ["media.unknown_session"] * 2
+    with daemon.client() as c:  # still there for its owner
+        assert c.request("session.close", session=sid)["state"] == "closed"

@@ -182,7 +182,14 @@ def open_card(cfg: Config, on_urc: Callable[[str], None] | None = None) -> Any:
     from ue_agent.transports import open_transport
 
     shared = cfg.card.transport == "at" and cfg.modem.port == cfg.card.port
-    return Card(open_transport(cfg.card, on_urc=on_urc if shared else None))
+    transport = open_transport(cfg.card, on_urc=on_urc if shared else None)
+    if shared:  # no separate watcher opens this port: ask for the SRVCC reports here
+        from ue_agent.drivers.at_modem import enable_ims_reporting
+
+        refused = enable_ims_reporting(transport.port)
+        if refused:
+            log.warning("modem %s refused %s: no handover reports", cfg.modem.port, ", ".join(refused))
+    return Card(transport)
 
 
 MAX_PENDING_OFFERS = 64

@@ -76,7 +76,7 @@ class Ue:
         return str(self.dir / "api.sock")
 
     def call(self, op: str, **params):
-        return self.client.call(op, **params)  # type: ignore[union-attr]
+        return self.client.request(op, **params)  # type: ignore[union-attr]
 
 
 def _free_port() -> int:
@@ -336,6 +336,62 @@ def sc_sdes(lab: Lab) -> str:
     a.call("session.close", session=offer["session"])
     b.call("session.close", session=answer["session"])
     return "both agents hold matching SRTP keys; 2000 packets protected and unprotected"
+
+
+def sdes_call(lab: Lab, caller: Ue, callee: Ue) -> tuple[str, str]:
+    """An SDES offer/answer between two agents; returns (caller's session, callee's session)."""
+    offer = caller.call("sdes.offer", media=["audio"])
+    answer = callee.call("sdes.answer", offer=[s["lines"] for s in offer["streams"]])
+    caller.call("sdes.answer", session=offer["session"], answer=[s["lines"] for s in answer["streams"]])
+    return offer["session"], answer["session"]
+
+
+def wait_event(client, name: str, timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ev = client.next_event()
+        if ev.get("event") == name:
+            return ev
+    raise AssertionError(f"no {name} event")
+
+
+@scenario("srvcc", "SRVCC: the modem reports PS->CS handover mid-call; keys follow the call")
+def sc_srvcc(lab: Lab) -> str:
+    from ue_agent.api.client import Client
+
+    a, b = lab.ues["UE-A"], lab.ues["UE-B"]
+    with Client(a.socket, timeout=10) as events:
+        events.request("subscribe", events=["handover", "security.warning"])
+        sa, sb = sdes_call(lab, a, b)
+        lab.tl.event(a.name, f"call {sa} active on PS (SDES keys held)")
+        assert lab.modem.srvcc(0), "the agent did not enable +CIREP reporting on the modem"
+        ev = wait_event(events, "handover")
+        lab.tl.event("modem", f"+CIREPH: 0 -> handover event {ev.get('phase') or ev}")
+        assert lab.modem.srvcc(2)
+        wait_event(events, "handover")
+        keys = a.call("session.keys", session=sa)
+        lab.tl.event("modem", "+CIREPH: 2 (cancelled): the call stays on PS, keys still handed out")
+        assert keys["streams"], keys
+        lab.modem.srvcc(0)
+        wait_event(events, "handover")
+        lab.modem.srvcc(1)
+        ev = wait_event(events, "handover")
+        lab.tl.event("modem", f"+CIREPH: 0, 1 (success): voice moved to CS; event phase {ev['phase']}")
+        try:
+            a.call("session.keys", session=sa)
+            raise AssertionError("PS keys still handed out after SRVCC to CS")
+        except AgentError as exc:
+            lab.tl.event(a.name, f"session.keys after SRVCC -> {exc.code} (keys zeroized, never reused)")
+        st = a.call("status")["handover"]
+        lab.tl.event(a.name, f"status: handover phase {st.get('phase')}")
+        b.call("session.close", session=sb)
+        with contextlib.suppress(AgentError):
+            a.call("session.close", session=sa)
+        sa2, sb2 = sdes_call(lab, a, b)
+        lab.tl.event(a.name, f"back on PS: a new call {sa2} gets fresh keys")
+        a.call("session.close", session=sa2)
+        b.call("session.close", session=sb2)
+    return "cancel keeps the PS keys; success releases and zeroizes them; a new call re-keys"
 
 
 # -- the command -------------------------------------------------------------------------

@@ -70,13 +70,17 @@ class Ue:
     proc: subprocess.Popen | None = None
     client: object | None = None
     extra: dict = field(default_factory=dict)
+    on_reply: Callable[[str, str, dict], None] | None = None
 
     @property
     def socket(self) -> str:
         return str(self.dir / "api.sock")
 
     def call(self, op: str, **params):
-        return self.client.request(op, **params)  # type: ignore[union-attr]
+        reply = self.client.request(op, **params)  # type: ignore[union-attr]
+        if self.on_reply is not None:
+            self.on_reply(self.name, op, reply)
+        return reply
 
 
 def _free_port() -> int:
@@ -261,9 +265,10 @@ def srtp_roundtrip(tx_keys: dict, rx_keys: dict, count: int = 1000, ssrc: int = 
 
 
 def stream_keys(keys_reply: dict, media: str, direction: str) -> dict:
+    """One stream's key for ``direction`` ("tx"/"rx"); MIKEY's single key serves both."""
     for s in keys_reply["streams"]:
         if s.get("media", "audio") == media:
-            return s[direction]
+            return s.get(direction) or s["tx"]
     raise AssertionError(f"no {media} stream in {sorted(keys_reply)}")
 
 
@@ -318,8 +323,10 @@ def sc_sdes(lab: Lab) -> str:
     lab.tl.event(a.name, f"REGISTER Security-Client: {caps['e2ae']['security_client']}")
     offer = a.call("sdes.offer", media=["audio"], e2ae=True)
     lines = offer["streams"][0]["lines"]
+    assert "a=3ge2ae:requested" in lines, lines
     lab.tl.event(
-        a.name, f"INVITE SDP offer: {len(lines)} lines ({', '.join(ln.split()[1] for ln in lines[:2])}...)"
+        a.name,
+        f"INVITE SDP offer: a=3ge2ae:requested, {len(lines) - 1} a=crypto lines ({lines[0].split()[1]}, ...)",
     )
     answer = b.call("sdes.answer", offer=[s["lines"] for s in offer["streams"]])
     lab.tl.event(
@@ -394,10 +401,151 @@ def sc_srvcc(lab: Lab) -> str:
     return "cancel keeps the PS keys; success releases and zeroizes them; a new call re-keys"
 
 
+def tls_psk_handshake(server_keys: dict, client_keys: dict, tls: str = "-tls1_3") -> bool:
+    """openssl s_server and s_client on loopback, each with one agent's PSK and identity."""
+    if shutil.which("openssl") is None:
+        raise RuntimeError("openssl is not installed")
+    port = _free_port()
+    cipher = ["-cipher", "PSK-AES128-CBC-SHA256"] if tls == "-tls1_2" else []
+
+    def psk(k: dict) -> list[str]:
+        return ["-psk", base64.b64decode(k["key"]).hex(), "-psk_identity", k["identity"]]
+
+    server_cmd = ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-nocert", tls, *cipher]
+    server_cmd += [*psk(server_keys), "-rev", "-naccept", "1"]
+    server = subprocess.Popen(
+        server_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    )
+    try:
+        for line in server.stdout:  # ACCEPT: listening (a connect probe would use up -naccept 1)
+            if line.startswith(b"ACCEPT"):
+                break
+        client_cmd = ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", tls, *cipher]
+        client_cmd += [*psk(client_keys), "-quiet"]
+        client = subprocess.run(
+            client_cmd, input=b"MSRP a786hjs2 SEND\nCLOSE\n", capture_output=True, timeout=20
+        )
+        return b"DNES 2sjh687a PRSM" in client.stdout
+    finally:
+        server.kill()
+        server.wait()
+
+
+def mikey_call(lab: Lab, caller: Ue, callee: Ue, media: list[str], **offer_params) -> tuple[dict, dict, dict]:
+    offer = caller.call("mikey.offer", responder=callee.impu, media=media, **offer_params)
+    answer = callee.call("mikey.answer", transfer_init=offer["key_mgmt"])
+    done = caller.call("mikey.complete", session=offer["session"], transfer_resp=answer["key_mgmt"])
+    assert done["state"] == "active", done
+    return offer, answer, done
+
+
+@scenario("kms-call", "KMS-protected call A -> B (MIKEY-TICKET): SRTP audio and TLS-PSK for MSRP")
+def sc_kms_call(lab: Lab) -> str:
+    a, b = lab.ues["UE-A"], lab.ues["UE-B"]
+    before = dict(lab.net.requests)
+    offer, answer, _ = mikey_call(lab, a, b, ["audio", "message"])
+    st = a.call("status")["bootstrap"]
+    lab.tl.event(
+        a.name,
+        f"GBA bootstrap with the BSF: B-TID {st.get('btid')}, {st.get('state')}, "
+        f"until {st.get('lifetime') or st.get('expires')}",
+    )
+    lab.tl.event(
+        a.name,
+        f"REQUEST_INIT -> KMS (Ua digest, B-TID + Ks_NAF): ticket; "
+        f"INVITE {offer['key_mgmt'][:40]}... ({len(offer['transfer_init'])} b64 chars)",
+    )
+    lab.tl.event(
+        b.name, f"RESOLVE_INIT -> KMS: caller vouched as {answer['peer']}; 200 OK with TRANSFER_RESP"
+    )
+    lab.tl.event(
+        "lab",
+        f"KMS requests: {lab.net.requests['kms'] - before.get('kms', 0)}, "
+        f"BSF requests: {lab.net.requests['bsf'] - before.get('bsf', 0)}",
+    )
+    ka = a.call("session.keys", session=offer["session"])
+    kb = b.call("session.keys", session=answer["session"])
+    n_ab = srtp_roundtrip(stream_keys(ka, "audio", "tx"), stream_keys(kb, "audio", "rx"), ssrc=0xA)
+    n_ba = srtp_roundtrip(stream_keys(kb, "audio", "tx"), stream_keys(ka, "audio", "rx"), ssrc=0xB)
+    lab.tl.event("media", f"libsrtp: A->B {n_ab}/1000 and B->A {n_ba}/1000 packets unprotected")
+    assert n_ab == n_ba == 1000
+    ta, tb = stream_keys(ka, "message", "tx"), stream_keys(kb, "message", "tx")
+    assert ta["kind"] == tb["kind"] == "tls-psk"
+    ok12 = tls_psk_handshake(tb, ta, "-tls1_2")
+    ok13 = tls_psk_handshake(tb, ta, "-tls1_3")
+    lab.tl.event(
+        "media",
+        f"MSRP over TLS-PSK (identity {ta['identity'][:16]}...): openssl s_server(B) <-> "
+        f"s_client(A): TLS 1.2 {'ok' if ok12 else 'FAILED'}, TLS 1.3 {'ok' if ok13 else 'FAILED'}",
+    )
+    assert ok12 and ok13
+    a.call("session.close", session=offer["session"])
+    b.call("session.close", session=answer["session"])
+    return "same SRTP and TLS-PSK keys at both ends, from the KMS's ticket"
+
+
+@scenario("kms-repeat", "A second call A -> B reuses the ticket: no KMS round trip")
+def sc_kms_repeat(lab: Lab) -> str:
+    a, b = lab.ues["UE-A"], lab.ues["UE-B"]
+    before = lab.net.requests["kms"]
+    offer, answer, _ = mikey_call(lab, a, b, ["audio"])
+    sent = lab.net.requests["kms"] - before
+    lab.tl.event(
+        a.name,
+        f"mikey.offer: reused_ticket={offer['reused_ticket']}; requests to the KMS by A: "
+        f"{'0' if offer['reused_ticket'] else 'some'}; by the whole call: {sent}",
+    )
+    assert offer["reused_ticket"], offer
+    ka = a.call("session.keys", session=offer["session"])
+    kb = b.call("session.keys", session=answer["session"])
+    assert srtp_roundtrip(stream_keys(ka, "audio", "tx"), stream_keys(kb, "audio", "rx"), 100) == 100
+    a.call("session.close", session=offer["session"])
+    b.call("session.close", session=answer["session"])
+    return "the caller sent no KMS request for the repeated call (per-session modifier, new keys)"
+
+
+@scenario(
+    "kms-policy",
+    "Recipient policy and forking: C may not resolve B's ticket; a forked call keys B and C apart",
+)
+def sc_kms_policy(lab: Lab) -> str:
+    a, b, c = lab.ues["UE-A"], lab.ues["UE-B"], lab.ues["UE-C"]
+    offer = a.call("mikey.offer", responder=b.impu, media=["audio"])
+    try:
+        c.call("mikey.answer", transfer_init=offer["key_mgmt"])
+        raise AssertionError("UE-C resolved a ticket meant for UE-B")
+    except AgentError as exc:
+        lab.tl.event(c.name, f"resolving B's ticket -> {exc.code}")
+        assert exc.code == "kms.not_authorized", exc.code
+    a.call("session.close", session=offer["session"])
+    fork = a.call("mikey.offer", responder=b.impu, media=["audio"], recipients=[b.impu, c.impu])
+    ab = b.call("mikey.answer", transfer_init=fork["key_mgmt"])
+    ac = c.call("mikey.answer", transfer_init=fork["key_mgmt"])
+    kb = stream_keys(b.call("session.keys", session=ab["session"]), "audio", "tx")
+    kc = stream_keys(c.call("session.keys", session=ac["session"]), "audio", "tx")
+    differ = kb["master_key"] != kc["master_key"]
+    lab.tl.event("lab", f"INVITE forked to B and C: both resolve; their keys differ: {differ}")
+    assert differ
+    a.call("mikey.complete", session=fork["session"], transfer_resp=ab["key_mgmt"])
+    ka = a.call("session.keys", session=fork["session"])
+    assert srtp_roundtrip(stream_keys(ka, "audio", "tx"), kb, 100) == 100
+    lab.tl.event(a.name, "B answered first: A's keys match B's (and not C's)")
+    for ue, sid in ((a, fork["session"]), (b, ab["session"]), (c, ac["session"])):
+        ue.call("session.close", session=sid)
+    return "a UE outside the recipients is refused; forked endpoints get different keys"
+
+
 # -- the command -------------------------------------------------------------------------
 
 
-def run(workdir: Path, only: list[str] | None, color: bool) -> int:
+def run(
+    workdir: Path,
+    only: list[str] | None,
+    color: bool,
+    on_reply: Callable[[str, str, dict], None] | None = None,
+) -> int:
+    """Run the scenarios in ``workdir``; 0 when all passed. ``on_reply(ue, op, reply)`` sees
+    every reply the agents give (the tests collect the keys handed out with it)."""
     tl = Timeline(color)
     print(f"ue-agent demo: the embedded lab on loopback (files in {workdir})")
     for n in ("alice", "bob", "carol"):
@@ -439,7 +587,7 @@ def run(workdir: Path, only: list[str] | None, color: bool) -> int:
         ]
         for name, sub, card, path, modem_port in plan:
             s = subs[sub]
-            ue = Ue(name, workdir / f"{sub}.toml", s.impu[0], s.impi, path, workdir / name)
+            ue = Ue(name, workdir / f"{sub}.toml", s.impu[0], s.impi, path, workdir / name, on_reply=on_reply)
             lab.ues[name] = ue
             lab.start_daemon(ue, card, modem_port=modem_port)
         for name, title, fn in SCENARIOS:

@@ -2,8 +2,8 @@
 
 :class:`PcscTransport` carries APDUs to the UICC in one reader:
 
-- the reader is the first whose name contains ``reader`` (case-insensitive; "" takes the
-  first reader pcscd lists);
+- the reader is the first whose name contains ``reader`` (case-insensitive) and holds a
+  card, else the first whose name contains it; "" matches every reader;
 - the card is held with SCARD_SHARE_EXCLUSIVE by default, so no other process can slip
   commands in between our SELECT and AUTHENTICATE;
 - the protocol is the card's default from its ATR (the first T=0/T=1 it offers) rather
@@ -163,10 +163,12 @@ class PcscTransport(ApduTransport):
         wait_s: float = 10.0,
         on_card_event: CardEventCallback | None = None,
         poll_s: float = 0.5,
+        use_logical_channel: bool = False,
     ) -> None:
         if wait_s <= 0 or poll_s <= 0:
             raise ValueError("wait_s and poll_s must be positive")
         self.reader_pattern = reader
+        self.use_logical_channel = use_logical_channel
         self.exclusive = exclusive
         self.wait_s = wait_s
         self.poll_s = poll_s
@@ -184,7 +186,7 @@ class PcscTransport(ApduTransport):
         self._closed = False
         self._monitor: _CardMonitor | None = None
         if on_card_event is not None:
-            self._monitor = _CardMonitor(reader, on_card_event, poll_s)
+            self._monitor = _CardMonitor(reader, on_card_event, poll_s, lambda: self.reader_name)
             self._monitor.start()
 
     @property
@@ -263,8 +265,15 @@ class PcscTransport(ApduTransport):
         raise AssertionError("unreachable")
 
     def _find_reader(self) -> str:
+        """The reader in use if still listed, else the first match holding a card, else the
+        first match."""
         readers = self._readers()
-        name = _match(self.reader_pattern, readers)
+        matches = [r for r in readers if self.reader_pattern.casefold() in r.casefold()]
+        name = self.reader_name if self.reader_name in matches else None
+        if name is None and len(matches) > 1:
+            name = next((r for r in matches if self._has_card(r)), None)
+        if name is None and matches:
+            name = matches[0]
         if name is None:
             if self.reader_name is not None:
                 raise TransportError(
@@ -281,6 +290,10 @@ class PcscTransport(ApduTransport):
                 readers=readers,
             )
         return name
+
+    def _has_card(self, name: str) -> bool:
+        hr, event, _ = self._reader_state(name)
+        return hr == SCARD_S_SUCCESS and bool(event & _STATE_PRESENT)
 
     def _reader_state(
         self, name: str, current: int = _STATE_UNAWARE, timeout_ms: int = 0
@@ -525,15 +538,23 @@ class PcscTransport(ApduTransport):
 
 
 class _CardMonitor:
-    """Follows card presence in the reader matching ``pattern`` and calls ``callback``.
+    """Follows card presence in the reader the transport uses (before it has one: the first
+    matching ``pattern``) and calls ``callback``.
 
     Uses its own PC/SC context and SCardGetStatusChange; a card event counter change
     (upper 16 bits of the event state) with the card present both times is a quick
     removal and reinsertion and is reported as both.
     """
 
-    def __init__(self, pattern: str, callback: CardEventCallback, poll_s: float) -> None:
+    def __init__(
+        self,
+        pattern: str,
+        callback: CardEventCallback,
+        poll_s: float,
+        in_use: Callable[[], str | None] = lambda: None,
+    ) -> None:
         self.pattern = pattern
+        self.in_use = in_use
         self.callback = callback
         self.poll_s = poll_s
         self._stop = threading.Event()
@@ -598,7 +619,10 @@ class _CardMonitor:
             if hr in _NO_SERVICE or hr == SCARD_E_INVALID_HANDLE:
                 self._drop_context()
                 continue
-            name = _match(self.pattern, list(readers) if hr == SCARD_S_SUCCESS else [])
+            listed = list(readers) if hr == SCARD_S_SUCCESS else []
+            name = self.in_use()  # the transport's reader, once it has one
+            if name not in listed:
+                name = _match(self.pattern, listed)
             if name is None:
                 if self._reader is not None:
                     self._report(False, self._reader)

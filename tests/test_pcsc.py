@@ -116,6 +116,20 @@ def test_identities_over_pcsc(card, vpcd_card):
 
 
 @pytest.mark.pcsc
+def test_isim_on_a_logical_channel_over_pcsc(vpcd_card):
+    from ue_agent.card.session import Card
+    from ue_agent.drivers.pcsc import PcscTransport
+
+    card = Card(PcscTransport(vpcd_card[1], use_logical_channel=True))
+    try:
+        assert card.identities().application == "isim"
+        out = card.authenticate(RAND, AUTN)
+        assert isinstance(out, AkaSuccess) and out.res == RES
+    finally:
+        card.close()
+
+
+@pytest.mark.pcsc
 def test_authenticate_success_test_set_1(card, vpcd_card):
     server, _ = vpcd_card
     out = card.authenticate(RAND, AUTN)
@@ -183,10 +197,11 @@ def test_t1_card_on_the_second_reader(pcscd, tmp_path):
     uicc = SoftUicc(load_subscriber(write_subscriber(tmp_path / "b.toml", name="bob")), t0=False)
     with VpcdCard(uicc, "127.0.0.1", pcscd.port + 1):
         wait_reader(reader, True)
-        card = Card(PcscTransport(reader))
+        # the pattern matches both readers: the one holding a card wins
+        card = Card(PcscTransport("virtual pcd"))
         try:
-            assert card.transport.name == f"pcsc:{reader}"
             assert card.identities().impus[0].startswith("sip:bob@")
+            assert card.transport.name == f"pcsc:{reader}"
             assert card.transport.protocol == "T=1"
             assert isinstance(card.authenticate(RAND, AUTN), AkaSuccess)
         finally:

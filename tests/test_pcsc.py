@@ -63,6 +63,10 @@ def test_bad_apdu_is_refused_before_pcsc():
             with pytest.raises(CardError) as exc:
                 t.transmit(bad)  # type: ignore[arg-type]
             assert exc.value.code == "card.bad_apdu"
+    with pytest.raises(TransportError) as closed:
+        t.transmit(bytes.fromhex("00a40004023f00"))
+    assert closed.value.code == "card.closed"
+    t.close()  # idempotent
 
 
 def test_pyscard_is_imported_lazily():

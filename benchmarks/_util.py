@@ -24,8 +24,14 @@ def pct(samples: Sequence[float], p: float) -> float:
     return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
-def summary(name: str, samples_s: Sequence[float], floor_s: Sequence[float] | None = None) -> str:
-    """One line: p50/p90/p99 in microseconds, ops/s, and the ratio to the floor's p50."""
+def summary(
+    name: str,
+    samples_s: Sequence[float],
+    floor_s: Sequence[float] | None = None,
+    over_s: Sequence[float] | None = None,
+) -> str:
+    """One line: p50/p90/p99 in microseconds, ops/s, the ratio to ``floor_s``'s p50 and,
+    with ``over_s``, the p50 difference to that second floor in microseconds."""
     us = [x * 1e6 for x in samples_s]
     line = (
         f"{name:<34} n={len(us):<6} p50={pct(us, 50):8.1f}us p90={pct(us, 90):8.1f}us "
@@ -33,6 +39,8 @@ def summary(name: str, samples_s: Sequence[float], floor_s: Sequence[float] | No
     )
     if floor_s:
         line += f"  x{statistics.median(samples_s) / statistics.median(floor_s):5.1f} floor"
+    if over_s:
+        line += f"  {(statistics.median(samples_s) - statistics.median(over_s)) * 1e6:+8.1f}us over asyncio"
     return line
 
 
@@ -102,15 +110,40 @@ for line in f:
     c.sendall(line)
 """
 
+#: asyncio streams + one json.loads/json.dumps per line: what the agent's server does before
+#: any validation or work, so (agent - this floor) is what the agent itself adds.
+ASYNC_FLOOR_SERVER = r"""
+import asyncio, json, sys
+
+async def serve(reader, writer):
+    while line := await reader.readline():
+        msg = json.loads(line)
+        writer.write(json.dumps({"id": msg.get("id"), "ok": True}, separators=(",", ":")).encode() + b"\n")
+        await writer.drain()
+    writer.close()
+
+async def main():
+    server = await asyncio.start_unix_server(serve, sys.argv[1], limit=65536)
+    print("ready", flush=True)
+    async with server:
+        await server.serve_forever()
+
+asyncio.run(main())
+"""
+
 
 class EchoFloor:
-    """A raw Unix-socket line echo in another Python process: the floor for one round trip."""
+    """A line server in another Python process: the floor for one round trip.
 
-    def __init__(self) -> None:
+    ``script`` is :data:`FLOOR_SERVER` (raw socket echo) or :data:`ASYNC_FLOOR_SERVER`
+    (asyncio streams, JSON decoded and a reply encoded per line).
+    """
+
+    def __init__(self, script: str = FLOOR_SERVER) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="uea-floor-", dir="/tmp"))
         self.path = str(self.dir / "echo.sock")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", FLOOR_SERVER, self.path], stdout=subprocess.PIPE, text=True
+            [sys.executable, "-c", script, self.path], stdout=subprocess.PIPE, text=True
         )
         assert self.proc.stdout.readline().strip() == "ready"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -124,5 +157,7 @@ class EchoFloor:
     def close(self) -> None:
         self.file.close()
         self.sock.close()
+        if self.proc.poll() is None:
+            self.proc.terminate()
         self.proc.wait(5)
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -2,9 +2,17 @@
 
     python -m benchmarks.bench_api [--n N]
 
-The floor is a line echoed by another Python process over a Unix socket: what any
-NDJSON-over-Unix-socket exchange costs before the agent does any work. Each operation is
-measured sequentially on one connection, as a softphone drives it.
+Two floors, each a server in another Python process on a Unix socket:
+
+- raw echo: a blocking socket that sends each line back (what any line exchange over a
+  Unix socket costs, client side as a bare ``sendall``/``readline``);
+- asyncio NDJSON: ``asyncio.start_unix_server`` streams with one ``json.loads`` and one
+  ``json.dumps`` per line and a drain per reply, driven by the same blocking
+  :class:`~ue_agent.api.client.Client` as the agent. ``+us`` in the table is an
+  operation's p50 minus this floor's p50: what the agent itself adds (framing checks,
+  validation, dispatch, the operation, encoding).
+
+Each operation is measured sequentially on one connection, as a softphone drives it.
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import json
 import os
 import time
 
-from benchmarks._util import Daemon, EchoFloor, summary
+from benchmarks._util import ASYNC_FLOOR_SERVER, Daemon, EchoFloor, summary
 from ue_agent.crypto.milenage import Milenage
 from ue_agent.subscriber import load_subscriber
 
@@ -43,30 +51,38 @@ def main() -> None:
 
     from ue_agent.api.client import Client
 
+    afloor = EchoFloor(ASYNC_FLOOR_SERVER)
+    with Client(afloor.path) as ac:
+        for _ in range(100):
+            ac.call("status")
+        async_s = timed(lambda: ac.call("status"), n)
+    afloor.close()
+
+    def row(name: str, samples: list[float]) -> str:
+        return summary(name, samples, floor_s, async_s)
+
     with Daemon() as d, Client(d.socket) as c:
         c.call("hello", client="bench")
-        rows = [summary("floor: raw Unix-socket echo", floor_s)]
+        rows = [
+            summary("floor: raw Unix-socket echo", floor_s),
+            summary("floor: asyncio NDJSON echo", async_s, floor_s),
+        ]
         for _ in range(100):
             c.call("status")
-        rows.append(summary("status", timed(lambda: c.call("status"), n), floor_s))
-        rows.append(summary("capabilities", timed(lambda: c.call("capabilities"), n), floor_s))
+        rows.append(row("status", timed(lambda: c.call("status"), n)))
+        rows.append(row("capabilities", timed(lambda: c.call("capabilities"), n)))
 
         offer = c.call("sdes.offer", media=["audio"])
         ans = c.call("sdes.answer", offer=[s["lines"] for s in offer["streams"]])
         sid = ans["session"]
         rows.append(
-            summary(
-                "session.keys (SDES, 1 stream)",
-                timed(lambda: c.call("session.keys", session=sid), n),
-                floor_s,
-            )
+            row("session.keys (SDES, 1 stream)", timed(lambda: c.call("session.keys", session=sid), n))
         )
         idx = iter(range(1, 10**9, 50))
         rows.append(
-            summary(
+            row(
                 "session.report",
                 timed(lambda: c.call("session.report", session=sid, ssrc=1234, index=next(idx)), n),
-                floor_s,
             )
         )
 
@@ -76,7 +92,7 @@ def main() -> None:
             c.call("session.close", session=a["session"])
             c.call("session.close", session=o["session"])
 
-        rows.append(summary("SDES call (offer+answer+2 close)", timed(sdes_call, max(1, n // 10)), floor_s))
+        rows.append(row("SDES call (offer+answer+2 close)", timed(sdes_call, max(1, n // 10))))
 
         sub = load_subscriber(d.subscriber)
         m = Milenage(sub.k.reveal(), sub.opc.reveal())
@@ -94,7 +110,7 @@ def main() -> None:
             )
             assert "res" in r, r
 
-        rows.append(summary("ims.authenticate (lab card)", timed(aka, len(challenges)), floor_s))
+        rows.append(row("ims.authenticate (lab card)", timed(aka, len(challenges))))
     print("\n".join(rows))
 
 

@@ -96,6 +96,8 @@ def main() -> None:
     if not args.no_pcsc:
         from ue_agent.lab import pcscd as pcsc
 
+        lock = pcsc.machine_lock(timeout=120)
+        lock.__enter__()
         try:
             daemon = pcsc.ensure()
         except pcsc.PcscdUnavailable as exc:
@@ -120,6 +122,7 @@ def main() -> None:
             finally:
                 card.stop()
                 pcsc.release(daemon)
+        lock.__exit__(None, None, None)
     print("\n".join(rows))
 
 

@@ -151,8 +151,9 @@ class Lab:
         from ue_agent.subscriber import load_subscriber
 
         try:
+            self.stack.enter_context(pcsc.machine_lock(timeout=60))
             pcscd = pcsc.ensure()
-        except pcsc.PcscdUnavailable as exc:
+        except (pcsc.PcscdUnavailable, TimeoutError) as exc:
             self.tl.event("UE-B", f"no PC/SC here ({exc}); UE-B's card stays in process")
             return None
         self.stack.callback(pcsc.release, pcscd)

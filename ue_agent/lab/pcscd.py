@@ -10,6 +10,8 @@ removed. pcscd names the two vpcd slots of one config line "<FRIENDLYNAME> 00 00
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -18,6 +20,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 RUN_DIR = Path("/run/pcscd")
@@ -28,8 +31,8 @@ VPCD_DRIVER_DIRS = (
     "/usr/lib64/pcsc/drivers/serial",
     "/usr/local/lib/pcsc/drivers/serial",
 )
-CONFIG_DIR = Path(tempfile.gettempdir()) / "ue-agent-test-pcscd"
-MARKER = "# ue-agent test pcscd"
+CONFIG_DIR = Path(tempfile.gettempdir()) / "ue-agent-lab-pcscd"
+MARKER = "# ue-agent lab pcscd"
 FRIENDLY = "Virtual PCD"
 #: pcscd names the two vpcd slots of one config line "<FRIENDLYNAME> 00 00" and "... 00 01"
 READERS = (f"{FRIENDLY} 00 00", f"{FRIENDLY} 00 01")
@@ -326,6 +329,32 @@ def unavailable_reason() -> str | None:
     if os.geteuid() != 0 and not os.access(RUN_DIR if RUN_DIR.exists() else RUN_DIR.parent, os.W_OK):
         return f"cannot run pcscd here: {RUN_DIR} is not writable (run as root)"
     return None
+
+
+@contextlib.contextmanager
+def machine_lock(timeout: float = 600.0) -> Iterator[None]:
+    """One user of pcscd's vpcd readers per machine at a time (a test session, the demo).
+
+    A flock: released by the kernel if the holder dies, so a crash never blocks the next one.
+    Raises TimeoutError when another holder keeps it longer than ``timeout``.
+    """
+    CONFIG_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(CONFIG_DIR / "session.lock", "w") as fh:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"another process has held pcscd's readers for {timeout:g} s"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 class PcscdUnavailable(RuntimeError):

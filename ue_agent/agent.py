@@ -14,10 +14,9 @@ import base64
 import binascii
 import logging
 import re
-import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from ue_agent import __version__
@@ -411,6 +410,8 @@ class Agent:
         #: who negotiated each session: only that uid (or root) may use it
         self.owners: dict[str, int] = {}
         self.network = NetworkSide(self)
+        #: (kms_url, capabilities on the wire), built on the first capabilities request
+        self._caps: tuple[str | None, dict[str, Any]] | None = None
         self._ops: dict[str, Callable[[Request, Any], Any]] = {
             "status": self.op_status,
             "capabilities": self.op_capabilities,
@@ -493,14 +494,20 @@ class Agent:
         self.store.release(session)
 
     # -- dispatch -----------------------------------------------------------------------------
-    async def handle(self, req: Request, peer: Any) -> dict[str, Any]:
+    def handle(self, req: Request, peer: Any) -> dict[str, Any] | Awaitable[dict[str, Any]]:
+        """Run one request (the API server's handler).
+
+        Operations that only touch memory (status, capabilities, SDES, session.*) are plain
+        methods and return their result at once; those that wait for the card or the
+        network are coroutines, returned for the server to run as a task.
+        """
         op = self._ops.get(req.op)
         if op is None:
             raise AgentError("agent.unavailable", f"{req.op} is not available in this build")
-        return await op(req, peer)
+        return op(req, peer)
 
     # -- operations ---------------------------------------------------------------------------
-    async def op_status(self, req: Request, peer: Any) -> dict[str, Any]:
+    def op_status(self, req: Request, peer: Any) -> dict[str, Any]:
         return self.status()
 
     def status(self) -> dict[str, Any]:
@@ -533,10 +540,14 @@ class Agent:
             out.update(extra())
         return out
 
-    async def op_capabilities(self, req: Request, peer: Any) -> dict[str, Any]:
-        from ue_agent.media.capabilities import device_capabilities
+    def op_capabilities(self, req: Request, peer: Any) -> dict[str, Any]:
+        kms_url = self.cfg.network.kms_url
+        if self._caps is None or self._caps[0] != kms_url:  # first call, or a reload changed it
+            from ue_agent.media.capabilities import device_capabilities
 
-        caps = device_capabilities(kms_url=self.cfg.network.kms_url).to_wire()
+            self._caps = (kms_url, device_capabilities(kms_url=kms_url).to_wire())
+        # The cached inner objects are shared between replies: they are only serialized.
+        caps = dict(self._caps[1])
         caps["aka"] = {"application": self.identities.application if self.identities else None}
         return caps
 
@@ -553,6 +564,8 @@ class Agent:
         if wanted is not None and any(wanted in t for t in taken):
             raise MediaError("media.session_exists", "a session with this id exists", session=wanted[:128])
         if wanted is None:
+            import secrets
+
             wanted = "s-" + secrets.token_hex(8)
         return wanted
 
@@ -562,7 +575,7 @@ class Agent:
         self.handover.add_session(sid)
         return sid
 
-    async def op_sdes_offer(self, req: Request, peer: Any) -> dict[str, Any]:
+    def op_sdes_offer(self, req: Request, peer: Any) -> dict[str, Any]:
         from ue_agent.media.sdes import make_offer
 
         p = req.params
@@ -575,7 +588,7 @@ class Agent:
         self.pending_offers[sid] = (local, peer.uid)
         return {"session": sid, "streams": _streams_out(p["media"], lines)}
 
-    async def op_sdes_answer(self, req: Request, peer: Any) -> dict[str, Any]:
+    def op_sdes_answer(self, req: Request, peer: Any) -> dict[str, Any]:
         from ue_agent.media.sdes import accept_answer, make_answer
 
         p = req.params
@@ -660,7 +673,7 @@ class Agent:
         self._register(sid, streams, "mikey", peer)
         return {"session": sid, "state": "active", "streams": [s.media for s in streams]}
 
-    async def op_session_keys(self, req: Request, peer: Any) -> dict[str, Any]:
+    def op_session_keys(self, req: Request, peer: Any) -> dict[str, Any]:
         sid = self._owned(req.params["session"], peer)
         out = self.store.keys(sid)
         ho = self.handover.state_of(sid)
@@ -668,7 +681,7 @@ class Agent:
             out["handover"] = ho.value
         return out
 
-    async def op_session_report(self, req: Request, peer: Any) -> dict[str, Any]:
+    def op_session_report(self, req: Request, peer: Any) -> dict[str, Any]:
         p = req.params
         sid = self._owned(p["session"], peer)
         return {
@@ -676,7 +689,7 @@ class Agent:
             **self.store.report(sid, p["ssrc"], p["index"], srtcp_index=p.get("srtcp_index")),
         }
 
-    async def op_session_close(self, req: Request, peer: Any) -> dict[str, Any]:
+    def op_session_close(self, req: Request, peer: Any) -> dict[str, Any]:
         sid = self._owned(req.params["session"], peer)
         pending = self.pending_offers.get(sid)
         if pending is not None and peer.uid in (0, pending[1]):

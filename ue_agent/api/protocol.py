@@ -53,6 +53,12 @@ class LineFramer:
         self._skipped = 0
 
     def feed(self, data: bytes) -> list[bytes | LineTooLong]:
+        if not self._buf and not self._skipping:
+            # The usual case: one whole request in one read, nothing buffered. No copy
+            # through the bytearray; anything else takes the general path below.
+            nl = data.find(b"\n")
+            if nl >= 0 and nl == len(data) - 1 and nl < self.max_line:
+                return [data[:nl]]
         out: list[bytes | LineTooLong] = []
         self._buf += data
         while True:
@@ -127,6 +133,16 @@ def _raw_depth(line: bytes, limit: int) -> bool:
     return False
 
 
+def _reject_constant(name: str) -> Any:
+    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
+
+
+# Built once: json.loads/json.dumps with keyword arguments build a new decoder/encoder on
+# every call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+
+
 def decode_line(line: bytes) -> Any:
     """One line -> a JSON value. Raises ValueError with a short, input-free reason."""
     if line.endswith(b"\r"):
@@ -135,21 +151,21 @@ def decode_line(line: bytes) -> Any:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
-    if _raw_depth(line, MAX_DEPTH):
+    # With at most MAX_DEPTH - 1 opening brackets anywhere in the line, neither depth check
+    # can fail (a value is at most one level deeper than its brackets), so the byte-by-byte
+    # scan and the tree walk run only for lines that could be too deep.
+    deep = line.count(b"[") + line.count(b"{") >= MAX_DEPTH
+    if deep and _raw_depth(line, MAX_DEPTH):
         raise ValueError(f"nested deeper than {MAX_DEPTH}")
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = _DECODER.decode(text)
     except (json.JSONDecodeError, RecursionError):
         raise ValueError("not JSON") from None
-    if _depth(value, MAX_DEPTH) > MAX_DEPTH:
+    if deep and _depth(value, MAX_DEPTH) > MAX_DEPTH:
         raise ValueError(f"nested deeper than {MAX_DEPTH}")
     return value
 
 
-def _reject_constant(name: str) -> Any:
-    raise json.JSONDecodeError(f"{name} is not JSON", name, 0)
-
-
 def encode(obj: dict[str, Any]) -> bytes:
     """One object -> one line (compact, ASCII-safe, newline-terminated)."""
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode() + b"\n"
+    return _ENCODER.encode(obj).encode() + b"\n"

@@ -32,6 +32,7 @@ class Param:
 
 
 _SESSION = Param("str", required=True)
+_STR_LIST = Param("list[str]")  # one stream's lines inside a list[list[str]]
 
 SCHEMAS: dict[str, dict[str, Param]] = {
     "hello": {"protocols": Param("list[int]"), "client": Param("str")},
@@ -131,7 +132,7 @@ def _check(name: str, p: Param, value: Any) -> Any:
     if p.kind == "list[list[str]]":
         if not isinstance(value, list) or not value or len(value) > MAX_LIST:
             raise _bad(name, f"must be a list of 1-{MAX_LIST} lists of strings (one list per stream)")
-        return [_check(name, Param("list[str]"), v) for v in value]
+        return [_check(name, _STR_LIST, v) for v in value]
     if p.kind == "object":
         if not isinstance(value, dict):
             raise _bad(name, "must be an object")
@@ -142,6 +143,8 @@ def _check(name: str, p: Param, value: Any) -> Any:
 def validate(op: str, params: dict[str, Any]) -> dict[str, Any]:
     """Check ``params`` (the request minus id and op) against ``op``'s schema."""
     spec = SCHEMAS[op]
+    if not params and not spec:  # status, capabilities
+        return {}
     for name in params:
         if name not in spec:
             raise _bad(name, f"is not a parameter of {op}")

@@ -6,6 +6,13 @@ agent's own uid, or is in ``allowed_uids``, or any of its groups is in ``allowed
 Root is always allowed: it can read the agent's memory anyway, so refusing it protects
 nothing and would only break maintenance tools. A refused peer gets one ``api.forbidden``
 line and the connection closes.
+
+Each connection is an :class:`asyncio.Protocol`: received bytes go through the
+:class:`~ue_agent.api.core.ConnectionCore` in the same event-loop step that read them,
+and an operation whose handler answers at once (a dict, not an awaitable) is replied to
+in that step too, with the replies of one read written together. Only operations that
+really wait (the card, the network) get a task. The idle timeout is one timer per
+connection that re-arms itself from the time of the last activity, not a timer per read.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +41,6 @@ log = logging.getLogger(__name__)
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
 #: a peer that stops reading: drop it when this much output is waiting.
 MAX_WRITE_BUFFER = 1 << 20
-READ_CHUNK = 65536
 
 
 @dataclass(frozen=True)
@@ -46,7 +52,9 @@ class Peer:
     conn: int = 0
 
 
-Handler = Callable[[Request, Peer], Awaitable[dict[str, Any]]]
+#: Runs one request: returns the result dict at once, or an awaitable of it (which then
+#: runs as a task); raises AgentError for an error reply.
+Handler = Callable[[Request, Peer], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
 def peer_credentials(sock: socket.socket, conn: int = 0) -> Peer:
@@ -64,23 +72,6 @@ def is_allowed(peer: Peer, cfg: ApiConfig, own_uid: int) -> bool:
     if peer.uid in (0, own_uid) or peer.uid in cfg.allowed_uids:
         return True
     return any(g in cfg.allowed_gids for g in (peer.gid, *peer.groups))
-
-
-@dataclass
-class _Conn:
-    core: ConnectionCore
-    peer: Peer
-    writer: asyncio.StreamWriter
-    tasks: set[asyncio.Task] = field(default_factory=set)
-
-    def send(self, line: bytes) -> None:
-        if self.writer.is_closing():
-            return
-        if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
-            log.warning("conn %d: peer does not read its replies; closing", self.peer.conn)
-            self.writer.close()
-            return
-        self.writer.write(line)
 
 
 def bind_socket(path: str) -> socket.socket:
@@ -141,12 +132,175 @@ def activated_socket() -> socket.socket | None:
     return sock
 
 
+class _Connection(asyncio.Protocol):
+    """One client connection: authorization, framing via the core, replies, idle timer."""
+
+    def __init__(self, server: ApiServer, cfg: ApiConfig) -> None:
+        self.server = server
+        self.cfg = cfg  # the config in force when the peer connected (limits for its lifetime)
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.core: ConnectionCore | None = None  # None: refused, nothing it sends is read
+        self.peer: Peer | None = None
+        self.conn_id = 0
+        self.tasks: set[asyncio.Task] = set()
+        self._last = 0.0  # loop time of the last request or reply (idle timeout)
+        self._idle: asyncio.TimerHandle | None = None
+        self._paused = False  # the peer does not read: we stopped reading its requests
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        server, cfg = self.server, self.cfg
+        server._next += 1
+        self.conn_id = conn_id = server._next
+        try:
+            peer = peer_credentials(transport.get_extra_info("socket"), conn_id)
+        except OSError:
+            transport.abort()
+            return
+        if not is_allowed(peer, cfg, server.own_uid):
+            log.warning("conn %d: refused uid %d gid %d (pid %d)", conn_id, peer.uid, peer.gid, peer.pid)
+            self._refuse(E.FORBIDDEN, "this uid/gid may not use the agent")
+            return
+        if len(server._conns) >= cfg.max_clients:
+            log.warning("conn %d: refused, %d clients connected", conn_id, len(server._conns))
+            self._refuse(E.TOO_MANY_CLIENTS, f"at most {cfg.max_clients} clients")
+            return
+        self.peer = peer
+        self.core = ConnectionCore(cfg.max_line, cfg.max_inflight)
+        server._conns[conn_id] = self
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("conn %d: uid %d gid %d pid %d", conn_id, peer.uid, peer.gid, peer.pid)
+        self._last = self.loop.time()
+        self._idle = self.loop.call_later(cfg.idle_timeout_s, self._idle_check)
+
+    def data_received(self, data: bytes) -> None:
+        core = self.core
+        if core is None:
+            return
+        self._last = self.loop.time()
+        out: list[bytes] = []
+        for action in core.receive(data):
+            if isinstance(action, bytes):
+                out.append(action)
+            else:
+                line = self._dispatch(action)
+                if line is not None:
+                    out.append(line)
+        if out:
+            self.send(out[0] if len(out) == 1 else b"".join(out))
+
+    def eof_received(self) -> bool:
+        return False  # the peer is gone: close (requests in progress are cancelled)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._idle is not None:
+            self._idle.cancel()
+        if self.core is None:
+            return
+        self.server._conns.pop(self.conn_id, None)
+        for t in self.tasks:
+            t.cancel()
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("conn %d: closed", self.conn_id)
+
+    def pause_writing(self) -> None:
+        # Replies pile up in the transport: read no more requests until the peer catches up.
+        self._paused = True
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    # -- requests ------------------------------------------------------------------------
+    def _dispatch(self, req: Request) -> bytes | None:
+        """Run ``req``: its reply line now, or None when it went to a task."""
+        assert self.core is not None and self.peer is not None
+        try:
+            result = self.server.handler(req, self.peer)
+        except AgentError as exc:
+            outcome: dict[str, Any] | BaseException = exc
+        except Exception as exc:  # noqa: BLE001 - reported as agent.internal, logged without args
+            _log_failure(req, exc)
+            outcome = exc
+        else:
+            if not isinstance(result, dict):
+                task = self.loop.create_task(self._run(req, result))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+                return None
+            outcome = result
+        return self.core.finish(req, outcome)
+
+    async def _run(self, req: Request, pending: Awaitable[dict[str, Any]]) -> None:
+        assert self.core is not None
+        try:
+            outcome: dict[str, Any] | BaseException = await pending
+        except asyncio.CancelledError:
+            raise
+        except AgentError as exc:
+            outcome = exc
+        except Exception as exc:  # noqa: BLE001 - reported as agent.internal, logged without args
+            _log_failure(req, exc)
+            outcome = exc
+        self._last = self.loop.time()
+        self.send(self.core.finish(req, outcome))
+
+    # -- output --------------------------------------------------------------------------
+    def send(self, line: bytes) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("conn %d: peer does not read its replies; closing", self.conn_id)
+            t.abort()
+            return
+        t.write(line)
+
+    def _refuse(self, code: str, message: str) -> None:
+        assert self.transport is not None
+        self.transport.write(encode(E.error_reply(None, E.api_error(code, message))))
+        self.transport.close()  # after the line is written
+
+    def close(self, line: bytes | None = None) -> None:
+        for t in self.tasks:
+            t.cancel()
+        if line is not None:
+            self.send(line)
+        if self.transport is not None:
+            self.transport.close()
+
+    def _idle_check(self) -> None:
+        self._idle = None
+        core, t = self.core, self.transport
+        if core is None or t is None or t.is_closing():
+            return
+        wait = self.cfg.idle_timeout_s
+        # Subscribers wait for events; a connection with work in progress waits for it.
+        if not (core.subscriptions or core.inflight or self._paused):
+            left = self._last + wait - self.loop.time()
+            if left <= 0:
+                self.close(encode(E.error_reply(None, E.api_error(E.IDLE_TIMEOUT, "idle connection closed"))))
+                return
+            wait = left
+        self._idle = self.loop.call_later(wait, self._idle_check)
+
+
+def _log_failure(req: Request, exc: Exception) -> None:
+    log.error("op %s failed: %s", req.op, type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+
+
 class ApiServer:
     def __init__(self, cfg: ApiConfig, handler: Handler, own_uid: int | None = None) -> None:
         self.cfg = cfg
         self.handler = handler
         self.own_uid = os.getuid() if own_uid is None else own_uid
-        self._conns: dict[int, _Conn] = {}
+        self._conns: dict[int, _Connection] = {}
         self._next = 0
         self._server: asyncio.AbstractServer | None = None
         self._path: str | None = None  # unlinked on close when we bound it
@@ -160,14 +314,16 @@ class ApiServer:
             sock = bind_socket(self.cfg.socket)
             self._path = self.cfg.socket
         sock.setblocking(False)
-        self._server = await asyncio.start_unix_server(self._serve, sock=sock, limit=READ_CHUNK)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(lambda: _Connection(self, self.cfg), sock=sock)
 
     def reconfigure(self, cfg: ApiConfig) -> None:
-        """New allow lists and limits (SIGHUP); the socket path stays as bound."""
+        """New allow lists and limits (SIGHUP) for new connections; the socket path stays as bound."""
         self.cfg = cfg
 
     def broadcast(self, name: str, body: dict[str, Any]) -> None:
         for conn in list(self._conns.values()):
+            assert conn.core is not None
             line = conn.core.event(name, body)
             if line is not None:
                 conn.send(line)
@@ -175,87 +331,12 @@ class ApiServer:
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+        bye = encode(E.error_reply(None, E.api_error(E.SHUTTING_DOWN, "the agent is stopping")))
         for conn in list(self._conns.values()):
-            for t in conn.tasks:
-                t.cancel()
-            conn.send(encode(E.error_reply(None, E.api_error(E.SHUTTING_DOWN, "the agent is stopping"))))
-            conn.writer.close()
+            conn.close(bye)
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
         if self._path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path)
-
-    async def _refuse(self, writer: asyncio.StreamWriter, code: str, message: str) -> None:
-        writer.write(encode(E.error_reply(None, E.api_error(code, message))))
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.drain(), 1)
-        writer.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self._next += 1
-        conn_id = self._next
-        cfg = self.cfg
-        try:
-            peer = peer_credentials(writer.get_extra_info("socket"), conn_id)
-        except OSError:
-            writer.close()
-            return
-        if not is_allowed(peer, cfg, self.own_uid):
-            log.warning("conn %d: refused uid %d gid %d (pid %d)", conn_id, peer.uid, peer.gid, peer.pid)
-            await self._refuse(writer, E.FORBIDDEN, "this uid/gid may not use the agent")
-            return
-        if len(self._conns) >= cfg.max_clients:
-            log.warning("conn %d: refused, %d clients connected", conn_id, len(self._conns))
-            await self._refuse(writer, E.TOO_MANY_CLIENTS, f"at most {cfg.max_clients} clients")
-            return
-        conn = _Conn(ConnectionCore(cfg.max_line, cfg.max_inflight), peer, writer)
-        self._conns[conn_id] = conn
-        log.debug("conn %d: uid %d gid %d pid %d", conn_id, peer.uid, peer.gid, peer.pid)
-        try:
-            await self._loop(conn, reader, cfg)
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            self._conns.pop(conn_id, None)
-            for t in conn.tasks:
-                t.cancel()
-            writer.close()
-            log.debug("conn %d: closed", conn_id)
-
-    async def _loop(self, conn: _Conn, reader: asyncio.StreamReader, cfg: ApiConfig) -> None:
-        while not conn.writer.is_closing():
-            # Subscribers wait for events; a connection with work in progress waits for it.
-            idle = None if (conn.core.subscriptions or conn.core.inflight) else cfg.idle_timeout_s
-            try:
-                data = await asyncio.wait_for(reader.read(READ_CHUNK), idle)
-            except TimeoutError:
-                conn.send(encode(E.error_reply(None, E.api_error(E.IDLE_TIMEOUT, "idle connection closed"))))
-                await conn.writer.drain()
-                return
-            if not data:
-                return
-            for action in conn.core.receive(data):
-                if isinstance(action, bytes):
-                    conn.send(action)
-                else:
-                    task = asyncio.create_task(self._run(conn, action))
-                    conn.tasks.add(task)
-                    task.add_done_callback(conn.tasks.discard)
-            with contextlib.suppress(ConnectionError):
-                await conn.writer.drain()
-
-    async def _run(self, conn: _Conn, req: Request) -> None:
-        try:
-            outcome: dict[str, Any] | BaseException = await self.handler(req, conn.peer)
-        except asyncio.CancelledError:
-            raise
-        except AgentError as exc:
-            outcome = exc
-        except Exception as exc:  # noqa: BLE001 - reported as agent.internal, logged without args
-            log.error(
-                "op %s failed: %s", req.op, type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG)
-            )
-            outcome = exc
-        conn.send(conn.core.finish(req, outcome))

@@ -45,6 +45,9 @@ def open_transport(
         if reader is None and profile is not None and profile.reader is not None:
             pattern = profile.reader.name_pattern
             reader = "" if pattern in ("", "*") else pattern.strip("*")
+        if profile is not None and profile.card.logical_channels == "manage_channel":
+            # the ISIM on its own logical channel: the basic channel stays the USIM's
+            options.setdefault("use_logical_channel", True)
         return PcscTransport(reader or "", **options)
     if card.transport == "at":
         if not card.port:

@@ -126,9 +126,59 @@ def test_read_by_sfi_and_wrong_structure() -> None:
     impi = tlv(0x80, sub("alice").impi.encode())
     assert x(card, f"00b0 8200 {len(impi):02x}") == impi + b"\x90\x00"  # SFI 02 = EF_IMPI
     assert sw(x(card, "00b2 0104 10")) == 0x6981  # EF_IMPI is transparent
-    assert sw(x(card, "00b0 9f00 01")) == 0x6A82  # no SFI 1F here
+    assert sw(x(card, "00b0 9d00 01")) == 0x6A82  # no SFI 1D here
     fresh = SoftUicc(sub("alice"))
     assert sw(x(fresh, "00b0 0000 01")) == 0x6986  # no current EF
+
+
+def test_sfi_addressing_per_ts_102_221() -> None:
+    alice = sub("alice")
+    card = SoftUicc(alice)
+    # SFIs name EFs of the current DF: with the MF current, SFI 02 is EF_ICCID ...
+    assert x(card, "00b0 8200 0a")[:-2].hex() == "988812010000000010f1"
+    assert x(card, "00b2 01f4 26")[4:20] == USIM_AID  # READ RECORD P2 = 1E << 3 | 4: EF_DIR
+    assert sw(x(card, "00b0 9e00 01")) == 0x6981  # EF_DIR is not transparent
+    # ... with the ISIM current, SFI 02 is EF_IMPI, and the EF read becomes the current EF
+    select_isim(card)
+    impi = tlv(0x80, alice.impi.encode())
+    assert x(card, f"00b0 8200 {len(impi):02x}") == impi + b"\x90\x00"
+    assert x(card, "00b0 0002 03") == impi[2:5] + b"\x90\x00"  # current EF: EF_IMPI
+    assert x(card, "00b0 8700 02") == b"\x05\x00\x90\x00"  # SFI 07: EF_IST
+    rlen = card.adfs[1].files[0x6F04].record_len
+    assert x(card, "00b2 0124 00") == bytes([0x6C, rlen])  # SFI 04: EF_IMPU (T=0: Le=00 -> 6Cxx)
+    assert x(card, f"00b2 0124 {rlen:02x}")[2:-2].startswith(alice.impu[0].encode())
+    assert sw(x(card, "00b0 8600 01")) == 0x6A82  # EF_P-CSCF has no SFI
+    assert sw(x(card, "00b0 8000 01")) == 0x6A86  # SFI 0 is not an SFI
+    assert sw(x(card, "00b0 c200 01")) == 0x6A86  # P1 b7 b6 must be 00
+    assert sw(x(card, "00b2 01fc 10")) == 0x6A86  # SFI 31 in READ RECORD is RFU
+    x(card, "00a4 040c 07 a0000000871002")  # USIM: SFI 07 is EF_IMSI, 9 bytes
+    assert x(card, "00b0 8700 09") == encode_imsi(alice.imsi) + b"\x90\x00"
+
+
+def test_card_without_sfi_support() -> None:
+    card = SoftUicc(sub("alice"), sfi=False)
+    assert sw(x(card, "00b0 8200 0a")) == 0x6A86
+    assert sw(x(card, "00b2 01f4 26")) == 0x6A86
+    card.sfi_refusal_sw = 0x6981
+    select_isim(card)
+    assert sw(x(card, "00b0 8200 00")) == 0x6981
+    fcp = x(card, "00a4 0004 02 6f02")
+    fcp = x(card, f"00c0 0000 {fcp[1]:02x}")
+    assert bytes.fromhex("8800") in fcp  # the FCP says: no SFI
+    assert x(card, "00b0 0000 02")[:1] == b"\x80"  # reading by path still works
+    with_sfi = SoftUicc(sub("alice"))
+    select_isim(with_sfi)
+    fcp = x(with_sfi, "00a4 0004 02 6f02")
+    assert bytes.fromhex("880110") in x(with_sfi, f"00c0 0000 {fcp[1]:02x}")
+    fcp = x(with_sfi, "00a4 0004 02 6f09")  # EF_P-CSCF: no SFI, said with an empty tag 88
+    assert bytes.fromhex("8800") in x(with_sfi, f"00c0 0000 {fcp[1]:02x}")
+
+
+def test_ef_imsi_is_nine_bytes_for_a_short_imsi(tmp_path: Path) -> None:
+    path = write_subscriber(tmp_path / "s.toml", imsi="262100000000", extra="isim = false\n")
+    card = SoftUicc(load_subscriber(path))
+    x(card, "00a4 040c 07 a0000000871002")
+    assert x(card, "00b0 8700 09") == encode_imsi("262100000000") + b"\xff\x90\x00"
 
 
 def test_select_by_fid_and_path_resolve_per_application() -> None:

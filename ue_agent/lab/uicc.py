@@ -103,13 +103,22 @@ class SoftUicc:
     ``sqn_state_path``: a file keeping the highest accepted SQN across lab runs (the lab
     HSS issues subscriber.sqn+1 onwards, so a card restarted from the subscriber file
     alone would accept an already used SQN once; with the file it does not).
+    ``sfi=False``: a card without short file identifiers: READ/UPDATE BINARY and READ RECORD
+    that name an SFI answer ``sfi_refusal_sw`` (6A86 unless set), FCPs carry ``88 00``.
     """
 
     def __init__(
-        self, subscriber: Subscriber, *, t0: bool = True, sqn_state_path: str | Path | None = None
+        self,
+        subscriber: Subscriber,
+        *,
+        t0: bool = True,
+        sqn_state_path: str | Path | None = None,
+        sfi: bool = True,
     ) -> None:
         self.subscriber = subscriber
         self.t0 = t0
+        self.sfi = sfi
+        self.sfi_refusal_sw = 0x6A86
         self.atr = build_atr(t0)
         self._milenage = Milenage(subscriber.k.reveal(), subscriber.opc.reveal())
         self.mf, self.adfs = build_mf(subscriber)
@@ -280,11 +289,12 @@ class SoftUicc:
             ch.df, ch.ef, ch.record = target, None, 0
             if target.aid is not None:
                 ch.app = target  # selecting the MF keeps the current application (TS 102 221 8.4)
-        else:
-            ch.ef, ch.record = target, 0
+        else:  # an EF: its parent becomes the current DF (SFIs then name that DF's EFs)
+            ch.df, ch.ef, ch.record = self._parent(ch, target), target, 0
         if cmd.p2 == 0x0C:
             return b"\x90\x00"
-        return self._case4(ch, target.fcp(), cmd.le)
+        fcp = target.fcp() if isinstance(target, Df) else target.fcp(sfi_supported=self.sfi)
+        return self._case4(ch, fcp, cmd.le)
 
     @staticmethod
     def _fid(data: bytes) -> int:
@@ -316,6 +326,12 @@ class SoftUicc:
                 return d.files[fid]
         raise SwError(0x6A82)
 
+    def _parent(self, ch: _Channel, ef: Ef) -> Df:
+        for df in (ch.df, ch.app, self.mf, *self.adfs):
+            if df is not None and df.files.get(ef.fid) is ef:
+                return df
+        raise AssertionError("an EF outside the file system")
+
     def _select_path(self, ch: _Channel, data: bytes, from_mf: bool) -> Df | Ef:
         if not data or len(data) % 2:
             raise SwError(0x6700)
@@ -329,7 +345,11 @@ class SoftUicc:
 
     # --- READ / UPDATE ------------------------------------------------------------------
     def _ef_for(self, ch: _Channel, sfi: int | None) -> Ef:
-        if sfi:
+        """The EF a command addresses: by SFI in the current DF (it becomes the current EF,
+        TS 102 221 8.4.4), or the current EF."""
+        if sfi is not None:
+            if not self.sfi:
+                raise SwError(self.sfi_refusal_sw)
             ef = ch.df.by_sfi(sfi)
             if ef is None:
                 raise SwError(0x6A82)
@@ -339,8 +359,21 @@ class SoftUicc:
             raise SwError(0x6986)  # no current EF
         return ch.ef
 
+    @staticmethod
+    def _binary_target(cmd: _Command) -> tuple[int | None, int]:
+        """(SFI or None, offset) of READ/UPDATE BINARY (TS 102 221 11.1.3.2, 11.1.4.2).
+
+        P1 b8=1: b7 b6 = 00, b5..b1 = SFI (1..30), P2 = offset; else P1 P2 = a 15-bit offset.
+        """
+        if not cmd.p1 & 0x80:
+            return None, (cmd.p1 << 8) | cmd.p2
+        sfi = cmd.p1 & 0x1F
+        if cmd.p1 & 0x60 or not 1 <= sfi <= 30:
+            raise SwError(0x6A86)
+        return sfi, cmd.p2
+
     def _read_binary(self, ch: _Channel, cmd: _Command) -> bytes:
-        sfi, offset = (cmd.p1 & 0x1F, cmd.p2) if cmd.p1 & 0x80 else (None, (cmd.p1 << 8) | cmd.p2)
+        sfi, offset = self._binary_target(cmd)
         ef = self._ef_for(ch, sfi)
         if ef.linear:
             raise SwError(0x6981)
@@ -350,7 +383,9 @@ class SoftUicc:
         return self._case2(avail, cmd.le)
 
     def _read_record(self, ch: _Channel, cmd: _Command) -> bytes:
-        mode, sfi = cmd.p2 & 0x07, cmd.p2 >> 3
+        mode, sfi = cmd.p2 & 0x07, cmd.p2 >> 3  # P2 b8..b4: SFI (0: current EF, 31: RFU)
+        if sfi == 0x1F:
+            raise SwError(0x6A86)
         ef = self._ef_for(ch, sfi or None)
         if not ef.linear or ef.records is None:
             raise SwError(0x6981)
@@ -367,7 +402,7 @@ class SoftUicc:
         return out
 
     def _update_binary(self, ch: _Channel, cmd: _Command) -> bytes:
-        sfi, offset = (cmd.p1 & 0x1F, cmd.p2) if cmd.p1 & 0x80 else (None, (cmd.p1 << 8) | cmd.p2)
+        sfi, offset = self._binary_target(cmd)
         ef = self._ef_for(ch, sfi)
         if ef.linear:
             raise SwError(0x6981)

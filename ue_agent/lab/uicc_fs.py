@@ -43,15 +43,17 @@ class Ef:
     def size(self) -> int:
         return self.record_len * len(self.records) if self.records is not None else len(self.data)
 
-    def fcp(self) -> bytes:
+    def fcp(self, sfi_supported: bool = True) -> bytes:
+        """FCP template (TS 102 221 11.1.1.3); tag 88 holds the SFI, empty when there is none
+        (an absent tag 88 would mean "the SFI is the low five bits of the FID")."""
         if self.records is not None:
             desc = bytes([0x42, 0x21, 0x00, self.record_len, len(self.records)])
         else:
             desc = bytes([0x41, 0x21])
         body = tlv(0x82, desc) + tlv(0x83, self.fid.to_bytes(2, "big")) + tlv(0x8A, b"\x05")
         body += tlv(0x8B, bytes.fromhex("6f0601")) + tlv(0x80, self.size.to_bytes(2, "big"))
-        if self.sfi is not None:
-            body += tlv(0x88, bytes([self.sfi << 3]))
+        sfi = self.sfi if sfi_supported else None
+        body += tlv(0x88, bytes([sfi << 3]) if sfi is not None else b"")
         return tlv(0x62, body)
 
 
@@ -147,7 +149,7 @@ def usim_adf(sub: Subscriber) -> Df:
     adf = Df(0x7FF0, "ADF.USIM", aid=USIM_AID)
     ad = bytes([0x00, 0x00, 0x00, sub.mnc_length])
     return adf.add(
-        Ef(0x6F07, "EF.IMSI", bytearray(encode_imsi(sub.imsi)), sfi=0x07),
+        Ef(0x6F07, "EF.IMSI", pad(encode_imsi(sub.imsi), 9), sfi=0x07),  # 9 bytes (TS 31.102 4.2.2)
         Ef(0x6FAD, "EF.AD", bytearray(ad), sfi=0x03),
         Ef(0x6F38, "EF.UST", bytearray(service_table(UST_SERVICES, 8)), sfi=0x04),
     )

@@ -100,12 +100,15 @@ def test_cla_channel_coding() -> None:
 
 
 # --- identities -----------------------------------------------------------------------
-#: APDUs for identities() on the lab ISIM (alice): EF_DIR = SELECT (+GET RESPONSE on T=0)
-#: and 3 records; EF_ICCID = SELECT (no FCP) + READ; SELECT ISIM (no FCP); then SELECT
-#: (+GET RESPONSE) and the reads of IMPI, DOMAIN, IMPU (3 records), IST, P-CSCF (2 records).
-ISIM_IDENTITY_APDUS = {True: 5 + 2 + 1 + 3 + 3 + 5 + 3 + 4, False: 4 + 2 + 1 + 2 + 2 + 4 + 2 + 3}
-#: carol (USIM only): EF_DIR (2 records), EF_ICCID, SELECT USIM, EF_IMSI, EF_AD.
-USIM_IDENTITY_APDUS = {True: 4 + 2 + 1 + 3 + 3, False: 3 + 2 + 1 + 2 + 2}
+#: APDUs for identities() on the lab ISIM (alice), T=0 / T=1: EF_DIR = SELECT with FCP
+#: (+GET RESPONSE on T=0) and records 1-2 (USIM, ISIM: the rest cannot matter); EF_ICCID by
+#: SFI 02 (Le=10); SELECT ISIM (no FCP); IMPI, DOMAIN by SFI with Le=00 (T=0: 6Cxx and the
+#: resend); IMPU = SELECT with FCP (+GET RESPONSE) and 3 records; IST by SFI like IMPI;
+#: P-CSCF (no SFI) = SELECT with FCP (+GET RESPONSE) and 2 records. Before SFI: 26 / 20.
+ISIM_IDENTITY_APDUS = {True: 4 + 1 + 1 + 2 + 2 + 5 + 2 + 4, False: 3 + 1 + 1 + 1 + 1 + 4 + 1 + 3}
+#: carol (USIM only): EF_DIR (SELECT, 2 records), EF_ICCID, SELECT USIM, then EF_IMSI (9
+#: bytes) and EF_AD (bytes 1-4) by SFI with their fixed Le. Before SFI: 13 / 10.
+USIM_IDENTITY_APDUS = {True: 4 + 1 + 1 + 1 + 1, False: 3 + 1 + 1 + 1 + 1}
 
 
 @pytest.mark.parametrize("t0", [True, False])
@@ -182,9 +185,9 @@ def test_authenticate_first_selects_once_without_reading_identities() -> None:
     s = sub("alice")
     _, card = make("alice")
     assert isinstance(card.authenticate(*challenge(s, s.sqn + 1)), AkaSuccess)
-    assert card.apdu_count == 5 + 1 + 2  # EF_DIR, SELECT ISIM, AUTHENTICATE + GET RESPONSE
+    assert card.apdu_count == 4 + 1 + 2  # EF_DIR up to the ISIM, SELECT ISIM, AUTHENTICATE + GET RESPONSE
     assert isinstance(card.authenticate(*challenge(s, s.sqn + 2)), AkaSuccess)
-    assert card.apdu_count == 5 + 1 + 2 + 2
+    assert card.apdu_count == 4 + 1 + 2 + 2
 
 
 def test_usim_authenticate_returns_kc() -> None:
@@ -359,3 +362,171 @@ def test_link_handles_6cxx_and_61xx() -> None:
     resp = link.send(Apdu(0, 0xA4, 0x00, 0x04, b"\x6f\x02", le=256))  # 61xx -> GET RESPONSE
     assert resp.ok and resp.data[0] == 0x62 and link.count - before == 2
     assert "62" not in repr(resp).split("sw=")[0]
+
+
+# --- short file identifiers and the fallback to SELECT ----------------------------------
+class Recording(SoftUiccTransport):
+    """The in-process transport, keeping every command APDU it carried."""
+
+    def __init__(self, uicc: SoftUicc, **kw: bool) -> None:
+        super().__init__(uicc, **kw)
+        self.sent: list[bytes] = []
+
+    def transmit(self, apdu: bytes) -> bytes:
+        self.sent.append(bytes(apdu))
+        return super().transmit(apdu)
+
+    def selected(self) -> list[str]:
+        return [a[5 : 5 + a[4]].hex() for a in self.sent if a[1] == 0xA4]
+
+    def sfi_reads(self) -> list[int]:
+        """SFIs of READ BINARY by SFI (a T=0 resend after 6Cxx counted with its command)."""
+        sent = self.sent
+        return [
+            a[2] & 0x1F
+            for i, a in enumerate(sent)
+            if a[1] == 0xB0 and a[2] & 0x80 and (i == 0 or sent[i - 1][:4] != a[:4])
+        ]
+
+
+@pytest.mark.parametrize("t0", [True, False])
+def test_isim_efs_with_an_sfi_are_read_without_select(t0: bool) -> None:
+    tp = Recording(SoftUicc(sub("alice"), t0=t0))
+    card = Card(tp)
+    ids = card.identities()
+    assert ids.impi == sub("alice").impi and ids.iccid == "8988211000000000011"
+    # EF_ICCID (MF, SFI 02), then EF_IMPI 02, EF_DOMAIN 05, EF_IST 07 in the ISIM
+    assert tp.sfi_reads() == [0x02, 0x02, 0x05, 0x07]
+    assert tp.selected() == ["2f00", "a0000000871004ffffffff8907090000", "7fff6f04", "7fff6f09"]
+    assert not any(a[1] == 0xB0 and not a[2] & 0x80 for a in tp.sent)  # no READ BINARY by offset
+
+
+@pytest.mark.parametrize("t0", [True, False])
+def test_usim_imsi_and_ad_read_by_sfi_with_their_fixed_length(t0: bool) -> None:
+    tp = Recording(SoftUicc(sub("carol"), t0=t0))
+    Card(tp).identities()
+    reads = [a.hex() for a in tp.sent if a[1] == 0xB0]
+    assert reads == ["00b082000a", "00b0870009", "00b0830004"]  # ICCID 10, IMSI 9, AD bytes 1-4
+
+
+REFUSALS = [0x6A81, 0x6A82, 0x6A86, 0x6981, 0x6986, 0x6D00, 0x6B00, 0x6700]
+
+
+@pytest.mark.parametrize("t0", [True, False])
+@pytest.mark.parametrize("refusal", REFUSALS)
+def test_card_refusing_sfi_is_read_by_path_and_asked_once(t0: bool, refusal: int) -> None:
+    uicc = SoftUicc(sub("alice"), t0=t0, sfi=False)
+    uicc.sfi_refusal_sw = refusal
+    tp = Recording(uicc)
+    card = Card(tp)
+    ids = card.identities()
+    reference = Card(SoftUiccTransport(SoftUicc(sub("alice"), t0=t0))).identities()
+    assert ids == reference
+    assert tp.sfi_reads() == [0x02]  # the one refused attempt (EF_ICCID); then never again
+    # the refused read, then SELECT EF_ICCID and 3 SELECTs (+GET RESPONSE on T=0) instead of
+    # 3 6Cxx resends (T=0): 26 / 20 APDUs, as before SFI reads
+    assert card.apdu_count == ISIM_IDENTITY_APDUS[t0] + 1 + 4 == (26 if t0 else 20)
+    assert {"2fe2", "7fff6f02", "7fff6f03", "7fff6f07"} <= set(tp.selected())
+    card.refresh()  # same card: the answer is remembered
+    assert card.identities() == reference and tp.sfi_reads() == [0x02]
+
+
+@pytest.mark.parametrize("t0", [True, False])
+def test_usim_card_refusing_sfi(t0: bool) -> None:
+    tp = Recording(SoftUicc(sub("carol"), t0=t0, sfi=False))
+    card = Card(tp)
+    assert card.identities().imsi == "001010000000003"
+    assert tp.sfi_reads() == [0x02]
+    # EF_IMSI and EF_AD: SELECT without FCP (their length is fixed) + READ BINARY
+    assert card.apdu_count == USIM_IDENTITY_APDUS[t0] + 1 + 1 + 1 + 1
+
+
+def test_one_ef_without_its_sfi_falls_back_for_that_ef_only() -> None:
+    uicc = SoftUicc(sub("alice"))
+    uicc.adfs[1].files[0x6F03].sfi = None  # EF_DOMAIN lost its SFI on this card
+    tp = Recording(uicc)
+    card = Card(tp)
+    assert card.identities().domain == sub("alice").domain
+    assert tp.sfi_reads() == [0x02, 0x02, 0x05, 0x07]  # EF_IST still by SFI after the 6A82
+    assert "7fff6f03" in tp.selected()
+    # refused SFI read (1), SELECT with FCP + GET RESPONSE + READ (3) instead of 6Cxx + READ (2)
+    assert card.apdu_count == ISIM_IDENTITY_APDUS[True] + 1 + 3 - 2
+
+
+def test_other_errors_on_an_sfi_read_are_errors() -> None:
+    uicc = SoftUicc(sub("alice"))
+    card = Card(SoftUiccTransport(uicc))
+    card.authenticate(*challenge(sub("alice"), sub("alice").sqn + 1))
+    uicc.inject_sw(0x6982)  # EF_IMPI needs a PIN: selecting it by path would not help
+    with pytest.raises(CardError) as err:
+        card.identities()
+    assert err.value.code == "card.security_status" and "EF_IMPI" in err.value.message
+
+
+@pytest.mark.parametrize("lchan", [False, True])
+def test_identities_after_authenticate_on_the_same_channel(lchan: bool) -> None:
+    """The ISIM is already selected: its EFs by SFI first, EF_ICCID (MF) last, by path."""
+    s = sub("alice")
+    tp = Recording(SoftUicc(s), use_logical_channel=lchan)
+    card = Card(tp)
+    card.authenticate(*challenge(s, s.sqn + 1))
+    before = card.apdu_count
+    ids = card.identities()
+    assert ids.iccid == "8988211000000000011" and ids.impi == s.impi
+    if lchan:  # the basic channel still has the MF: EF_ICCID by SFI there
+        assert card.apdu_count - before == 1 + 2 + 2 + 5 + 2 + 4
+        assert tp.sfi_reads() == [0x02, 0x02, 0x05, 0x07]
+    else:  # IMPI, DOMAIN, IMPU, IST, P-CSCF, then SELECT EF_ICCID + READ
+        assert card.apdu_count - before == 2 + 2 + 5 + 2 + 4 + 2
+        assert tp.selected()[-1] == "2fe2"
+    assert isinstance(card.authenticate(*challenge(s, s.sqn + 2)), AkaSuccess)
+
+
+def test_sfi_reads_go_back_to_the_application_after_an_mf_select() -> None:
+    """Defensive path: an MF file read on the basic channel after the ISIM was selected there."""
+    s = sub("alice")
+    tp = Recording(SoftUicc(s))
+    card = Card(tp)
+    card.authenticate(*challenge(s, s.sqn + 1))
+    card.identities()  # ends with SELECT EF_ICCID: the MF is the basic channel's current DF
+    before = len(tp.sent)
+    ist = card._read_app_ef(ef.FID_ISIM_IST, ef.SFI_ISIM_IST, "EF_IST")
+    assert ist == b"\x05\x00"  # EF_IST, not the MF's (absent) SFI 07
+    assert tp.sent[before][1:4] == bytes([0xA4, 0x04, 0x0C])  # SELECT ISIM by AID first
+
+
+class EndOfFileT1(SoftUiccTransport):
+    """A T=1 card answering a Le beyond the end of an EF with the data and 6282 (not 6Cxx)."""
+
+    def transmit(self, apdu: bytes) -> bytes:
+        raw = super().transmit(apdu)
+        if apdu[1] == 0xB0 and raw[-2] == 0x6C:
+            raw = super().transmit(apdu[:4] + raw[-1:])[:-2] + b"\x62\x82"
+            self.apdu_count -= 1
+        return raw
+
+
+def test_end_of_file_warning_with_data_is_the_whole_ef() -> None:
+    uicc = SoftUicc(sub("carol"), t0=False)
+    uicc.adfs[0].files[0x6FAD].data = bytearray(b"\x00\x00\x00")  # an old 3-byte EF_AD
+    with pytest.raises(CardError) as err:
+        Card(EndOfFileT1(uicc)).identities()
+    assert err.value.code == "card.malformed_response" and "EF_AD" in err.value.message
+    uicc = SoftUicc(sub("alice"), t0=False)
+    card = Card(EndOfFileT1(uicc))
+    assert card.identities().impi == sub("alice").impi
+
+
+@pytest.mark.parametrize("t0", [True, False])
+@pytest.mark.parametrize(("content", "size"), [(256, 256), (257, 257), (257, 300), (200, 512)])
+def test_sfi_read_of_an_ef_longer_than_one_apdu(t0: bool, content: int, size: int) -> None:
+    """Le=00 gives 256 bytes: the rest by offset (the EF is the current EF), 6B00 at the end."""
+    nai = "u" * (content - 3 - len("@ims.example.org")) + "@ims.example.org"
+    body = b"\x80\x81" + bytes([len(nai)]) + nai.encode()
+    assert len(body) == content
+    uicc = SoftUicc(sub("alice"), t0=t0)
+    uicc.adfs[1].files[0x6F02].data = bytearray(body + b"\xff" * (size - content))
+    tp = Recording(uicc)
+    assert Card(tp).identities().impi == nai
+    by_offset = [a for a in tp.sent if a[1] == 0xB0 and not a[2] & 0x80]
+    assert {(a[2] << 8 | a[3]) for a in by_offset} == set(range(256, size + 1, 256))

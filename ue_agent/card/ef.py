@@ -23,6 +23,17 @@ FID_USIM_IMSI, FID_USIM_AD = 0x6F07, 0x6FAD
 FID_ISIM_IMPI, FID_ISIM_DOMAIN, FID_ISIM_IMPU, FID_ISIM_IST = 0x6F02, 0x6F03, 0x6F04, 0x6F07
 FID_ISIM_PCSCF, FID_ISIM_GBABP, FID_ISIM_GBANL = 0x6F09, 0x6FD5, 0x6FD7
 
+# Short file identifiers (TS 102 221 13.1/13.2, TS 31.102 4.2, TS 31.103 4.2; as modelled by
+# pySim): READ BINARY with P1 = 80 | SFI reads an EF of the current DF without a SELECT.
+SFI_EF_ICCID = 0x02  # under the MF (EF_DIR is 1E; it is read with its FCP, see docs/card.md)
+SFI_USIM_IMSI, SFI_USIM_AD = 0x07, 0x03
+SFI_ISIM_IMPI, SFI_ISIM_DOMAIN, SFI_ISIM_IMPU, SFI_ISIM_IST = 0x02, 0x05, 0x04, 0x07
+
+# Bytes to read where the spec fixes what is needed, so no FCP (size) is needed either.
+ICCID_SIZE = 10  # TS 102 221 13.2
+IMSI_SIZE = 9  # TS 31.102 4.2.2
+AD_MNC_BYTES = 4  # TS 31.102 4.2.18: byte 4 holds the MNC length; later bytes are not needed
+
 ISIM_SERVICE_PCSCF, ISIM_SERVICE_GBA, ISIM_SERVICE_HTTP_DIGEST = 1, 2, 3
 
 

@@ -9,14 +9,19 @@ the IMS identities from the IMSI. The ISIM goes on
 - the transport's own bound channel (``transport.mode == "bound"``, AT+CCHO), where
   the application is already selected and must not be selected again.
 
-Round trips are kept to the minimum: EF_DIR is read once, identities are cached until
-:meth:`Card.refresh`, the application is selected once, EFs are read with the size from
-their FCP. Every status word that is not an outcome becomes a ``CardError`` (see
-:mod:`ue_agent.card.sw`).
+Round trips are kept to the minimum (each APDU over AT+CSIM costs tens of milliseconds):
+EF_DIR is read once and only up to the ISIM's record, identities are cached until
+:meth:`Card.refresh`, the application is selected once; transparent EFs that have a short
+file identifier are read by SFI with no SELECT (the whole EF with Le=00, or the bytes the
+spec fixes), the others after a SELECT with the size from their FCP. A card that refuses
+SFI reads is remembered and read by path from then on. Every status word that is not an
+outcome becomes a ``CardError`` (see :mod:`ue_agent.card.sw`).
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 
 from ue_agent.card import auth, ef
@@ -37,6 +42,14 @@ INS_SELECT, INS_READ_BINARY, INS_READ_RECORD, INS_UPDATE_BINARY = 0xA4, 0xB0, 0x
 INS_MANAGE_CHANNEL, INS_AUTHENTICATE = 0x70, 0x88
 P2_FCP, P2_NO_DATA = 0x04, 0x0C
 SW_MAC_FAILURE = 0x9862
+SW_END_OF_FILE = 0x6282  # data returned, end of the EF reached before Le bytes
+#: answers by which a card refuses READ BINARY by SFI (or its Le=00): function or file not
+#: found, wrong P1/P2 or length, wrong structure, no current EF, INS unknown. The EF is then
+#: selected by path instead.
+SFI_REFUSED = frozenset({0x6700, 0x6981, 0x6986, 0x6A81, 0x6A82, 0x6A86, 0x6B00, 0x6D00})
+MAX_TRANSPARENT = 0x7FFF  # READ BINARY offsets are 15 bits
+
+log = logging.getLogger(__name__)
 
 
 class Card:
@@ -54,6 +67,12 @@ class Card:
         self._identities: CardIdentities | None = None
         self._retired_count = 0  # APDUs carried by bound links already released
         self._closed = False
+        #: SFI reads on this card: None untried, True worked once, False refused before any
+        #: worked (then every EF is selected by path; kept across refresh(): same card)
+        self._sfi: bool | None = None
+        #: what this facade last made the current DF on the basic channel: "mf" (after a
+        #: SELECT by path from the MF), "app" (after selecting the application there) or None
+        self._basic_df: str | None = None
 
     def __repr__(self) -> str:
         return f"<Card {self.transport.name} app={self._application}>"
@@ -77,6 +96,7 @@ class Card:
         self._aid = None
         self._application = None
         self._identities = None
+        self._basic_df = None
 
     def authenticate(self, rand: bytes, autn: bytes) -> AkaOutcome:
         """IMS AKA on the ISIM, or the 3G context on the USIM when there is no ISIM."""
@@ -116,7 +136,7 @@ class Card:
             body = ef.encode_gbabp(bytes(rand), btid, lifetime)
         except ValueError as exc:
             raise CardError("card.invalid_argument", str(exc)) from None
-        fcp = self._select_app_ef(ef.FID_ISIM_GBABP, "EF_GBABP")
+        fcp = ef.decode_fcp(self._select_app_ef(ef.FID_ISIM_GBABP, "EF_GBABP").data)
         size = fcp.size or 0
         if len(body) > size:
             raise CardError(
@@ -159,12 +179,20 @@ class Card:
             )
 
     def _read_ef_dir(self) -> list[bytes]:
-        fcp = self._select_mf_ef(ef.FID_EF_DIR, "EF_DIR")
-        return [
-            aid
-            for rec in self._read_records(self._link, 0x00, fcp, "EF_DIR")
-            if (aid := ef.decode_dir_record(rec)) is not None
-        ]
+        """The AIDs in EF_DIR, up to the first ISIM (the one chosen: later records cannot matter).
+
+        EF_DIR is read after a SELECT with its FCP, not by SFI 1E: the FCP gives the record
+        length and count, which reading by SFI would cost a 6Cxx (T=0) and a 6A83 to learn.
+        """
+        fcp = ef.decode_fcp(self._select_mf_ef(ef.FID_EF_DIR, "EF_DIR").data)
+        aids = []
+        for rec in self._iter_records(self._link, 0x00, fcp, "EF_DIR"):
+            aid = ef.decode_dir_record(rec)
+            if aid is not None:
+                aids.append(aid)
+                if aid.startswith(ef.ISIM_AID_PREFIX):
+                    break
+        return aids
 
     def _open_application(self) -> tuple[ApduLink, int]:
         """The link and channel the chosen application answers on; selects it once."""
@@ -196,7 +224,23 @@ class Card:
         except Exception:
             self._release_application()
             raise
+        if channel == 0:
+            self._basic_df = "app"
         return self._link, channel
+
+    def _application_on_adf(self) -> tuple[ApduLink, int]:
+        """The application's link and channel with its ADF as the current DF (SFI reads address it).
+
+        Only the basic channel can have been moved away from the ADF (an MF file read there
+        after the application was selected); the ADF is then selected again.
+        """
+        link, channel = self._open_application()
+        if link is self._link and channel == 0 and self._basic_df != "app":
+            assert self._aid is not None
+            resp = link.send(Apdu(0x00, INS_SELECT, 0x04, P2_NO_DATA, self._aid))
+            self._expect_ok(resp, f"SELECT {self._application} by AID")
+            self._basic_df = "app"
+        return link, channel
 
     def _release_application(self) -> None:
         link, channel, bound = self._app_link, self._app_channel, self._app_transport
@@ -228,25 +272,28 @@ class Card:
         link, channel = self._open_application()
         return link.send(Apdu(cla_for_channel(0x00, channel), ins, p1, p2, data, le))
 
-    def _select_mf_ef(self, fid: int, name: str) -> ef.Fcp:
-        """SELECT by path from the MF on the basic channel, with FCP."""
-        resp = self._link.send(Apdu(0x00, INS_SELECT, 0x08, P2_FCP, fid.to_bytes(2, "big"), le=256))
-        self._expect_ok(resp, f"SELECT {name}")
-        return ef.decode_fcp(resp.data)
+    def _select_mf_ef(self, fid: int, name: str, p2: int = P2_FCP) -> Response:
+        """SELECT by path from the MF on the basic channel; the MF becomes its current DF."""
+        le = 256 if p2 == P2_FCP else None
+        resp = self._link.send(Apdu(0x00, INS_SELECT, 0x08, p2, fid.to_bytes(2, "big"), le=le))
+        self._expect_ok(resp, f"SELECT {name}")  # a failed SELECT leaves the selection as it was
+        self._basic_df = "mf"
+        return resp
 
-    def _select_app_ef(self, fid: int, name: str) -> ef.Fcp:
-        """SELECT by path 7FFF/FID (the current application) with FCP."""
-        resp = self._app_send(INS_SELECT, 0x08, P2_FCP, b"\x7f\xff" + fid.to_bytes(2, "big"), le=256)
+    def _select_app_ef(self, fid: int, name: str, p2: int = P2_FCP) -> Response:
+        """SELECT by path 7FFF/FID (the current application); its ADF becomes the current DF."""
+        le = 256 if p2 == P2_FCP else None
+        resp = self._app_send(INS_SELECT, 0x08, p2, b"\x7f\xff" + fid.to_bytes(2, "big"), le=le)
         self._expect_ok(resp, f"SELECT {name}")
-        return ef.decode_fcp(resp.data)
+        if self._app_link is self._link and self._app_channel == 0:
+            self._basic_df = "app"
+        return resp
 
     def _read_binary(self, link: ApduLink, cla: int, fcp: ef.Fcp, name: str) -> bytes:
         if fcp.linear:
             raise ef.malformed(f"{name} FCP", reason="expected a transparent EF")
         if fcp.size is None:  # no size in the FCP: let the card say how much (6Cxx)
-            resp = link.send(Apdu(cla, INS_READ_BINARY, 0, 0, le=256))
-            self._expect_ok(resp, f"READ BINARY {name}")
-            return resp.data
+            return self._read_to_end(link, cla, name)
         out = bytearray()
         for off in range(0, fcp.size, 256):
             n = min(256, fcp.size - off)
@@ -257,55 +304,140 @@ class Card:
             out += resp.data
         return bytes(out)
 
-    def _read_records(self, link: ApduLink, cla: int, fcp: ef.Fcp, name: str) -> list[bytes]:
+    def _check_read(self, resp: Response, le: int, name: str) -> bytes:
+        """A READ BINARY answer: 1..Le bytes with 9000, or the bytes up to the end of the EF
+        with 6282 (a T=1 card's answer to a Le beyond the end; T=0 cards say 6Cxx, which the
+        link resends)."""
+        if not (resp.sw == SW_END_OF_FILE and resp.data):
+            self._expect_ok(resp, f"READ BINARY {name}")
+        if not 1 <= len(resp.data) <= le:
+            raise ef.malformed(name, reason=f"asked up to {le} bytes, got {len(resp.data)}")
+        return resp.data
+
+    def _read_upto(self, link: ApduLink, cla: int, le: int, name: str) -> bytes:
+        """Up to ``le`` bytes from offset 0 of the current EF."""
+        return self._check_read(link.send(Apdu(cla, INS_READ_BINARY, 0, 0, le=le)), le, name)
+
+    def _read_to_end(self, link: ApduLink, cla: int, name: str) -> bytes:
+        """The whole current EF when nothing says its size: Le=00, then on while 256 came."""
+        data = self._read_upto(link, cla, 256, name)
+        return data + self._read_rest(link, cla, 256, name) if len(data) == 256 else data
+
+    def _read_rest(self, link: ApduLink, cla: int, offset: int, name: str) -> bytes:
+        """The current EF from ``offset`` on, 256 bytes at a time (6B00 at the exact end)."""
+        out = bytearray()
+        while True:
+            off = offset + len(out)
+            if off > MAX_TRANSPARENT:
+                raise ef.malformed(name, reason="longer than READ BINARY can address")
+            resp = link.send(Apdu(cla, INS_READ_BINARY, off >> 8, off & 0xFF, le=256))
+            if resp.sw == 0x6B00 and not resp.data:
+                return bytes(out)  # the offset is the end of the EF
+            out += self._check_read(resp, 256, name)
+            if len(resp.data) < 256:
+                return bytes(out)
+
+    def _read_by_sfi(self, link: ApduLink, cla: int, sfi: int, name: str, length: int | None) -> bytes | None:
+        """READ BINARY with the SFI in P1 (TS 102 221 11.1.3.2): no SELECT of the EF.
+
+        ``length``: the bytes to read when the spec fixes them, else the whole EF (Le=00).
+        None when the card refuses: a card that never took an SFI read is then read by path
+        for the rest of this facade's life; one that did, only for this EF.
+        """
+        if self._sfi is False:
+            return None
+        le = length or 256
+        resp = link.send(Apdu(cla, INS_READ_BINARY, 0x80 | sfi, 0x00, le=le))
+        if resp.sw in SFI_REFUSED and not resp.data:
+            if self._sfi is None:
+                log.info("the card refused READ BINARY by SFI (%04X): EFs are selected by path", resp.sw)
+                self._sfi = False
+            return None
+        data = self._check_read(resp, le, f"{name} (SFI {sfi:02X})")
+        self._sfi = True
+        if length is None and len(data) == 256:  # the EF is now the current EF: read on by offset
+            data += self._read_rest(link, cla, 256, name)
+        return data
+
+    def _iter_records(self, link: ApduLink, cla: int, fcp: ef.Fcp, name: str) -> Iterator[bytes]:
+        """The records of a linear fixed EF, as the FCP describes them (the caller may stop early)."""
         if not fcp.linear or not fcp.record_len or not 1 <= fcp.record_len <= 255:
             raise ef.malformed(f"{name} FCP", reason="expected a linear fixed EF")
-        out = []
         for number in range(1, (fcp.record_count or 0) + 1):
             resp = link.send(Apdu(cla, INS_READ_RECORD, number, 0x04, le=fcp.record_len))
             self._expect_ok(resp, f"READ RECORD {number} of {name}")
             if len(resp.data) != fcp.record_len:
                 raise ef.malformed(name, reason=f"record {number} has {len(resp.data)} bytes")
-            out.append(resp.data)
-        return out
+            yield resp.data
 
-    def _read_app_ef(self, fid: int, name: str) -> bytes:
-        fcp = self._select_app_ef(fid, name)
+    def _read_app_ef(self, fid: int, sfi: int | None, name: str, length: int | None = None) -> bytes:
+        """A transparent EF of the application: by SFI when it has one and the card takes it;
+        else SELECT it, without FCP when ``length`` (fixed by the spec) says what to read."""
+        if sfi is not None and self._sfi is not False:
+            link, channel = self._application_on_adf()
+            data = self._read_by_sfi(link, cla_for_channel(0x00, channel), sfi, name, length)
+            if data is not None:
+                return data
+        if length is not None:
+            self._select_app_ef(fid, name, P2_NO_DATA)
+            link, channel = self._open_application()
+            return self._read_upto(link, cla_for_channel(0x00, channel), length, name)
+        fcp = ef.decode_fcp(self._select_app_ef(fid, name).data)
         link, channel = self._open_application()
         return self._read_binary(link, cla_for_channel(0x00, channel), fcp, name)
 
     def _read_app_records(self, fid: int, name: str) -> list[bytes]:
-        fcp = self._select_app_ef(fid, name)
+        """A linear fixed EF of the application, after a SELECT with FCP (record length and count).
+
+        Not by SFI: learning the length and count that way costs as many APDUs (a 6Cxx on
+        T=0, a 6A83 after the last record) as the SELECT, and relies on the card's 6A83.
+        """
+        fcp = ef.decode_fcp(self._select_app_ef(fid, name).data)
         link, channel = self._open_application()
-        return self._read_records(link, cla_for_channel(0x00, channel), fcp, name)
+        return list(self._iter_records(link, cla_for_channel(0x00, channel), fcp, name))
 
     # --- identities --------------------------------------------------------------------
     def _read_iccid(self) -> str:
-        """EF_ICCID is 10 bytes by definition (TS 102 221 13.2): no FCP needed."""
-        resp = self._link.send(Apdu(0x00, INS_SELECT, 0x08, P2_NO_DATA, ef.FID_EF_ICCID.to_bytes(2, "big")))
-        self._expect_ok(resp, "SELECT EF_ICCID")
-        return ef.decode_iccid(self._read_binary(self._link, 0x00, ef.Fcp(10, None, None), "EF_ICCID"))
+        """EF_ICCID is 10 bytes by definition (TS 102 221 13.2): no FCP needed.
+
+        By SFI 02 when the MF is the basic channel's current DF (just after EF_DIR), else
+        SELECT by path (P2 0C) and READ BINARY.
+        """
+        if self._basic_df == "mf":
+            data = self._read_by_sfi(self._link, 0x00, ef.SFI_EF_ICCID, "EF_ICCID", ef.ICCID_SIZE)
+            if data is not None:
+                return ef.decode_iccid(data)
+        self._select_mf_ef(ef.FID_EF_ICCID, "EF_ICCID", P2_NO_DATA)
+        return ef.decode_iccid(self._read_upto(self._link, 0x00, ef.ICCID_SIZE, "EF_ICCID"))
 
     def _read_identities(self) -> CardIdentities:
-        self._discover()  # EF_DIR and the MF-level reads come before the application select
-        iccid = self._read_iccid()
+        self._discover()
+        # EF_ICCID while the MF is still the basic channel's current DF (SFI); when the
+        # application already sits on the basic channel, after its EFs (one SELECT less)
+        iccid = self._read_iccid() if self._basic_df == "mf" else None
         self._open_application()
         assert self._aid is not None
         if self._application == "usim":
-            imsi = ef.decode_imsi(self._read_app_ef(ef.FID_USIM_IMSI, "EF_IMSI"))
-            mnc_length = ef.decode_mnc_length(self._read_app_ef(ef.FID_USIM_AD, "EF_AD"))
-            derived = ef.identities_from_imsi(imsi, mnc_length)
+            imsi = ef.decode_imsi(
+                self._read_app_ef(ef.FID_USIM_IMSI, ef.SFI_USIM_IMSI, "EF_IMSI", ef.IMSI_SIZE)
+            )
+            ad = self._read_app_ef(ef.FID_USIM_AD, ef.SFI_USIM_AD, "EF_AD", ef.AD_MNC_BYTES)
+            derived = ef.identities_from_imsi(imsi, ef.decode_mnc_length(ad))
             return CardIdentities(
                 application="usim",
                 impi=derived.impi,
                 impus=derived.impus,
                 domain=derived.domain,
                 imsi=imsi,
-                iccid=iccid,
+                iccid=iccid or self._read_iccid(),
                 aid=self._aid.hex(),
             )
-        impi = ef.decode_tlv80_string(self._read_app_ef(ef.FID_ISIM_IMPI, "EF_IMPI"), "EF_IMPI")
-        domain = ef.decode_tlv80_string(self._read_app_ef(ef.FID_ISIM_DOMAIN, "EF_DOMAIN"), "EF_DOMAIN")
+        impi = ef.decode_tlv80_string(
+            self._read_app_ef(ef.FID_ISIM_IMPI, ef.SFI_ISIM_IMPI, "EF_IMPI"), "EF_IMPI"
+        )
+        domain = ef.decode_tlv80_string(
+            self._read_app_ef(ef.FID_ISIM_DOMAIN, ef.SFI_ISIM_DOMAIN, "EF_DOMAIN"), "EF_DOMAIN"
+        )
         impus = [
             u
             for rec in self._read_app_records(ef.FID_ISIM_IMPU, "EF_IMPU")
@@ -313,7 +445,7 @@ class Card:
         ]
         if not impi or not domain or not impus:
             raise ef.malformed("ISIM identities", reason="IMPI, domain or IMPU missing")
-        services = ef.decode_service_table(self._read_app_ef(ef.FID_ISIM_IST, "EF_IST"))
+        services = ef.decode_service_table(self._read_app_ef(ef.FID_ISIM_IST, ef.SFI_ISIM_IST, "EF_IST"))
         pcscf: list[str] = []
         if ef.ISIM_SERVICE_PCSCF in services:
             pcscf = [
@@ -326,7 +458,7 @@ class Card:
             impi=impi,
             impus=impus,
             domain=domain,
-            iccid=iccid,
+            iccid=iccid or self._read_iccid(),
             pcscf=pcscf,
             isim_services=services,
             gba_u=ef.ISIM_SERVICE_GBA in services,

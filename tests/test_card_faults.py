@@ -246,3 +246,40 @@ def test_closed_card_transport() -> None:
     card.close()
     with pytest.raises(TransportError):
         card.authenticate(RAND, autn(s, s.sqn + 1))
+
+
+def _isim_on_basic_channel() -> tuple[SoftUicc, Card]:
+    """After authenticate(): the next command identities() sends is READ BINARY EF_IMPI by SFI."""
+    s = sub()
+    uicc = SoftUicc(s)
+    card = Card(SoftUiccTransport(uicc))
+    assert isinstance(card.authenticate(RAND, autn(s, s.sqn + 1)), AkaSuccess)
+    return uicc, card
+
+
+@pytest.mark.parametrize(
+    ("answer", "code"),
+    [
+        (b"\x90\x00", "card.malformed_response"),  # no data at all for Le=00
+        (b"\x6f\x00", "card.technical_problem"),  # an error, not a refusal: no fallback
+        (b"\x69\x82", "card.security_status"),
+        (b"\x62\x82", "card.end_of_file"),  # the warning without data is no EF content
+    ],
+)
+def test_bad_answers_to_an_sfi_read(answer: bytes, code: str) -> None:
+    uicc, card = _isim_on_basic_channel()
+    uicc.inject_response(answer)
+    with pytest.raises(CardError) as err:
+        card.identities()
+    assert err.value.code == code and "EF_IMPI" in err.value.message
+
+
+def test_refused_first_sfi_read_falls_back_and_is_remembered() -> None:
+    uicc, card = _isim_on_basic_channel()
+    uicc.inject_sw(0x6A86)  # EF_IMPI by SFI refused: the card is taken not to do SFI reads
+    before = uicc.commands
+    ids = card.identities()
+    assert ids.impi == sub().impi and ids.iccid == "8988211000000000011"
+    # refused read, then by path: IMPI, DOMAIN, IST (SELECT + GET RESPONSE + READ), IMPU (5),
+    # P-CSCF (4), EF_ICCID (SELECT + READ)
+    assert uicc.commands - before == 1 + 3 + 3 + 5 + 3 + 4 + 2

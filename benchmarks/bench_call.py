@@ -1,0 +1,121 @@
+"""Call set-up through two agents: SDES, a first KMS call (GBA + tickets) and a repeated one.
+
+    python -m benchmarks.bench_call [--n N]
+
+Two ``ue-agent run`` daemons (UE-A alice, UE-B bob, lab cards) and the lab network on
+loopback. Floors measured in the same run: one HTTP round trip to the lab KMS listener
+(aiohttp client, kept-alive connection) and one raw Unix-socket echo. Also prints the KMS
+and BSF requests each kind of call costs, and the daemons' RSS before and after the calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+
+from benchmarks._util import SUBSCRIBERS, Daemon, EchoFloor, rss_kib, summary
+from ue_agent.api.client import Client
+from ue_agent.lab.network import LabNetwork, LabNetworkThread
+from ue_agent.subscriber import load_subscriber
+
+
+def timed(fn, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def http_floor(url: str, n: int) -> list[float]:
+    import aiohttp
+
+    async def go() -> list[float]:
+        out = []
+        async with aiohttp.ClientSession() as s:
+            for _ in range(n + 20):
+                t0 = time.perf_counter()
+                async with s.get(url + "/ping") as r:
+                    await r.read()
+                out.append(time.perf_counter() - t0)
+        return out[20:]
+
+    return asyncio.run(go())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=200)
+    args = ap.parse_args()
+    n = args.n
+    subs = [load_subscriber(SUBSCRIBERS / f"{x}.toml") for x in ("alice", "bob")]
+    net = LabNetwork(subs)
+    thread = LabNetworkThread(net)
+    thread.start()
+    try:
+        network = (
+            f'\n[network]\nbsf_url = "{net.bsf_url}"\nkms_url = "{net.kms_url}"\n'
+            f'bsf_fqdn = "{net.bsf.fqdn}"\nkms_fqdn = "{net.naf_auth.naf_fqdn}"\n'
+        )
+        floor = EchoFloor()
+        line = json.dumps({"id": 1, "op": "status"}).encode() + b"\n"
+        echo_s = timed(lambda: floor.roundtrip(line), 2000)
+        floor.close()
+        http_s = http_floor(net.kms_url, n)
+        with (
+            Daemon(network, "alice.toml") as da,
+            Daemon(network, "bob.toml") as db,
+            Client(da.socket) as a,
+            Client(db.socket) as b,
+        ):
+            rss0 = (rss_kib(da.proc.pid), rss_kib(db.proc.pid))
+
+            def sdes() -> None:
+                o = a.request("sdes.offer", media=["audio"])
+                ans = b.request("sdes.answer", offer=[s["lines"] for s in o["streams"]])
+                a.request("sdes.answer", session=o["session"], answer=[s["lines"] for s in ans["streams"]])
+                a.request("session.keys", session=o["session"])
+                b.request("session.keys", session=ans["session"])
+                a.request("session.close", session=o["session"])
+                b.request("session.close", session=ans["session"])
+
+            def mikey() -> dict:
+                o = a.request("mikey.offer", responder=subs[1].impu[0], media=["audio"])
+                ans = b.request("mikey.answer", transfer_init=o["key_mgmt"])
+                a.request("mikey.complete", session=o["session"], transfer_resp=ans["key_mgmt"])
+                a.request("session.keys", session=o["session"])
+                b.request("session.keys", session=ans["session"])
+                a.request("session.close", session=o["session"])
+                b.request("session.close", session=ans["session"])
+                return o
+
+            before = dict(net.requests)
+            t0 = time.perf_counter()
+            first = mikey()
+            first_s = time.perf_counter() - t0
+            first_cost = {k: net.requests[k] - before.get(k, 0) for k in net.requests}
+            before = dict(net.requests)
+            repeat_s = timed(mikey, n)
+            repeat_cost = {k: (net.requests[k] - before.get(k, 0)) / n for k in net.requests}
+            sdes_s = timed(sdes, n)
+            rss1 = (rss_kib(da.proc.pid), rss_kib(db.proc.pid))
+        rows = [
+            summary("floor: raw Unix-socket echo", echo_s),
+            summary("floor: HTTP GET to the lab KMS", http_s),
+            f"{'first KMS call (GBA + tickets)':<34} {first_s * 1000:8.1f} ms once; "
+            f"requests {first_cost}; reused_ticket={first['reused_ticket']}",
+            summary("repeated KMS call (ticket reuse)", repeat_s, http_s) + f"  requests/call {repeat_cost}",
+            summary("SDES call", sdes_s, echo_s),
+            f"RSS UE-A {rss0[0] / 1024:.1f} -> {rss1[0] / 1024:.1f} MB, UE-B {rss0[1] / 1024:.1f} -> "
+            f"{rss1[1] / 1024:.1f} MB after {2 * n + 1} calls",
+        ]
+        print("\n".join(rows))
+    finally:
+        thread.stop()
+
+
+if __name__ == "__main__":
+    main()

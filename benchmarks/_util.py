@@ -54,7 +54,11 @@ def rss_kib(pid: int) -> int:
 class Daemon:
     """``ue-agent run`` on a lab config, started as systemd would (NOTIFY_SOCKET, READY=1)."""
 
-    def __init__(self, extra: str = "", subscriber: str = "alice.toml") -> None:
+    def __init__(
+        self, extra: str = "", subscriber: str = "alice.toml", env: dict[str, str | None] | None = None
+    ) -> None:
+        #: environment changes for the daemon process; a None value removes the variable
+        self.env_changes = dict(env or {})
         self.dir = Path(tempfile.mkdtemp(prefix="uea-bench-", dir="/tmp"))
         self.socket = str(self.dir / "api.sock")
         sub = self.dir / subscriber
@@ -72,6 +76,11 @@ class Daemon:
 
     def start(self) -> Daemon:
         env = {**os.environ, "NOTIFY_SOCKET": str(self.dir / "notify.sock")}
+        for key, value in self.env_changes.items():
+            if value is None:
+                env.pop(key, None)
+            else:
+                env[key] = value
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ue_agent", "run", "--config", str(self.config)],

@@ -4,12 +4,21 @@
 
 Start-up is measured from spawn to READY=1 on NOTIFY_SOCKET, as systemd sees it. The floor
 is a Python process that does nothing but send READY=1.
+
+The daemon is measured twice: as this environment runs it (when PYTHONDONTWRITEBYTECODE is
+set, as in the dev container, every start compiles the agent's modules from source), and
+with a warm bytecode cache (PYTHONPYCACHEPREFIX in a temporary directory), which is what an
+installed package (.pyc written at install time) does on a board.
+
+``--importtime`` also prints the daemon's slowest imports up to READY=1 (``-X importtime``,
+cumulative), to see what start-up pays for.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -46,23 +55,57 @@ def floor_once() -> tuple[float, int]:
     return took, rss
 
 
+def daemon_once(env: dict[str, str | None] | None = None) -> tuple[float, int]:
+    with Daemon(env=env) as d:
+        time.sleep(1.0)  # idle
+        return d.ready_s, rss_kib(d.proc.pid)
+
+
+def importtime(top: int = 15) -> list[str]:
+    """The daemon's ``top`` slowest imports (cumulative) up to READY=1."""
+    with Daemon(env={"PYTHONPROFILEIMPORTTIME": "1"}) as d:
+        assert d.proc is not None
+        d.proc.terminate()
+        _, err = d.proc.communicate(timeout=10)
+    rows = []
+    for line in err.decode(errors="replace").splitlines():
+        if line.startswith("import time:") and "|" in line:
+            _, cumulative, name = line.split("|")
+            if cumulative.strip().isdigit():
+                rows.append((int(cumulative), name.rstrip()))
+    rows.sort(reverse=True)
+    return [f"{us / 1000:8.1f} ms {name}" for us, name in rows[:top]]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--importtime", action="store_true", help="also list the slowest imports")
     args = ap.parse_args()
     floor = [floor_once() for _ in range(args.runs)]
-    runs = []
-    for _ in range(args.runs):
-        with Daemon() as d:
-            time.sleep(1.0)  # idle
-            runs.append((d.ready_s, rss_kib(d.proc.pid)))
-    rows = [("floor (bare python)", floor), ("ue-agent run (lab card)", runs)]
-    print(f"{'':24}{'start-up to READY=1 (median)':>30}{'idle RSS (median)':>22}")
+    runs = [daemon_once() for _ in range(args.runs)]
+    cache = tempfile.mkdtemp(prefix="uea-pyc-", dir="/tmp")
+    cached_env: dict[str, str | None] = {"PYTHONDONTWRITEBYTECODE": None, "PYTHONPYCACHEPREFIX": cache}
+    try:
+        daemon_once(cached_env)  # fills the cache
+        cached = [daemon_once(cached_env) for _ in range(args.runs)]
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    source = "no .pyc" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "as installed"
+    rows = [
+        ("floor (bare python)", floor),
+        (f"ue-agent run ({source})", runs),
+        ("ue-agent run (.pyc cached)", cached),
+    ]
+    print(f"{'':28}{'start-up to READY=1 (median)':>30}{'idle RSS (median)':>22}")
     for name, samples in rows:
         took = statistics.median(t for t, _ in samples) * 1000
         rss = statistics.median(r for _, r in samples) / 1024
-        print(f"{name:24}{took:27.1f} ms{rss:19.1f} MB")
-    print(f"runs={args.runs}; idle RSS budget 40 MB")
+        print(f"{name:28}{took:27.1f} ms{rss:19.1f} MB")
+    print(f"runs={args.runs}; lab card; idle RSS budget 40 MB")
+    if args.importtime:
+        print("slowest imports up to READY=1 (cumulative, -X importtime):")
+        print("\n".join(importtime()))
 
 
 if __name__ == "__main__":

@@ -400,9 +400,7 @@ class Agent:
         self.identities: Any = None
         self.started = time.time()
         self.counters = {"authentications": 0, "mac_failures": 0, "sync_failures": 0}
-        from ue_agent.media.store import KeyStore
-
-        self.store = KeyStore(self.emit)
+        self._store: Any = None  # the KeyStore, made with the first media session (see store)
         #: SDES offers waiting for their answer: session id -> (LocalOffer, owner uid)
         self.pending_offers: dict[str, tuple[Any, int]] = {}
         #: MIKEY offers waiting for TRANSFER_RESP: session id -> (PendingOffer, media, owner uid)
@@ -426,6 +424,16 @@ class Agent:
             "session.close": self.op_session_close,
         }
 
+    @property
+    def store(self) -> Any:
+        """The media KeyStore. Built (and its modules imported) on first use, not at start-up:
+        an agent that has negotiated no session has nothing in it."""
+        if self._store is None:
+            from ue_agent.media.store import KeyStore
+
+            self._store = KeyStore(self.emit)
+        return self._store
+
     # -- life cycle ---------------------------------------------------------------------------
     async def start(self) -> None:
         from ue_agent.handover.modem import urc_sink
@@ -448,9 +456,9 @@ class Agent:
         """Zeroize every key; returns (key objects zeroized, keys left non-zero)."""
         await asyncio.get_running_loop().run_in_executor(None, self.card.stop)
         held = [k for _, (offer, _) in self.pending_offers.items() for k in _offer_keys(offer)]
-        held += [
-            k for sid in list(self.owners) if sid in self.store for k in _stream_secrets(self.store, sid)
-        ]
+        store = self._store
+        if store is not None:
+            held += [k for sid in list(self.owners) if sid in store for k in _stream_secrets(store, sid)]
         self.keys.add(*held)
         zeroized, left = self.keys.zeroize_all()
         self.pending_mikey.clear()
@@ -458,7 +466,8 @@ class Agent:
         for offer, _ in self.pending_offers.values():
             offer.zeroize()
         self.pending_offers.clear()
-        self.store.zeroize_all()
+        if self._store is not None:
+            self._store.zeroize_all()
         self.owners.clear()
         return zeroized, left + sum(1 for k in held if not k.zeroized)
 
@@ -528,11 +537,12 @@ class Agent:
             "handover": self.handover.snapshot(),
         }
         by_state: dict[str, int] = {}
-        for summary in self.store.snapshot():
+        store = self._store  # None: no session was ever negotiated
+        for summary in store.snapshot() if store is not None else ():
             by_state[summary["state"]] = by_state.get(summary["state"], 0) + 1
         out.update(self.network.status())
         out["sessions"] = {
-            "open": len(self.store),
+            "open": len(store) if store is not None else 0,
             "pending_offers": len(self.pending_offers) + len(self.pending_mikey),
             "by_state": by_state,
         }

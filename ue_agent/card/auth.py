@@ -58,16 +58,23 @@ def _sync_failure(data: bytes, what: str) -> AkaSyncFailure:
     return AkaSyncFailure(auts=bytes(data[2:]))
 
 
-def parse_aka_response(data: bytes) -> AkaSuccess | AkaSyncFailure:
-    """The 3G / IMS AKA answer; RES 4..16 bytes, CK and IK 16, optional Kc 8."""
-    what = "AUTHENTICATE response"
+def _success_fields(data: bytes, what: str) -> list[bytes] | AkaSyncFailure:
+    """The LV fields after tag DB, or the AUTS of a DC answer (the shared head of AKA answers)."""
     if not data:
         raise malformed(what, reason="empty")
     if data[0] == TAG_SYNC_FAILURE:
         return _sync_failure(data, what)
     if data[0] != TAG_SUCCESS:
         raise malformed(what, reason=f"unknown tag {data[0]:02X}")
-    fields = _fields(data, 1, what)
+    return _fields(data, 1, what)
+
+
+def parse_aka_response(data: bytes) -> AkaSuccess | AkaSyncFailure:
+    """The 3G / IMS AKA answer; RES 4..16 bytes, CK and IK 16, optional Kc 8."""
+    what = "AUTHENTICATE response"
+    fields = _success_fields(data, what)
+    if isinstance(fields, AkaSyncFailure):
+        return fields
     if len(fields) not in (3, 4):
         raise malformed(what, reason=f"{len(fields)} fields")
     res, ck, ik = fields[:3]
@@ -84,13 +91,9 @@ def parse_aka_response(data: bytes) -> AkaSuccess | AkaSyncFailure:
 
 def parse_gba_bootstrap_response(data: bytes) -> GbaBootstrapRes | AkaSyncFailure:
     what = "GBA bootstrapping response"
-    if not data:
-        raise malformed(what, reason="empty")
-    if data[0] == TAG_SYNC_FAILURE:
-        return _sync_failure(data, what)
-    if data[0] != TAG_SUCCESS:
-        raise malformed(what, reason=f"unknown tag {data[0]:02X}")
-    fields = _fields(data, 1, what)
+    fields = _success_fields(data, what)
+    if isinstance(fields, AkaSyncFailure):
+        return fields
     if len(fields) != 1 or not 4 <= len(fields[0]) <= 16:
         raise malformed(what, reason="expected RES only")
     return GbaBootstrapRes(res=Secret(fields[0], "RES"))

@@ -9,6 +9,7 @@ sockets here, so the whole surface a peer can reach is testable with bytes alone
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from ue_agent import __version__
@@ -26,6 +27,8 @@ from ue_agent.api.protocol import (
 )
 from ue_agent.api.schema import check_id, validate
 from ue_agent.errors import AgentError
+
+log = logging.getLogger(__name__)
 
 
 class Request:
@@ -152,7 +155,12 @@ class ConnectionCore:
         self.inflight.discard(req.id)
         if isinstance(outcome, BaseException):
             return encode(E.error_reply(req.id, outcome))
-        return encode({"id": req.id, "ok": True, **outcome})
+        try:
+            return encode({"id": req.id, "ok": True, **outcome})
+        except (TypeError, ValueError, RecursionError) as exc:
+            # A result that is not JSON (a bug in an operation): the peer still gets its reply.
+            log.error("op %s: result is not JSON (%s)", req.op, type(exc).__name__)
+            return encode(E.error_reply(req.id, exc))
 
     def event(self, name: str, body: dict[str, Any]) -> bytes | None:
         """An event line if this peer subscribed to ``name``."""

@@ -8,9 +8,8 @@ import dataclasses
 import logging
 import socket
 
-import aiohttp
 import pytest
-from aiohttp import web
+from aiohttp import web  # the test servers only; the clients use ue_agent.httpclient
 
 from tests.fixtures.network import SoftCardOps, lab_subscriber, lab_subscribers
 from ue_agent.card.results import AkaSuccess
@@ -18,6 +17,7 @@ from ue_agent.crypto.kdf import UA_HTTP_DIGEST, UA_KMS, ks_naf, naf_id
 from ue_agent.errors import AgentError, GbaError
 from ue_agent.gba.client import GbaClient
 from ue_agent.gba.naf_client import NafClient
+from ue_agent.httpclient import HttpClient
 from ue_agent.lab.naf import peer_of
 from ue_agent.lab.network import LabNetwork, LabNetworkThread
 from ue_agent.secret import Secret
@@ -42,7 +42,7 @@ def run(coro):
 
 
 async def with_http(fn):
-    async with aiohttp.ClientSession() as http:
+    async with HttpClient() as http:
         return await fn(http)
 
 
@@ -134,7 +134,7 @@ def _assert_nothing_kept(gba: GbaClient, events: list):
         ("bsf_status", 500, "gba.bsf_error", 1),
         ("bsf_malformed_xml", True, "gba.bad_response", 2),
         ("bsf_wrong_realm", True, "gba.wrong_realm", 1),
-        ("bsf_down", True, "gba.bsf_unreachable", None),  # aiohttp may retry an idempotent GET once
+        ("bsf_down", True, "gba.bsf_unreachable", None),  # a GET may be resent once on a new connection
     ],
 )
 def test_bsf_faults(lab_network, fault, value, code, bsf_requests):

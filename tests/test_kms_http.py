@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 
 from tests.fixtures.network import SoftCardOps, lab_subscriber
 from ue_agent.errors import KmsError, MikeyError
 from ue_agent.gba.client import GbaClient
 from ue_agent.gba.naf_client import NafClient
+from ue_agent.httpclient import HttpClient
 from ue_agent.kms import mikey
 from ue_agent.kms.client import KmsClient, SrtpStream, TlsStream
 from ue_agent.lab.network import LabNetwork
@@ -41,7 +41,7 @@ STREAMS = [SrtpStream("AES_CM_128_HMAC_SHA1_80", ssrc=0x1234), TlsStream("TCP/TL
 
 def test_offer_answer_complete_same_keys_and_ticket_reuse(lab_network):
     async def go():
-        async with aiohttp.ClientSession() as http:
+        async with HttpClient() as http:
             a, b = ue(lab_network, http, "alice"), ue(lab_network, http, "bob")
             offer = await a.offer(uri("bob"), STREAMS)
             ans = await b.answer(offer.transfer_init)
@@ -63,7 +63,7 @@ def test_offer_answer_complete_same_keys_and_ticket_reuse(lab_network):
 
 def test_recipient_outside_policy_refused(lab_network):
     async def go():
-        async with aiohttp.ClientSession() as http:
+        async with HttpClient() as http:
             a, c = ue(lab_network, http, "alice"), ue(lab_network, http, "carol")
             offer = await a.offer(uri("bob"), STREAMS)
             with pytest.raises(KmsError) as exc:
@@ -75,7 +75,7 @@ def test_recipient_outside_policy_refused(lab_network):
 
 def test_forked_responders_get_different_keys(lab_network):
     async def go():
-        async with aiohttp.ClientSession() as http:
+        async with HttpClient() as http:
             a, b, c = (ue(lab_network, http, n) for n in ("alice", "bob", "carol"))
             domain = lab_subscriber("bob").domain
             offer = await a.offer(uri("bob"), STREAMS, recipients=[f"*@{domain}"])
@@ -90,7 +90,7 @@ def test_forked_responders_get_different_keys(lab_network):
 
 def test_kms_refusing_and_unreachable(lab_network):
     async def go():
-        async with aiohttp.ClientSession() as http:
+        async with HttpClient() as http:
             a = ue(lab_network, http, "alice")
             lab_network.faults.kms_status = 503
             with pytest.raises(KmsError) as exc:
@@ -116,7 +116,7 @@ def _flip(data: bytes, pos: int) -> bytes:
 
 def test_tampered_ticket_and_transfer_init(lab_network):
     async def go():
-        async with aiohttp.ClientSession() as http:
+        async with HttpClient() as http:
             a, b = ue(lab_network, http, "alice"), ue(lab_network, http, "bob")
             offer = await a.offer(uri("bob"), STREAMS)
             ticket = mikey.Message.decode(offer.transfer_init).one(mikey.Ticket).data
@@ -140,7 +140,7 @@ def test_tampered_ticket_and_transfer_init(lab_network):
 
 def test_expired_ticket(lab_network):
     async def go():
-        async with aiohttp.ClientSession() as http:
+        async with HttpClient() as http:
             shift = [0.0]
             base = lab_network.kms_service.clock
 

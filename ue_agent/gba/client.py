@@ -1,6 +1,7 @@
-"""The GBA client: Ub over aiohttp around :class:`~ue_agent.gba.ub.UbSession`, and Ks_NAF.
+"""The GBA client: Ub over HTTP around :class:`~ue_agent.gba.ub.UbSession`, and Ks_NAF.
 
-``GbaClient(card_ops, bsf_url, bsf_fqdn, impi, http, gba_u=False)``:
+``GbaClient(card_ops, bsf_url, bsf_fqdn, impi, http, gba_u=False)``; ``http`` is an
+:class:`ue_agent.httpclient.HttpClient` (or anything with its ``request`` coroutine):
 
 - ``await bootstrap(force=False) -> BootstrapState``: runs Ub when there is no bootstrap,
   when fewer than ``renew_margin_s`` seconds of its lifetime remain, or when forced.
@@ -30,6 +31,7 @@ from datetime import datetime
 from ue_agent.crypto.kdf import UA_KMS, ks_naf, naf_id
 from ue_agent.errors import AgentError, GbaError
 from ue_agent.gba.ub import Bootstrap, CardChallenge, UbSession
+from ue_agent.httpclient import Headers, HttpError
 from ue_agent.secret import Secret
 
 log = logging.getLogger(__name__)
@@ -177,30 +179,29 @@ class GbaClient:
             return await self.card_ops.gba_bootstrap(ch.rand, ch.autn)
         return await self.card_ops.authenticate(ch.rand, ch.autn)
 
-    async def _send(self, request) -> tuple[int, dict[str, str], bytes]:
-        import aiohttp
-
+    async def _send(self, request) -> tuple[int, Headers, bytes]:
         try:
-            async with self.http.request(
+            resp = await self.http.request(
                 request.method,
                 self.bsf_url,
                 headers=request.headers,
-                data=request.body or None,
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                allow_redirects=False,
-            ) as resp:
-                body = await resp.content.read(MAX_BSF_BODY + 1)
-                if len(body) > MAX_BSF_BODY:
-                    raise GbaError("gba.bad_response", f"BSF answer larger than {MAX_BSF_BODY} octets")
-                return resp.status, dict(resp.headers), body
-        except TimeoutError:
+                body=request.body or b"",
+                timeout_s=self.timeout_s,
+                max_body=MAX_BSF_BODY,
+            )
+        except HttpError as exc:
+            if exc.reason == "too_large":
+                raise GbaError("gba.bad_response", f"BSF answer larger than {MAX_BSF_BODY} octets") from None
+            if exc.reason == "timeout":
+                raise GbaError(
+                    "gba.bsf_unreachable",
+                    f"no answer from the BSF within {self.timeout_s:g} s",
+                    url=self.bsf_url,
+                ) from None
             raise GbaError(
-                "gba.bsf_unreachable", f"no answer from the BSF within {self.timeout_s:g} s", url=self.bsf_url
+                "gba.bsf_unreachable", f"BSF unreachable ({exc.reason}: {exc})", url=self.bsf_url
             ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise GbaError(
-                "gba.bsf_unreachable", f"BSF unreachable ({type(exc).__name__})", url=self.bsf_url
-            ) from None
+        return resp.status, resp.headers, resp.body
 
     # --- NAF keys -----------------------------------------------------------------------------
     async def ks_naf(self, naf_fqdn: str, ua_id: bytes = UA_KMS) -> tuple[str, Secret]:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from ue_agent.crypto import digest
 from ue_agent.crypto.kdf import UA_KMS
 from ue_agent.errors import GbaError
+from ue_agent.httpclient import Headers, HttpError, request_target
 from ue_agent.secret import Secret
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ MAX_NAF_BODY = 1024 * 1024
 @dataclass
 class NafResponse:
     status: int
-    headers: dict[str, str]
+    headers: Headers  # case-insensitive; repeated fields via get_all
     body: bytes = field(repr=False)
     authenticated: bool = False  # Authentication-Info was present and verified
 
@@ -61,10 +62,8 @@ class NafClient:
         naf_fqdn: str,
         ua_id: bytes = UA_KMS,
     ) -> NafResponse:
-        from yarl import URL
-
         naf_fqdn = naf_fqdn.lower()
-        uri = URL(url).raw_path_qs or "/"
+        uri = request_target(url)  # what the HTTP client puts on the request line
         realm = f"3GPP-bootstrapping@{naf_fqdn}"
         stale_retried = rebootstrapped = False
         auth: tuple[digest.Credentials, Secret] | None = None
@@ -133,19 +132,33 @@ class NafClient:
         creds = dataclasses.replace(creds, response=digest.compute_response(creds, password, method, body))
         return creds, password
 
-    def _challenge(self, headers: dict[str, str], realm: str) -> digest.Challenge:
-        value = headers.get("WWW-Authenticate")
-        if not value:
+    def _challenge(self, headers: Headers, realm: str) -> digest.Challenge:
+        """The Digest challenge for ``realm`` among the 401's WWW-Authenticate fields.
+
+        A NAF may offer several (other schemes or realms, RFC 7235 4.1): the one with the
+        3GPP-bootstrapping realm is taken; Digest challenges only for other realms are
+        ``gba.wrong_realm``.
+        """
+        getter = getattr(headers, "get_all", None)
+        values = getter("WWW-Authenticate") if getter else [headers.get("WWW-Authenticate")]
+        values = [v for v in values if v]
+        if not values:
             raise GbaError("gba.bad_response", "NAF answered 401 without WWW-Authenticate")
-        try:
-            ch = digest.Challenge.parse(value)
-        except digest.DigestError as exc:
-            raise GbaError("gba.bad_response", f"NAF WWW-Authenticate: {exc.message}") from None
-        if ch.realm != realm:
+        parsed: list[digest.Challenge] = []
+        first_error = ""
+        for value in values:
+            try:
+                parsed.append(digest.Challenge.parse(value))
+            except digest.DigestError as exc:
+                first_error = first_error or exc.message
+        if not parsed:
+            raise GbaError("gba.bad_response", f"NAF WWW-Authenticate: {first_error}")
+        ch = next((c for c in parsed if c.realm == realm), None)
+        if ch is None:
             raise GbaError(
                 "gba.wrong_realm",
                 "the NAF's realm is not 3GPP-bootstrapping@<its FQDN>",
-                realm=ch.realm,
+                realm=parsed[0].realm,
                 expected=realm,
             )
         if "auth-int" not in ch.qop:
@@ -155,7 +168,7 @@ class NafClient:
     def _result(
         self,
         status: int,
-        headers: dict[str, str],
+        headers: Headers,
         body: bytes,
         auth: tuple[digest.Credentials, Secret] | None,
     ) -> NafResponse:
@@ -178,10 +191,7 @@ class NafClient:
         content_type: str,
         naf_fqdn: str,
         auth: tuple[digest.Credentials, Secret] | None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        import aiohttp
-        from multidict import CIMultiDict
-
+    ) -> tuple[int, Headers, bytes]:
         headers: dict[str, str] = {"Accept": "*/*"}
         if body:
             headers["Content-Type"] = content_type
@@ -189,23 +199,15 @@ class NafClient:
             headers["Authorization"] = auth[0].to_header()
         self.sent[naf_fqdn] = self.sent.get(naf_fqdn, 0) + 1
         try:
-            async with self.http.request(
-                method,
-                url,
-                data=body if body else None,
-                headers=headers,
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                allow_redirects=False,
-            ) as resp:
-                data = await resp.content.read(self.max_body + 1)
-                if len(data) > self.max_body:
-                    raise GbaError("gba.bad_response", f"NAF answer larger than {self.max_body} octets")
-                return resp.status, CIMultiDict(resp.headers), data
-        except TimeoutError:
-            raise GbaError(
-                "gba.naf_unreachable", f"no answer from the NAF within {self.timeout_s:g} s", url=url
-            ) from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise GbaError(
-                "gba.naf_unreachable", f"NAF unreachable ({type(exc).__name__})", url=url
-            ) from None
+            resp = await self.http.request(
+                method, url, headers=headers, body=body, timeout_s=self.timeout_s, max_body=self.max_body
+            )
+        except HttpError as exc:
+            if exc.reason == "too_large":
+                raise GbaError("gba.bad_response", f"NAF answer larger than {self.max_body} octets") from None
+            if exc.reason == "timeout":
+                raise GbaError(
+                    "gba.naf_unreachable", f"no answer from the NAF within {self.timeout_s:g} s", url=url
+                ) from None
+            raise GbaError("gba.naf_unreachable", f"NAF unreachable ({exc.reason}: {exc})", url=url) from None
+        return resp.status, resp.headers, resp.body

@@ -303,13 +303,12 @@ class NetworkSide:
                 raise CardError(
                     self.agent.card.state.get("error") or "card.absent", "the card is not available"
                 )
-        import aiohttp
-
         from ue_agent.gba.client import GbaClient
         from ue_agent.gba.naf_client import NafClient
+        from ue_agent.httpclient import HttpClient
         from ue_agent.kms.client import KmsClient
 
-        self.http = aiohttp.ClientSession()
+        self.http = HttpClient()
         self.gba = GbaClient(
             CardOps(self.agent.card),
             bsf_url,

@@ -295,7 +295,7 @@ def test_concurrent_callers_share_one_run(lab_network):
 
 
 # --- Ua: NafClient against NafAuth ----------------------------------------------------------------
-async def _kms_like(net: LabNetwork):
+async def _kms_like(net: LabNetwork, outer=()):
     """A NAF app protected by the network's NafAuth (what the KMS does), on its own listener."""
     seen = []
 
@@ -305,7 +305,7 @@ async def _kms_like(net: LabNetwork):
         seen.append((peer.impi, peer.btid, body))
         return web.Response(body=b"ok:" + body, content_type="application/mikey")
 
-    app = web.Application(middlewares=[net.naf_auth.middleware()])
+    app = web.Application(middlewares=[*outer, net.naf_auth.middleware()])
     app.router.add_post("/kms/ticket", handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
@@ -329,6 +329,59 @@ def test_naf_client_request_and_nonce_reuse(lab_network):
             r = await naf.request("POST", url, b"RESOLVE_INIT", "application/mikey", fqdn)
             assert r.status == 200 and naf.sent[fqdn] == 3  # cached nonce, nc=2: one round trip
             assert lab_network.naf_auth.stats["replay"] == 0
+        finally:
+            await runner.cleanup()
+
+    run(with_http(go))
+
+
+def test_naf_client_picks_its_challenge_among_repeated_www_authenticate(lab_network):
+    """A NAF offering other schemes and realms first (RFC 7235 4.1): the client answers the
+    3GPP-bootstrapping Digest challenge."""
+    from multidict import CIMultiDict
+
+    @web.middleware
+    async def more_challenges(request, handler):
+        try:
+            return await handler(request)
+        except web.HTTPUnauthorized as exc:
+            hdrs = CIMultiDict()
+            hdrs.add("WWW-Authenticate", 'Basic realm="legacy"')
+            hdrs.add("WWW-Authenticate", 'Digest realm="other@kms", nonce="n", qop="auth-int"')
+            for value in exc.headers.getall("WWW-Authenticate"):
+                hdrs.add("WWW-Authenticate", value)
+            raise web.HTTPUnauthorized(headers=hdrs) from None
+
+    async def go(http):
+        runner, url, seen = await _kms_like(lab_network, outer=[more_challenges])
+        try:
+            naf = NafClient(client_for(lab_network, http), http)
+            r = await naf.request("POST", url, b"REQUEST_INIT", "application/mikey", lab_network.kms_fqdn)
+            assert r.status == 200 and r.authenticated and len(seen) == 1
+        finally:
+            await runner.cleanup()
+
+    run(with_http(go))
+
+
+def test_oversized_bsf_answer_is_a_bad_response():
+    async def huge(request):
+        return web.Response(status=401, body=b"x" * (70 * 1024))
+
+    async def go(http):
+        app = web.Application()
+        app.router.add_get("/", huge)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        sub = lab_subscriber("alice")
+        gba = GbaClient(SoftCardOps(sub), f"http://{host}:{port}/", "bsf.example", sub.impi, http)
+        try:
+            with pytest.raises(GbaError) as exc:
+                await gba.bootstrap()
+            assert exc.value.code == "gba.bad_response"
         finally:
             await runner.cleanup()
 

@@ -157,3 +157,89 @@ def test_expired_ticket(lab_network):
             assert exc.value.code == "kms.ticket_expired"
 
     run(go())
+
+
+# The UE side of a KMS call (GbaClient, NafClient, KmsClient, HttpClient, the card layer) in a
+# process where importing aiohttp, yarl or multidict fails: the daemon must not load them.
+UE_ONLY = r"""
+import asyncio, json, sys
+
+HEAVY = ("aiohttp", "yarl", "multidict")
+
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in HEAVY:
+            raise ImportError(f"{name} imported on the UE side")
+        return None
+
+
+sys.meta_path.insert(0, Refuse())
+
+from ue_agent.card.session import Card
+from ue_agent.gba.client import GbaClient
+from ue_agent.gba.naf_client import NafClient
+from ue_agent.httpclient import HttpClient
+from ue_agent.kms.client import KmsClient, SrtpStream
+from ue_agent.lab.uicc import SoftUicc, SoftUiccTransport
+from ue_agent.subscriber import load_subscriber
+
+net = json.loads(sys.argv[1])
+
+
+class Ops:
+    def __init__(self, sub):
+        self.card = Card(SoftUiccTransport(SoftUicc(sub)))
+
+    async def authenticate(self, rand, autn):
+        return await asyncio.to_thread(self.card.authenticate, rand, autn)
+
+
+def ue(http, path):
+    sub = load_subscriber(path)
+    gba = GbaClient(Ops(sub), net["bsf_url"], net["bsf_fqdn"], sub.impi, http)
+    return KmsClient(NafClient(gba, http), net["kms_url"], net["kms_fqdn"], sub.impu[0]), sub
+
+
+async def main():
+    async with HttpClient() as http:
+        a, _ = ue(http, net["alice"])
+        b, bob = ue(http, net["bob"])
+        offer = await a.offer(bob.impu[0], [SrtpStream("AES_CM_128_HMAC_SHA1_80", ssrc=1)])
+        ans = await b.answer(offer.transfer_init)
+        keys = a.complete(offer.pending, ans.transfer_resp)
+        assert [k.to_wire() for k in keys] == [k.to_wire() for k in ans.keys]
+
+
+asyncio.run(main())
+print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in HEAVY)))
+"""
+
+
+def test_ue_side_kms_call_does_not_import_aiohttp(lab_network):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tests.fixtures.network import SUBSCRIBER_DIR
+
+    net = {
+        "bsf_url": lab_network.bsf_url,
+        "bsf_fqdn": lab_network.bsf_fqdn,
+        "kms_url": lab_network.kms_url,
+        "kms_fqdn": lab_network.kms_fqdn,
+        "alice": str(SUBSCRIBER_DIR / "alice.toml"),
+        "bob": str(SUBSCRIBER_DIR / "bob.toml"),
+    }
+    before = lab_network.requests["kms"]
+    proc = subprocess.run(
+        [sys.executable, "-c", UE_ONLY, json.dumps(net)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == []
+    assert lab_network.requests["kms"] > before  # the call really went to the KMS

@@ -9,8 +9,7 @@ newline, so one bad line costs one error and the connection stays usable.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -36,8 +35,7 @@ OPS = (
 EVENTS = ("card", "bootstrap", "handover", "security.warning")
 
 
-@dataclass(frozen=True)
-class LineTooLong:
+class LineTooLong(NamedTuple):
     """Marker from :class:`LineFramer`: a line longer than the limit was dropped."""
 
     length: int

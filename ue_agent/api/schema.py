@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from ue_agent.api.errors import BAD_REQUEST, api_error
 
@@ -20,8 +19,9 @@ MAX_STR = 16384
 MAX_LIST = 64
 
 
-@dataclass(frozen=True)
-class Param:
+class Param(NamedTuple):
+    """One parameter's rule (an immutable record; NamedTuple: cheaper to define than a dataclass)."""
+
     kind: str  # str, int, bool, b64, list[str], list[int], object
     required: bool = False
     lengths: tuple[int, ...] = ()  # b64: allowed decoded lengths (empty = any up to MAX_STR)

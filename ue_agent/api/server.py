@@ -26,9 +26,8 @@ import socket
 import stat
 import struct
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ue_agent.api import errors as E
 from ue_agent.api.core import ConnectionCore, Request
@@ -43,8 +42,9 @@ SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
 MAX_WRITE_BUFFER = 1 << 20
 
 
-@dataclass(frozen=True)
-class Peer:
+class Peer(NamedTuple):
+    """The peer of a connection, from SO_PEERCRED / SO_PEERGROUPS."""
+
     pid: int
     uid: int
     gid: int

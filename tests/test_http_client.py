@@ -467,7 +467,14 @@ def test_header_injection_is_refused():
         async with aiohttp_server([("GET", "/", hello)]) as (base, peers), HttpClient() as http:
             with pytest.raises(HttpError) as exc:
                 await http.request("GET", base + "/", headers={"X-A": "v\r\nX-Injected: 1"})
-            assert exc.value.reason == "protocol" and not peers
+            assert exc.value.reason == "bad_request"
+            with pytest.raises(HttpError) as exc:
+                await http.request("GET", base + "/", headers=[("X A", "v")])
+            assert exc.value.reason == "bad_request"
+            with pytest.raises(HttpError) as exc:
+                await http.request("GET /x HTTP/1.0\r\n", base + "/")
+            assert exc.value.reason == "bad_request"
+            assert not peers and http.connections_opened == 0
 
     run(go())
 

@@ -51,7 +51,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 #: HttpError.reason values
-REASONS = frozenset({"bad_url", "connect", "tls", "timeout", "closed", "protocol", "too_large", "shut_down"})
+REASONS = frozenset(
+    {"bad_url", "bad_request", "connect", "tls", "timeout", "closed", "protocol", "too_large", "shut_down"}
+)
+_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class HttpError(OSError):
@@ -294,10 +297,10 @@ class HttpClient:
     ) -> HttpResponse:
         """Send one request and read the whole answer (redirects are not followed)."""
         method = method.upper()
-        if not method.isalpha():
-            raise HttpError("bad_url", "method must be a token of letters")
+        if not method.isascii() or not method.isalpha():
+            raise HttpError("bad_request", "method must be a token of letters")
         tgt = parse_url(url)
-        pairs = list(headers.items()) if isinstance(headers, Mapping) else [tuple(h) for h in headers]
+        pairs = _header_pairs(headers)
         timeout = self.timeout_s if timeout_s is None else timeout_s
         cap = self.max_body if max_body is None else max_body
         exchange = _Exchange(time.monotonic() + timeout)
@@ -514,6 +517,20 @@ class HttpClient:
         except ValueError as exc:  # a malformed chunk size line
             raise HttpError("protocol", f"bad body from {tgt.netloc} ({_describe(exc)})") from None
         return b"".join(parts)
+
+
+def _header_pairs(headers: Mapping[str, str] | Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Request header fields as (name, value) strings; refuses what would break the framing."""
+    pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+    out = []
+    for name, value in pairs:
+        name, value = str(name), str(value)
+        if not name or not set(name) <= _TOKEN:
+            raise HttpError("bad_request", f"header name {name[:40]!r} is not a token")
+        if any(c in value for c in "\r\n\0"):
+            raise HttpError("bad_request", f"header {name} has a line break or NUL in its value")
+        out.append((name, value))
+    return out
 
 
 def _consume(fut: asyncio.Future) -> None:

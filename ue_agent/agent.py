@@ -275,7 +275,8 @@ class CardOps:
 class NetworkSide:
     """GBA (Ub), the NAF client (Ua) and the KMS client, built on first use.
 
-    aiohttp is imported only here, when an operation needs the network.
+    The HTTP client and the GBA/NAF/KMS modules are imported only here, when an
+    operation needs the network.
     """
 
     def __init__(self, agent: Agent) -> None:

@@ -5,8 +5,9 @@ card in its worker thread, take the socket systemd passed (LISTEN_FDS) or bind [
 socket, start the modem URC and netlink watchers when configured, then tell systemd
 READY=1. SIGHUP re-reads the config (an invalid one is logged and the old one kept);
 SIGTERM/SIGINT stop: the socket closes, every key is zeroized, and the count is logged.
-Heavy modules (aiohttp, pyscard, pyserial, pyroute2) are imported only by the parts
-that use them, so an idle agent stays small.
+Heavy modules (pyscard, pyserial, pyroute2, the network side) are imported only by the
+parts that use them, so an idle agent stays small; the media key store is built with the
+first session.
 """
 
 from __future__ import annotations

@@ -436,7 +436,7 @@ class Agent:
 
     # -- life cycle ---------------------------------------------------------------------------
     async def start(self) -> None:
-        from ue_agent.handover.modem import urc_sink
+        from ue_agent.modem_reports import urc_sink
 
         self._urc = urc_sink(asyncio.get_running_loop(), self.on_cireph)
         self.card.start()

@@ -136,7 +136,7 @@ class Daemon:
     async def _start_watchers(self) -> None:
         shared = self.cfg.card.transport == "at" and self.cfg.modem.port == self.cfg.card.port
         if self.cfg.modem.port and not shared:  # shared: URCs come through the card transport
-            from ue_agent.handover.modem import ModemUrcWatcher
+            from ue_agent.modem_reports import ModemUrcWatcher
 
             watcher = ModemUrcWatcher(self.cfg.modem.port, self.agent.on_cireph)
             try:

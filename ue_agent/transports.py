@@ -26,8 +26,6 @@ def open_transport(
     card: CardSettings, on_urc: Callable[[str], None] | None = None, **options: Any
 ) -> ApduTransport:
     """The transport for ``card``. ``on_urc`` receives a modem's unsolicited lines (AT only)."""
-    from ue_agent.profiles import resolve
-
     if card.transport == "lab":
         if not card.subscriber:
             raise ConfigError(
@@ -39,6 +37,7 @@ def open_transport(
         return SoftUiccTransport(SoftUicc(load_subscriber(card.subscriber)))
     if card.transport == "pcsc":
         from ue_agent.drivers.pcsc import PcscTransport
+        from ue_agent.profiles import resolve
 
         profile = resolve(card.profile, default="generic-pcsc")
         reader = card.reader
@@ -55,6 +54,7 @@ def open_transport(
                 "config.missing_key", "card.port is required for transport 'at'", key="card.port"
             )
         from ue_agent.drivers.at_modem import open_modem_transport
+        from ue_agent.profiles import resolve
 
         profile = resolve(card.profile, default="generic-at")
         return open_modem_transport(card.port, profile=profile, on_urc=on_urc, **options)

@@ -31,9 +31,13 @@ def forms(key: bytes) -> list[str]:
     return [h, h.upper(), " ".join(h[i : i + 2] for i in range(0, len(h), 2)), base64.b64encode(key).decode()]
 
 
-def test_demo_passes_and_no_key_reaches_a_daemon_log(tmp_path: Path) -> None:
+def test_demo_passes_and_no_key_reaches_a_daemon_log(tmp_path: Path, pcscd) -> None:
+    """The full demo, UE-B's card in the session's PC/SC reader."""
     keys: set[bytes] = set()
-    rc = run(tmp_path, None, color=False, on_reply=lambda ue, op, reply: collect_keys(reply, keys))
+    pcscd.start()
+    rc = run(
+        tmp_path, None, color=False, on_reply=lambda ue, op, reply: collect_keys(reply, keys), pcscd=pcscd
+    )
     assert rc == 0
     assert len(keys) >= 20, "the demo hands out AKA results, SRTP and TLS-PSK keys"
     logs = sorted(tmp_path.glob("UE-*/daemon.log"))
@@ -48,10 +52,11 @@ def test_demo_passes_and_no_key_reaches_a_daemon_log(tmp_path: Path) -> None:
 
 def test_demo_command_exits_zero() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "ue_agent", "demo", "--only", "cards", "--only", "register"],
+        [sys.executable, "-m", "ue_agent", "demo", "--no-pcsc", "--only", "cards", "--only", "register"],
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "2/2 scenarios passed" in out.stdout
+    assert "in-process soft UICC" in out.stdout

@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run the scenarios end to end on the embedded lab")
     demo.add_argument("--keep-dir", help="keep the lab's files (configs, logs) in this directory")
     demo.add_argument("--only", action="append", metavar="SCENARIO", help="run only these scenarios")
+    demo.add_argument("--no-pcsc", action="store_true", help="keep UE-B's card in process (no pcscd)")
     demo.set_defaults(func=_handler("ue_agent.lab.demo:main"))
 
     lab = sub.add_parser("lab", help="parts of the embedded lab, one at a time")

@@ -143,20 +143,26 @@ class Lab:
         self.tl.event("UE-A", f"modem simulator (quectel-ec25 dialect) on pty {link}")
         return str(link)
 
-    def start_reader(self, sub_path: Path) -> str | None:
-        """A vpcd reader with the card in it; None when pcscd or vpcd is not installed."""
+    def start_reader(self, sub_path: Path, pcscd=None) -> str | None:
+        """A vpcd reader with the card in it; None when PC/SC cannot run here.
+
+        ``pcscd``: a running :class:`ue_agent.lab.pcscd.Pcscd` whose readers the caller
+        already holds (the test session's); otherwise the demo takes the machine's lock and
+        adopts or starts pcscd itself.
+        """
         from ue_agent.lab import pcscd as pcsc
         from ue_agent.lab.uicc import SoftUicc
         from ue_agent.lab.vpcd import VpcdCard
         from ue_agent.subscriber import load_subscriber
 
-        try:
-            self.stack.enter_context(pcsc.machine_lock(timeout=60))
-            pcscd = pcsc.ensure()
-        except (pcsc.PcscdUnavailable, TimeoutError) as exc:
-            self.tl.event("UE-B", f"no PC/SC here ({exc}); UE-B's card stays in process")
-            return None
-        self.stack.callback(pcsc.release, pcscd)
+        if pcscd is None:
+            try:
+                self.stack.enter_context(pcsc.machine_lock(timeout=30))
+                pcscd = pcsc.ensure()
+            except (pcsc.PcscdUnavailable, TimeoutError) as exc:
+                self.tl.event("UE-B", f"no PC/SC here ({exc}); UE-B's card stays in process")
+                return None
+            self.stack.callback(pcsc.release, pcscd)
         card = VpcdCard(SoftUicc(load_subscriber(sub_path)), "127.0.0.1", pcscd.port)
         card.start()
         self.stack.callback(card.stop)
@@ -544,9 +550,12 @@ def run(
     only: list[str] | None,
     color: bool,
     on_reply: Callable[[str, str, dict], None] | None = None,
+    pcsc: bool = True,
+    pcscd=None,
 ) -> int:
     """Run the scenarios in ``workdir``; 0 when all passed. ``on_reply(ue, op, reply)`` sees
-    every reply the agents give (the tests collect the keys handed out with it)."""
+    every reply the agents give (the tests collect the keys handed out with it). ``pcsc=False``
+    keeps UE-B's card in process; ``pcscd`` hands in a pcscd the caller already holds."""
     tl = Timeline(color)
     print(f"ue-agent demo: the embedded lab on loopback (files in {workdir})")
     for n in ("alice", "bob", "carol"):
@@ -560,7 +569,7 @@ def run(
         lab.start_network()
         subs = {n: load_subscriber(workdir / f"{n}.toml") for n in ("alice", "bob", "carol")}
         modem = lab.start_modem(workdir / "alice.toml")
-        reader = lab.start_reader(workdir / "bob.toml")
+        reader = lab.start_reader(workdir / "bob.toml", pcscd) if pcsc else None
         plan = [
             (
                 "UE-A",
@@ -633,4 +642,4 @@ def _workdir(keep: str | None) -> Iterator[Path]:
 
 def main(args: argparse.Namespace) -> int:
     with _workdir(args.keep_dir) as d:
-        return run(d, args.only, color=sys.stdout.isatty())
+        return run(d, args.only, color=sys.stdout.isatty(), pcsc=not args.no_pcsc)

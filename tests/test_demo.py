@@ -34,11 +34,17 @@ def forms(key: bytes) -> list[str]:
 def test_demo_passes_and_no_key_reaches_a_daemon_log(tmp_path: Path, pcscd) -> None:
     """The full demo, UE-B's card in the session's PC/SC reader."""
     keys: set[bytes] = set()
+    transports: dict[str, str] = {}
+
+    def on_reply(ue: str, op: str, reply: dict) -> None:
+        collect_keys(reply, keys)
+        if op == "status":
+            transports[ue] = reply["card"]["transport"]
+
     pcscd.start()
-    rc = run(
-        tmp_path, None, color=False, on_reply=lambda ue, op, reply: collect_keys(reply, keys), pcscd=pcscd
-    )
+    rc = run(tmp_path, None, color=False, on_reply=on_reply, pcscd=pcscd)
     assert rc == 0
+    assert transports == {"UE-A": "at", "UE-B": "pcsc", "UE-C": "lab"}
     assert len(keys) >= 20, "the demo hands out AKA results, SRTP and TLS-PSK keys"
     logs = sorted(tmp_path.glob("UE-*/daemon.log"))
     assert len(logs) == 3

@@ -260,6 +260,8 @@ class ModemSimulator:
         "silence" (no answer at all) or "vanish" (unplug instead of answering)."""
         if kind not in FAULT_KINDS:
             raise ValueError(f"fault kind must be one of {FAULT_KINDS}")
+        if kind == "cme_error" and code is None:
+            code = 13  # SIM failure
         with self._lock:
             self._faults.append((kind, code, None))
 

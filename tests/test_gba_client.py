@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import logging
 import socket
@@ -295,8 +296,12 @@ def test_concurrent_callers_share_one_run(lab_network):
 
 
 # --- Ua: NafClient against NafAuth ----------------------------------------------------------------
-async def _kms_like(net: LabNetwork, outer=()):
-    """A NAF app protected by the network's NafAuth (what the KMS does), on its own listener."""
+@contextlib.asynccontextmanager
+async def kms_like(net: LabNetwork, outer=()):
+    """A NAF app protected by the network's NafAuth (what the KMS does), on its own listener.
+
+    Yields (url, seen): ``seen`` collects (impi, btid, body) of each authenticated request.
+    """
     seen = []
 
     async def handler(request):
@@ -312,13 +317,15 @@ async def _kms_like(net: LabNetwork, outer=()):
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}/kms/ticket", seen
+    try:
+        yield f"http://{host}:{port}/kms/ticket", seen
+    finally:
+        await runner.cleanup()
 
 
 def test_naf_client_request_and_nonce_reuse(lab_network):
     async def go(http):
-        runner, url, seen = await _kms_like(lab_network)
-        try:
+        async with kms_like(lab_network) as (url, seen):
             gba = client_for(lab_network, http)
             naf = NafClient(gba, http)
             fqdn = lab_network.kms_fqdn
@@ -329,8 +336,6 @@ def test_naf_client_request_and_nonce_reuse(lab_network):
             r = await naf.request("POST", url, b"RESOLVE_INIT", "application/mikey", fqdn)
             assert r.status == 200 and naf.sent[fqdn] == 3  # cached nonce, nc=2: one round trip
             assert lab_network.naf_auth.stats["replay"] == 0
-        finally:
-            await runner.cleanup()
 
     run(with_http(go))
 
@@ -353,13 +358,10 @@ def test_naf_client_picks_its_challenge_among_repeated_www_authenticate(lab_netw
             raise web.HTTPUnauthorized(headers=hdrs) from None
 
     async def go(http):
-        runner, url, seen = await _kms_like(lab_network, outer=[more_challenges])
-        try:
+        async with kms_like(lab_network, outer=[more_challenges]) as (url, seen):
             naf = NafClient(client_for(lab_network, http), http)
             r = await naf.request("POST", url, b"REQUEST_INIT", "application/mikey", lab_network.kms_fqdn)
             assert r.status == 200 and r.authenticated and len(seen) == 1
-        finally:
-            await runner.cleanup()
 
     run(with_http(go))
 
@@ -390,8 +392,7 @@ def test_oversized_bsf_answer_is_a_bad_response():
 
 def test_naf_client_rebootstraps_once_on_unknown_btid(lab_network):
     async def go(http):
-        runner, url, seen = await _kms_like(lab_network)
-        try:
+        async with kms_like(lab_network) as (url, seen):
             gba = client_for(lab_network, http)
             naf = NafClient(gba, http)
             fqdn = lab_network.kms_fqdn
@@ -402,16 +403,13 @@ def test_naf_client_rebootstraps_once_on_unknown_btid(lab_network):
             assert r.status == 200 and gba.runs == 2 and gba.state.btid != old
             assert seen[-1][1] == gba.state.btid
             assert lab_network.naf_auth.stats["unknown_btid"] == 1
-        finally:
-            await runner.cleanup()
 
     run(with_http(go))
 
 
 def test_naf_client_gives_up_when_the_naf_never_accepts(lab_network):
     async def go(http):
-        runner, url, _ = await _kms_like(lab_network)
-        try:
+        async with kms_like(lab_network) as (url, _):
             gba = client_for(lab_network, http)
             naf = NafClient(gba, http)
             # the NAF's Zn lookup fails for every B-TID (e.g. another BSF): 401 each time
@@ -423,8 +421,6 @@ def test_naf_client_gives_up_when_the_naf_never_accepts(lab_network):
             with pytest.raises(GbaError) as exc:
                 await naf.request("POST", url, b"x", "application/mikey", lab_network.kms_fqdn)
             assert exc.value.code == "gba.naf_unauthorized" and gba.runs == 2
-        finally:
-            await runner.cleanup()
 
     run(with_http(go))
 
@@ -456,16 +452,13 @@ def test_naf_client_wrong_realm_and_bad_rspauth(lab_network):
             await runner.cleanup()
 
         # a NAF that answers 200 with an rspauth that does not verify
-        runner, url, _ = await _kms_like(lab_network)
         app2 = web.Application()
         app2.router.add_post("/kms/ticket", forged_ok)
-        try:
+        async with kms_like(lab_network) as (url, _):
             gba = client_for(lab_network, http)
             naf = NafClient(gba, http)
             fqdn = lab_network.kms_fqdn
             await naf.request("POST", url, b"x", "a/b", fqdn)  # learn a nonce from the real NAF
-        finally:
-            await runner.cleanup()
         r2 = web.AppRunner(app2, access_log=None)
         await r2.setup()
         s2 = web.TCPSite(r2, "127.0.0.1", 0)
@@ -498,16 +491,13 @@ def test_no_key_material_in_logs_reprs_or_events(lab_network, caplog):
     events = []
 
     async def go(http):
-        runner, url, _ = await _kms_like(lab_network)
-        try:
+        async with kms_like(lab_network) as (url, _):
             gba = client_for(lab_network, http, on_event=lambda k, i: events.append(i))
             naf = NafClient(gba, http)
             await naf.request("POST", url, b"x", "a/b", lab_network.kms_fqdn)
             st = gba.state
             _, key = await gba.ks_naf(lab_network.kms_fqdn, UA_KMS)
             return st, key
-        finally:
-            await runner.cleanup()
 
     st, key = run(with_http(go))
     ks = st.ks.reveal()

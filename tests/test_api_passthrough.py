@@ -51,18 +51,25 @@ def test_modem_faults_pass_through_and_the_card_comes_back(daemon_factory, modem
 
 
 def test_card_pulled_from_the_reader_then_reinserted(daemon_factory, vpcd_card):
+    from tests.fixtures.pcsc import wait_reader
+
     server, reader = vpcd_card
     daemon = daemon_factory(card={"transport": "pcsc", "reader": reader})
-    with daemon.client() as c:
+    with daemon.client() as c, daemon.client() as events:
+        events.request("subscribe", events=["card"])
         assert "res" in authenticate(c, 200)
         server.remove()
-        from tests.fixtures.pcsc import wait_reader
-
         wait_reader(reader, False)
         assert code_of(authenticate(c, 201)) in ("card.removed", "card.absent")
+        gone = events.next_event()
+        assert gone["event"] == "card" and gone["present"] is False
+        assert gone["error"] in ("card.removed", "card.absent")
+        assert c.request("status")["card"]["present"] is False
         server.insert()
         wait_reader(reader, True)
         assert "res" in authenticate(c, 202)
+        back = events.next_event()
+        assert back["event"] == "card" and back["present"] is True
 
 
 @pytest.fixture

@@ -340,3 +340,14 @@ def test_guard_accepts_exactly_monotonic_reports(reports: list[tuple[int, int]])
         assert store.report(sid, ssrc, index)["roc"] == index >> 16
         highest[ssrc] = index
     assert {s["ssrc"]: s["index"] for s in store.keys(sid)["ssrcs"]} == highest
+
+
+def test_count_by_state_agrees_with_the_summaries(store: KeyStore) -> None:
+    a = store.add(negotiated(), kind="sdes")
+    store.add(negotiated(), kind="sdes")
+    store.on_handover("started", [a])
+    counted: dict[str, int] = {}
+    for summary in store.snapshot():
+        counted[summary["state"]] = counted.get(summary["state"], 0) + 1
+    assert store.count_by_state() == counted
+    assert sum(counted.values()) == 2 and len(counted) == 2

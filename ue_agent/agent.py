@@ -536,10 +536,8 @@ class Agent:
             "counters": dict(self.counters),
             "handover": self.handover.snapshot(),
         }
-        by_state: dict[str, int] = {}
         store = self._store  # None: no session was ever negotiated
-        for summary in store.snapshot() if store is not None else ():
-            by_state[summary["state"]] = by_state.get(summary["state"], 0) + 1
+        by_state = store.count_by_state() if store is not None else {}
         out.update(self.network.status())
         out["sessions"] = {
             "open": len(store) if store is not None else 0,

@@ -385,6 +385,14 @@ class KeyStore:
         """Status view (no key bytes)."""
         return [s.summary() for s in self._sessions.values()]
 
+    def count_by_state(self) -> dict[str, int]:
+        """How many sessions are in each state (``status`` needs only this, not the summaries)."""
+        counts: dict[str, int] = {}
+        for sess in self._sessions.values():
+            state = str(sess.state)
+            counts[state] = counts.get(state, 0) + 1
+        return counts
+
     def _warn(self, session_id: str, kind: str, message: str, **info: Any) -> None:
         self._emit("security.warning", {"kind": kind, "session": session_id, "message": message, **info})
 

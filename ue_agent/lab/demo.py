@@ -27,7 +27,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ue_agent.errors import AgentError
@@ -69,7 +69,6 @@ class Ue:
     dir: Path
     proc: subprocess.Popen | None = None
     client: object | None = None
-    extra: dict = field(default_factory=dict)
     on_reply: Callable[[str, str, dict], None] | None = None
 
     @property
@@ -113,8 +112,6 @@ class Lab:
         self.ues: dict[str, Ue] = {}
         self.net = None
         self.modem = None
-        self.vpcd = None
-        self.pcscd = None
 
     # -- parts -----------------------------------------------------------------------------
     def start_network(self) -> None:
@@ -168,7 +165,6 @@ class Lab:
         self.stack.callback(card.stop)
         if not card.wait_connected(10):
             raise RuntimeError("the vpcd card did not connect to pcscd")
-        self.vpcd, self.pcscd = card, pcscd
         self.tl.event("UE-B", f"soft UICC in PC/SC reader '{pcscd.readers[0]}' (pcscd + vpcd)")
         return pcscd.readers[0]
 

@@ -10,13 +10,23 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import ue_agent
 
 REPO = Path(ue_agent.__file__).parent.parent
 SUBSCRIBERS = Path(ue_agent.__file__).parent / "lab" / "subscribers"
+
+
+def timed(fn: Callable[[], object], n: int) -> list[float]:
+    """``n`` calls of ``fn``, each one's wall time in seconds."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
 
 
 def pct(samples: Sequence[float], p: float) -> float:

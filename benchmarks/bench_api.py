@@ -20,20 +20,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
 
-from benchmarks._util import ASYNC_FLOOR_SERVER, Daemon, EchoFloor, summary
+from benchmarks._util import ASYNC_FLOOR_SERVER, Daemon, EchoFloor, summary, timed
 from ue_agent.crypto.milenage import Milenage
 from ue_agent.subscriber import load_subscriber
-
-
-def timed(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def main() -> None:

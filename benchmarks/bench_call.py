@@ -15,19 +15,10 @@ import asyncio
 import json
 import time
 
-from benchmarks._util import SUBSCRIBERS, Daemon, EchoFloor, rss_kib, summary
+from benchmarks._util import SUBSCRIBERS, Daemon, EchoFloor, rss_kib, summary, timed
 from ue_agent.api.client import Client
 from ue_agent.lab.network import LabNetwork, LabNetworkThread
 from ue_agent.subscriber import load_subscriber
-
-
-def timed(fn, n: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def http_floor(url: str, n: int) -> list[float]:

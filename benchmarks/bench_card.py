@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._util import SUBSCRIBERS, summary
+from benchmarks._util import SUBSCRIBERS, summary, timed
 from ue_agent.card.session import Card
 from ue_agent.crypto.milenage import Milenage
 from ue_agent.lab.uicc import SoftUicc, SoftUiccTransport
@@ -34,11 +34,7 @@ def challenges(sub, n: int) -> list[tuple[bytes, bytes]]:
 
 
 def measure(name: str, transport, floor, sub, n: int) -> list[str]:
-    floor_s = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        floor()
-        floor_s.append(time.perf_counter() - t0)
+    floor_s = timed(floor, n)
     card = Card(transport)
     t0 = time.perf_counter()
     card.identities()
@@ -96,33 +92,32 @@ def main() -> None:
     if not args.no_pcsc:
         from ue_agent.lab import pcscd as pcsc
 
-        lock = pcsc.machine_lock(timeout=120)
-        lock.__enter__()
-        try:
-            daemon = pcsc.ensure()
-        except pcsc.PcscdUnavailable as exc:
-            rows.append(f"[PC/SC] skipped: {exc}")
-        else:
-            from ue_agent.drivers.pcsc import PcscTransport
-            from ue_agent.lab.vpcd import VpcdCard
-
-            card = VpcdCard(SoftUicc(load_subscriber(SUBSCRIBERS / "alice.toml")), "127.0.0.1", daemon.port)
-            card.start()
+        with pcsc.machine_lock(timeout=120):  # released even if a measurement fails
             try:
-                card.wait_connected(10)
-                tr = PcscTransport(daemon.readers[0])
-                tr.wait_for_card(10)
-                rows += measure(
-                    f"PC/SC: pyscard -> pcscd -> vpcd ({tr.name})",
-                    tr,
-                    lambda: tr.transmit(STATUS),
-                    sub,
-                    args.n,
-                )
-            finally:
-                card.stop()
-                pcsc.release(daemon)
-        lock.__exit__(None, None, None)
+                daemon = pcsc.ensure()
+            except pcsc.PcscdUnavailable as exc:
+                rows.append(f"[PC/SC] skipped: {exc}")
+            else:
+                from ue_agent.drivers.pcsc import PcscTransport
+                from ue_agent.lab.vpcd import VpcdCard
+
+                uicc = SoftUicc(load_subscriber(SUBSCRIBERS / "alice.toml"))
+                card = VpcdCard(uicc, "127.0.0.1", daemon.port)
+                card.start()
+                try:
+                    card.wait_connected(10)
+                    tr = PcscTransport(daemon.readers[0])
+                    tr.wait_for_card(10)
+                    rows += measure(
+                        f"PC/SC: pyscard -> pcscd -> vpcd ({tr.name})",
+                        tr,
+                        lambda: tr.transmit(STATUS),
+                        sub,
+                        args.n,
+                    )
+                finally:
+                    card.stop()
+                    pcsc.release(daemon)
     print("\n".join(rows))
 
 

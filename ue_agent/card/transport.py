@@ -10,6 +10,17 @@ AT+CSIM and AT+CCHO/+CGLA (:mod:`ue_agent.drivers.at_modem`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import Protocol
+
+
+class ChannelRecord(Protocol):
+    """Where a transport or the card layer notes the logical channels it holds open, so
+    that a successor can close them after a crash (``"mc:<n>"``: opened with MANAGE
+    CHANNEL; ``"ccho:<session>"``: opened with AT+CCHO). See :mod:`ue_agent.channel_record`."""
+
+    def add(self, key: str) -> None: ...
+
+    def discard(self, key: str) -> None: ...
 
 
 class ApduTransport(ABC):
@@ -24,6 +35,15 @@ class ApduTransport(ABC):
     use_logical_channel: bool = False
     #: how the transport names itself in status output ("pcsc:Virtual PCD 00 00", "at:/dev/ttyUSB2").
     name: str = "transport"
+    #: logical channels opened through this transport are noted here (None: nowhere)
+    channel_record: ChannelRecord | None = None
+
+    @property
+    def epoch(self) -> int:
+        """Increases when the transport knows the card was reset behind the card layer's
+        back (modem restart, +CPIN: READY, the port coming back): logical channels and
+        selections made before are gone. Transports that cannot tell stay at 0."""
+        return 0
 
     @abstractmethod
     def transmit(self, apdu: bytes) -> bytes:

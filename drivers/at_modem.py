@@ -40,6 +40,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -190,6 +191,8 @@ class AtPort:
         self.after_setup: list[str] = []
         #: information lines of the last command that timed out (a +CCHO session to close)
         self.partial: list[str] = []
+        #: the last late answer lines dropped (a channel opened whose answer came too late)
+        self.dropped: deque[str] = deque(maxlen=8)
         with self._cmd_lock:
             self._open()
 
@@ -307,6 +310,12 @@ class AtPort:
             self._resync()
         if self._needs_init:
             self._initialize()
+
+    def settle(self) -> None:
+        """Resynchronise now if the port is stale (late answers then land in :attr:`dropped`)."""
+        with self._cmd_lock:
+            self._ensure_open()
+            self._prepare()
 
     def counters(self) -> dict[str, int]:
         """The port's health figures for status: resyncs, late lines, resets seen."""
@@ -451,6 +460,7 @@ class AtPort:
             log.debug("AT port %s: noise %r dropped", self.path, line[:20])
             return
         if self._late_answer(line, upper):
+            self.dropped.append(line)
             self.late_lines += 1
             self._stale = True  # resynchronise before the next command
             log.warning("AT port %s: late answer %s dropped", self.path, redact(line)[:40])
@@ -744,6 +754,11 @@ def _idempotent(apdu: bytes) -> bool:
     return apdu[1] in _IDEMPOTENT_INS
 
 
+def _opens_channel(apdu: bytes) -> bool:
+    """MANAGE CHANNEL open with the number assigned by the card (P1 '00', P2 '00')."""
+    return apdu[1] == 0x70 and apdu[2] == 0x00 and apdu[3] == 0x00
+
+
 class CsimTransport(ApduTransport):
     """APDUs over AT+CSIM on the modem's basic channel (TS 27.007 8.17).
 
@@ -781,6 +796,8 @@ class CsimTransport(ApduTransport):
         _check_apdu(apdu)
         h = bytes(apdu).hex().upper()
         for attempt in (0, 1):
+            if _opens_channel(apdu):
+                self.port.dropped.clear()
             try:
                 resp = self.port.command(f'AT+CSIM={len(h)},"{h}"')
                 return _parse_len_hex(self.port, resp, "+CSIM")
@@ -789,11 +806,34 @@ class CsimTransport(ApduTransport):
                     raise TransportError(
                         "modem.not_supported", "AT+CSIM: operation not supported", port=self.port.path
                     ) from None
-                if attempt or exc.code not in _RETRY_CODES or not _idempotent(apdu):
+                if attempt or exc.code not in _RETRY_CODES:
+                    raise
+                if _opens_channel(apdu):
+                    self._close_unanswered_channel(exc)
+                elif not _idempotent(apdu):
                     raise
                 self.retries += 1
                 log.info("AT port %s: +CSIM %s, sent again", self.port.path, exc.code)
         raise AssertionError("unreachable")
+
+    def _close_unanswered_channel(self, exc: TransportError) -> None:
+        """MANAGE CHANNEL open whose answer did not come in time: the card may have opened a
+        channel nobody knows. Once the port is in step, its answer is among the timed-out
+        command's lines or the late lines dropped: close that channel (TS 102 221 11.1.17)
+        before opening again, so that none leaks."""
+        if exc.code != "modem.timeout":
+            return
+        self.port.settle()
+        lines = [*self.port.partial, *self.port.dropped]
+        self.port.partial = []
+        self.port.dropped.clear()
+        for line in lines:
+            prefixed = line.upper().startswith("+CSIM") and ":" in line
+            raw = _parse_apdu_body(line.split(":", 1)[1] if prefixed else line)
+            if raw is not None and len(raw) == 3 and raw[-2:] == b"\x90\x00" and 1 <= raw[0] <= 19:
+                log.info("AT port %s: closing channel %d opened without an answer", self.port.path, raw[0])
+                self.transmit(bytes([0x00, 0x70, 0x80, raw[0]]))
+                return
 
     def bind_application(self, aid: bytes) -> ApduTransport:
         profile = self.port.profile
@@ -801,6 +841,23 @@ class CsimTransport(ApduTransport):
             raise NotImplementedError("this modem profile reaches the card through AT+CSIM only")
         bound = CglaTransport(self.port, aid, record=self.channel_record)
         return bound
+
+    def reclaim(self, key: str) -> bool:
+        """``ccho:<session>``: AT+CCHC on a session a predecessor left open (TS 27.007 8.46).
+        An error answer (+CME ERROR 21 invalid index...) means the modem knows no such
+        session any more: nothing left to close."""
+        kind, _, session = key.partition(":")
+        profile = self.port.profile
+        if kind != "ccho" or not _SESSION_OPAQUE.match(session):
+            return False
+        if profile is not None and not profile.card.cchc:
+            return True  # the modem cannot close it; keeping the key would not help either
+        try:
+            self.port.command(f"AT+CCHC={session}")
+        except TransportError as exc:
+            if exc.code not in ("modem.error", "modem.cme_error"):
+                raise
+        return True
 
     def close(self) -> None:
         self.port.close()

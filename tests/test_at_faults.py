@@ -15,8 +15,8 @@ from ue_agent.errors import TransportError  # noqa: E402
 from ue_agent.lab.modem import ModemSimulator  # noqa: E402
 
 SELECT_MF = bytes.fromhex("00A40004023F00")
-#: MANAGE CHANNEL open: changes the card, so never sent twice by the driver
-OPEN_CHANNEL = bytes.fromhex("0070000001")
+#: UPDATE BINARY: changes the card, so never sent twice by the driver
+UPDATE = bytes.fromhex("00D6000001FF")
 ISIM_PREFIX = bytes.fromhex("a0000000871004")
 
 
@@ -65,7 +65,7 @@ def test_garbage(csim):
     sim, t = csim
     sim.fail_next("garbage")
     with pytest.raises(TransportError) as ei:
-        t.transmit(OPEN_CHANNEL)
+        t.transmit(UPDATE)
     assert ei.value.code == "modem.garbage"
     assert t.transmit(SELECT_MF)[0] == 0x61
 
@@ -85,7 +85,7 @@ def test_malformed_csim_answers(csim, answer):
     sim, t = csim
     sim.reply_next(f"\r\n{answer}\r\n\r\nOK\r\n")
     with pytest.raises(TransportError) as ei:
-        t.transmit(OPEN_CHANNEL)
+        t.transmit(UPDATE)
     assert ei.value.code == "modem.garbage"
 
 
@@ -94,7 +94,7 @@ def test_garbage_error_text_carries_no_key_bytes(csim):
     ck = "B40BA9A3C58B2A05BBF0D987B21BF8CB"
     sim.reply_next(f"\r\n+CSIM: xx,DB10{ck}\r\n\r\nOK\r\n")
     with pytest.raises(TransportError) as ei:
-        t.transmit(OPEN_CHANNEL)
+        t.transmit(UPDATE)
     assert ei.value.code == "modem.garbage"
     assert ck.lower() not in str(ei.value.to_dict()).lower()
     assert ck[:8].lower() not in str(ei.value.to_dict()).lower()
@@ -104,7 +104,7 @@ def test_silence_times_out_then_resyncs(csim):
     sim, t = csim
     sim.fail_next("silence")
     with pytest.raises(TransportError) as ei:
-        t.transmit(OPEN_CHANNEL)
+        t.transmit(UPDATE)
     assert ei.value.code == "modem.timeout"
     assert ei.value.details["timeout_s"] == 2
     assert t.transmit(SELECT_MF)[0] == 0x61  # 'AT' resync, then the APDU

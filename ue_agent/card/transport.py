@@ -61,5 +61,10 @@ class ApduTransport(ABC):
         """
         raise NotImplementedError
 
+    def reclaim(self, key: str) -> bool:
+        """Close a channel a predecessor left open, named by its channel-record key, when the
+        key is of this transport's kind (``"ccho:<session>"``: AT+CCHC). True when done."""
+        return False
+
     def close(self) -> None:
         """Release the reader/port. Idempotent."""

@@ -320,6 +320,12 @@ class ModemSimulator:
         for line in urcs:
             self.emit_urc(line)
 
+    @property
+    def pending_shapes(self) -> int:
+        """Behaviours queued with shape_next() not replayed yet."""
+        with self._lock:
+            return len(self._shapes)
+
     def _take_shape(self, line: str) -> _Shape | None:
         upper = line.upper()
         with self._lock:

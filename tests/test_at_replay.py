@@ -19,11 +19,11 @@ import pytest
 
 pytest.importorskip("serial", reason="pyserial is not installed")
 
+from tests.fixtures.daemon import config_text  # noqa: E402
 from ue_agent import cli  # noqa: E402
 from ue_agent.drivers.at_modem import open_modem_transport  # noqa: E402
 from ue_agent.lab.modem import ModemSimulator  # noqa: E402
 from ue_agent.profiles import SOURCE_DIR  # noqa: E402
-from tests.fixtures.daemon import config_text  # noqa: E402
 
 TIMEOUT_S = 1.0
 
@@ -43,11 +43,11 @@ def fast_profiles(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return d
 
 
-def card_info(tmp_path: Path, link: Path, profile: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+def card_info(
+    tmp_path: Path, link: Path, profile: str, capsys: pytest.CaptureFixture[str]
+) -> tuple[int, str]:
     config = tmp_path / f"config-{profile}.toml"
-    config.write_text(
-        config_text({"card": {"transport": "at", "port": str(link), "profile": profile}})
-    )
+    config.write_text(config_text({"card": {"transport": "at", "port": str(link), "profile": profile}}))
     capsys.readouterr()
     try:
         rc = cli.main(["card", "info", "--config", str(config)])
@@ -126,9 +126,7 @@ def test_card_info_through_each_transcript_generic(replay, name, prepare):
 
 def test_missing_ok_on_manage_channel_leaks_no_channel(replay, soft_uicc):
     """The MANAGE CHANNEL open whose OK never came: the channel it opened is closed again."""
-    rc, out, sim, expected = replay(
-        "generic-at", shapes(("missing_ok", {"match": 'AT+CSIM=10,"0070000001'}))
-    )
+    rc, out, sim, expected = replay("generic-at", shapes(("missing_ok", {"match": 'AT+CSIM=10,"0070000001'})))
     assert rc == 0 and out == expected
     assert soft_uicc.open_channels == [0]
 

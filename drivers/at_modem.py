@@ -85,6 +85,8 @@ SIM_BUSY_WAIT_S = 3.0
 DRAIN_QUIET_S = 0.15
 DRAIN_MAX_S = 2.0
 RESYNC_ATTEMPTS = 5
+#: reset markers this close to the first one belong to the same restart
+RESET_COALESCE_S = 10.0
 _MAX_BUFFER = 1 << 20  # a line longer than 1 MiB is garbage, whatever the modem
 
 
@@ -178,6 +180,7 @@ class AtPort:
         self._needs_init = False
         self._closed = False
         self._last_rx = 0.0
+        self._last_reset = -RESET_COALESCE_S
         #: increases every time the port is (re)opened or a modem/card reset is seen; channel
         #: sessions of an older generation are dead.
         self.generation = 0
@@ -191,6 +194,8 @@ class AtPort:
         self.after_setup: list[str] = []
         #: information lines of the last command that timed out (a +CCHO session to close)
         self.partial: list[str] = []
+        #: called with a short reason (reader thread) when a modem or card reset is seen
+        self.reset_listeners: list[Callable[[str], None]] = []
         #: the last late answer lines dropped (a channel opened whose answer came too late)
         self.dropped: deque[str] = deque(maxlen=8)
         with self._cmd_lock:
@@ -481,13 +486,55 @@ class AtPort:
         return bool(lm) and _valid_apdu_answer(lm) is not None
 
     def _on_reset(self, line: str) -> None:
-        """The modem restarted or the UICC was reset: set up the port again, channels are dead."""
+        """The modem restarted or the UICC was reset: set up the port again, channels are dead.
+
+        A restart prints several markers (RDY, then +CPIN: READY when the UICC is up, ...):
+        those within RESET_COALESCE_S of the first are the same reset."""
+        now = time.monotonic()
         with self._cond:
+            self._needs_init = True
+            if now - self._last_reset < RESET_COALESCE_S:
+                return
+            self._last_reset = now
             self.resets += 1
             self.generation += 1
-            self._needs_init = True
         log.warning("AT port %s: reset seen (%s): channels are gone", self.path, line[:20])
         self._deliver_urc(line)
+        self._announce_reset(line[:20])
+
+    def request_setup(self) -> None:
+        """Run the port set-up again before the next command (a silent modem restart lost E0,
+        V1, CMEE and the reporting commands)."""
+        with self._cond:
+            self._needs_init = True
+
+    def mark_reset(self, why: str) -> None:
+        """A reset found out by its effects (a channel session the modem no longer knows)."""
+        with self._cond:
+            self._needs_init = True
+            self._last_reset = time.monotonic()
+            self.resets += 1
+            self.generation += 1
+        log.warning("AT port %s: reset inferred (%s): channels are gone", self.path, why)
+        self._announce_reset(why)
+
+    def _announce_reset(self, why: str) -> None:
+        for listener in list(self.reset_listeners):
+            try:
+                listener(why)
+            except Exception:
+                log.exception("AT port %s: reset listener failed", self.path)
+
+    def revive(self) -> int:
+        """Reopen the port now if it went away and its path is back (no wait); the generation."""
+        if self._gone and not self._closed and os.path.exists(self.path):
+            with self._cmd_lock:
+                if self._gone and not self._closed:
+                    try:
+                        self._ensure_open()
+                    except TransportError as exc:
+                        log.info("AT port %s: not back yet (%s)", self.path, exc.code)
+        return self.generation
 
     def _deliver_urc(self, line: str) -> None:
         log.debug("AT port %s: URC %s", self.path, redact(line))
@@ -756,6 +803,14 @@ def _idempotent(apdu: bytes) -> bool:
     return apdu[1] in _IDEMPOTENT_INS
 
 
+def _session_unknown(exc: TransportError) -> bool:
+    """ERROR or +CME ERROR 21 (invalid index) / 3 (not allowed) to +CGLA on a known session."""
+    if exc.code == "modem.error":
+        return True
+    cme = exc.details.get("cme")
+    return exc.code == "modem.cme_error" and (cme in (3, 21) or str(cme).lower() == "invalid index")
+
+
 def _opens_channel(apdu: bytes) -> bool:
     """MANAGE CHANNEL open with the number assigned by the card (P1 '00', P2 '00')."""
     return apdu[1] == 0x70 and apdu[2] == 0x00 and apdu[3] == 0x00
@@ -790,9 +845,21 @@ class CsimTransport(ApduTransport):
         if probe and not port.probe("+CSIM"):
             raise TransportError("modem.not_supported", "the modem does not offer AT+CSIM", port=port.path)
 
+        port.reset_listeners.append(self._reset_seen)
+
+    def _reset_seen(self, why: str) -> None:
+        if self.on_reset is not None:
+            self.on_reset(why)
+
     @property
     def epoch(self) -> int:  # type: ignore[override]
         return self.port.generation
+
+    def check_epoch(self) -> int:
+        return self.port.revive()
+
+    def after_reset(self) -> None:
+        self.port.request_setup()
 
     def transmit(self, apdu: bytes) -> bytes:
         _check_apdu(apdu)
@@ -893,6 +960,7 @@ class CglaTransport(ApduTransport):
         self.channel_record = record
         self.session: str | None = None
         self._generation = -1
+        self._worked = False  # an APDU went through on this session
         self.retries = 0
         self._open_channel()
 
@@ -935,6 +1003,7 @@ class CglaTransport(ApduTransport):
                 self.retries += 1
         self.session = session
         self._generation = self.port.generation
+        self._worked = False
         if self.channel_record is not None:
             self.channel_record.add(f"ccho:{session}")
         log.debug("AT port %s: CCHO session opened", self.port.path)
@@ -962,8 +1031,18 @@ class CglaTransport(ApduTransport):
                 resp = self.port.command(
                     f'AT+CGLA={self.session},{len(h)},"{h}"', generation=self._generation
                 )
-                return _parse_len_hex(self.port, resp, "+CGLA")
+                out = _parse_len_hex(self.port, resp, "+CGLA")
+                self._worked = True
+                return out
             except TransportError as exc:
+                if self._worked and _session_unknown(exc):
+                    # the session answered before and the modem does not know it now: it
+                    # restarted without a word (TS 27.007 9.2.1: 21 invalid index)
+                    self.port.mark_reset("+CGLA session unknown")
+                    self._forget()
+                    raise TransportError(
+                        "modem.reopened", "the modem no longer knows the channel session", port=self.port.path
+                    ) from None
                 if exc.code == "modem.reopened":
                     # the modem was reset or unplugged and is back: its channels are gone; this
                     # APDU fails, the next one opens ours again

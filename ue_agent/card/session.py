@@ -184,6 +184,16 @@ class Card:
             resp = self._app_send(INS_UPDATE_BINARY, off >> 8, off & 0xFF, chunk)
             self._expect_ok(resp, "UPDATE BINARY EF_GBABP")
 
+    def check(self) -> bool:
+        """After the transport signalled a reset: notice it now and, when an application was
+        in use, find it, open its channel and select it again, so that the next operation
+        does not pay for it. True when a reset was noticed."""
+        before = self.resets
+        self._guard("reopening after a reset", lambda: None)
+        if self.resets != before:
+            self._guard("reopening after a reset", self._open_application)
+        return self.resets != before
+
     def reclaim(self, keys: list[str]) -> list[str]:
         """Close channels a predecessor left open (keys from its channel record); returns the
         keys dealt with (closed, or found closed already).
@@ -221,7 +231,7 @@ class Card:
     def _guard(self, what: str, fn: Callable[[], T]) -> T:
         """Run one operation: after a reset seen before it, transparently on a fresh channel;
         a reset met during it fails it with ``card.reset`` (the next operation reopens)."""
-        if self.transport.epoch != self._epoch:
+        if self.transport.check_epoch() != self._epoch:
             self._forget_after_reset("the transport saw a reset")
         epoch = self._epoch
         try:
@@ -267,6 +277,7 @@ class Card:
         self._application = None
         self._identities = None
         self._basic_df = None
+        self.transport.after_reset()
         self._epoch = self.transport.epoch
 
     # --- application selection ---------------------------------------------------------

@@ -10,6 +10,7 @@ AT+CSIM and AT+CCHO/+CGLA (:mod:`ue_agent.drivers.at_modem`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Protocol
 
 
@@ -37,6 +38,17 @@ class ApduTransport(ABC):
     name: str = "transport"
     #: logical channels opened through this transport are noted here (None: nowhere)
     channel_record: ChannelRecord | None = None
+
+    #: called (from any thread) when the transport learns of a reset (a modem's RDY): the
+    #: owner may then have the card layer reopen its channel at once (Card.check)
+    on_reset: Callable[[str], None] | None = None
+
+    def after_reset(self) -> None:
+        """The card layer found a reset by its effects (SW 6881): a modem set up again."""
+
+    def check_epoch(self) -> int:
+        """:attr:`epoch`, after reopening a path that went away and came back (AT port)."""
+        return self.epoch
 
     @property
     def epoch(self) -> int:

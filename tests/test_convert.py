@@ -124,7 +124,12 @@ def test_defaults_are_fresh() -> None:
             "streams[0].key",
             "must be 30 bytes",
         ),
-        ({"card": {"profile": "p"}, "streams": [{"key": KEY30}]}, MISSING_KEY, "streams[0].suite", "missing key"),
+        (
+            {"card": {"profile": "p"}, "streams": [{"key": KEY30}]},
+            MISSING_KEY,
+            "streams[0].suite",
+            "missing key",
+        ),
         ({"card": {"profile": "p"}, "count": 0}, INVALID, "count", "must be between 1 and 10"),
         ({"card": {"profile": "p"}, "count": 2.0}, INVALID, "count", "must be an integer"),
         ({"card": {"profile": "p"}, "ratio": True}, INVALID, "ratio", "must be a number"),
@@ -179,3 +184,52 @@ def test_describe() -> None:
     assert describe(list[int]) == "a list of integers"
     assert describe(tuple[str, ...] | None) == "a list of strings"
     assert describe(Literal["a", "b"]) == "one of a, b"
+
+
+# -- the subscriber file through the converter -------------------------------------------------
+
+SUB = {
+    "imsi": "001010000000001",
+    "impi": "001010000000001@ims.mnc001.mcc001.3gppnetwork.org",
+    "impu": "sip:alice@ims.mnc001.mcc001.3gppnetwork.org",
+    "domain": "ims.mnc001.mcc001.3gppnetwork.org",
+    "k": "465b5ce8b199b49faa5f0a2ee238a6bc",
+    "op": "cdc202d5123e20f62b6d676ac72cb318",
+    "amf": "8000",
+    "sqn": 32,
+}
+
+
+def test_subscriber_file() -> None:
+    from ue_agent.subscriber import SubscriberFile, parse_subscriber
+
+    sub = parse_subscriber(SUB, "s.toml")
+    assert sub.impu == [SUB["impu"]] and sub.mnc_length == 2 and sub.isim
+    # TS 35.208 test set 1: OPc from K and OP
+    assert sub.opc.reveal() == bytes.fromhex("cd63cb71954a9f4e48a5994e37a02baf")
+    assert "465b5c" not in repr(convert(SubscriberFile, SUB)) and SUB["k"] not in repr(sub)
+
+
+@pytest.mark.parametrize(
+    ("over", "code", "key", "text"),
+    [
+        ({"imsi": "12ab"}, "config.invalid", "imsi", "s.toml: 'imsi' must be 6-15 digits"),
+        ({"k": "00"}, "config.invalid", "k", "s.toml: 'k' must be 16 bytes"),
+        ({"amf": "zz"}, "config.invalid", "amf", "s.toml: 'amf' must be a hex string"),
+        ({"sqn": 2**48}, "config.invalid", "sqn", "s.toml: 'sqn' must be between 0 and 281474976710655"),
+        ({"impu": []}, "config.invalid", "impu", "s.toml: 'impu' must be a list of strings or a string"),
+        ({"mnc_length": 4}, "config.invalid", "mnc_length", "s.toml: 'mnc_length' must be one of 2, 3"),
+        ({"op": None}, "config.missing_key", "opc", "s.toml: missing key 'opc' (or 'op')"),
+        ({"colour": "red"}, "config.unknown_key", "colour", "s.toml: unknown key 'colour'"),
+        ({"domain": None}, "config.missing_key", "domain", "s.toml: missing key 'domain'"),
+    ],
+)
+def test_subscriber_errors(over: dict, code: str, key: str, text: str) -> None:
+    from ue_agent.errors import ConfigError
+    from ue_agent.subscriber import parse_subscriber
+
+    data = {k: v for k, v in (SUB | over).items() if v is not None}
+    with pytest.raises(ConfigError) as info:
+        parse_subscriber(data, "s.toml")
+    assert (info.value.code, info.value.details["key"], info.value.message) == (code, key, text)
+    assert SUB["k"] not in str(info.value)

@@ -118,8 +118,8 @@ class Daemon:
         interval = self.notify.watchdog_interval()
         if interval:
             self._tasks.append(asyncio.create_task(self._watchdog(interval)))
+        log.info("ready: listening on %s", where)  # logged before READY=1: whoever waits for READY reads it
         self.notify.send("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
-        log.info("ready: listening on %s", where)
         await self._stop.wait()
         return await self.shutdown()
 

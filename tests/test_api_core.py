@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from ue_agent.api.core import ConnectionCore, Request
 from ue_agent.api.errors import API_CODES
 from ue_agent.api.protocol import EVENTS, MAX_LINE, OPS, LineFramer, LineTooLong, encode
-from ue_agent.ops.aka import ImsAuthenticate
 from ue_agent.errors import CardError
+from ue_agent.ops.aka import ImsAuthenticate
 
 
 def replies(actions) -> list[dict]:

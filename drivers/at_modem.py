@@ -181,6 +181,7 @@ class AtPort:
         self._closed = False
         self._last_rx = 0.0
         self._last_reset = -RESET_COALESCE_S
+        self._cpin_expected = 0.0
         #: increases every time the port is (re)opened or a modem/card reset is seen; channel
         #: sessions of an older generation are dead.
         self.generation = 0
@@ -451,7 +452,7 @@ class AtPort:
                     self._cond.notify_all()
                     return
                 m = _PREFIX.match(line)
-                foreign = bool(m) and (p.prefix is None or m.group(1).upper() != p.prefix)
+                foreign = m is not None and (p.prefix is None or m.group(1).upper() != p.prefix)
                 if foreign or upper.startswith(self._urc_prefixes) or upper in _BARE_URCS or upper in _NOISE:
                     urc = True
                 else:
@@ -461,7 +462,7 @@ class AtPort:
 
     def _unsolicited(self, line: str, upper: str) -> None:
         """A line no command is waiting for: noise, a reset, a late answer, or a URC."""
-        if upper in _RESET_MARKERS or _CPIN_READY.match(line):
+        if upper in _RESET_MARKERS or (_CPIN_READY.match(line) and time.monotonic() > self._cpin_expected):
             self._on_reset(line)
         if upper in _NOISE:
             log.debug("AT port %s: noise %r dropped", self.path, line[:20])
@@ -483,7 +484,7 @@ class AtPort:
             return m.group(1).upper() in _ANSWER_PREFIXES
         # a bare answer (Fibocom) that parses as data||SW
         lm = _LEN_HEX.match(line)
-        return bool(lm) and _valid_apdu_answer(lm) is not None
+        return lm is not None and _valid_apdu_answer(lm) is not None
 
     def _on_reset(self, line: str) -> None:
         """The modem restarted or the UICC was reset: set up the port again, channels are dead.
@@ -501,6 +502,11 @@ class AtPort:
         log.warning("AT port %s: reset seen (%s): channels are gone", self.path, line[:20])
         self._deliver_urc(line)
         self._announce_reset(line[:20])
+
+    def expect_cpin_ready(self, window_s: float = 10.0) -> None:
+        """The next ``+CPIN: READY`` within ``window_s`` answers our own PIN entry (AT+CPIN=):
+        not a reset. ``RDY`` still is."""
+        self._cpin_expected = time.monotonic() + window_s
 
     def request_setup(self) -> None:
         """Run the port set-up again before the next command (a silent modem restart lost E0,

@@ -237,8 +237,8 @@ class Card:
         try:
             result = fn()
         except CardError as exc:
-            if not self._reset_during(exc, epoch):
-                raise
+            if exc.code == "card.reset" or not self._reset_during(exc, epoch):
+                raise  # card.reset: a nested operation (identities) dealt with it already
             self._forget_after_reset(exc.code)
             raise CardError(
                 "card.reset",
@@ -250,7 +250,7 @@ class Card:
         return result
 
     def _reset_during(self, exc: CardError, epoch: int) -> bool:
-        if exc.code in ("card.reset", "modem.reopened") or self.transport.epoch != epoch:
+        if exc.code == "modem.reopened" or self.transport.epoch != epoch:
             return True
         # 6881 (channel not supported) / 6A81 (function not supported) from the application's
         # own channel after it worked: the card closed it, i.e. it was reset

@@ -436,6 +436,7 @@ class ModemSimulator:
             during = list(self._urcs_during)
             self._urcs_during.clear()
         shape = self._take_shape(line) if fault is None else None
+        info: list[str]
         if fault is not None:
             kind, code, raw = fault
             if kind == "silence":

@@ -574,3 +574,75 @@ def test_short_rands_in_the_transfer_are_refused() -> None:
     with pytest.raises(MikeyReject) as e:
         check_transfer(ti, None, ticket_prf=1, mpki=issued.mpki, mpkr=None, session_keys=issued.session_keys)
     assert e.value.clause == "RFC 6043 12.1"
+
+
+def _all_messages() -> list[tuple[bytes, bytes | None]]:
+    """(message, the message it answers) for every type, from a forking round through the package."""
+    lab = Lab()
+    alice, bob = lab.peer(ID_I, b"btid-a"), lab.peer(ID_R, b"btid-b")
+    flags = Flags(D=True, E=True, F=True, G=True, H=True, I=True, J=True, N=True, O=True)
+    ri = alice.request_init([ID_R], flags=flags)
+    issued = alice.accept_request_resp(ri, lab.kms.handle(ri))
+    ti = alice.transfer_init(
+        issued,
+        responder=ID_R,
+        sessions=[srtp_cs(1, ssrc=1, policies=(1,)), srtp_cs(2, policies=(1,))],
+        sps=SPS,
+    )
+    tr, _ = bob.respond(ti, lab.kms.handle)
+    assert tr is not None
+    out: list[tuple[bytes, bytes | None]] = [(ti, None), (tr, ti)]
+    for req, resp in lab.kms.transcript:
+        out += [(req, None), (resp, req)]
+    bad = bytearray(ri)
+    bad[-1] ^= 1
+    out.append((lab.kms.handle(bytes(bad)), None))  # an Error message
+    return out
+
+
+def test_every_message_type_round_trips_and_refuses_every_truncation() -> None:
+    msgs = _all_messages()
+    assert {decode(m, initial=i).name for m, i in msgs} == {
+        "REQUEST_INIT_PSK",
+        "REQUEST_RESP",
+        "TRANSFER_INIT",
+        "TRANSFER_RESP",
+        "RESOLVE_INIT_PSK",
+        "RESOLVE_RESP",
+        "Error",
+    }
+    for m, i in msgs:
+        d = decode(m, initial=i)
+        assert wire.encode_message(d.msg.header, d.msg.payloads) == m
+        for n in range(len(m)):
+            with pytest.raises(MikeyReject):
+                decode(m[:n], initial=i)
+        with pytest.raises(MikeyReject):
+            decode(m + b"\x00", initial=i)
+
+
+def test_byte_changes_in_every_message_type_raise_only_mikey_reject() -> None:
+    for m, i in _all_messages():
+        for pos in range(len(m)):
+            for delta in (1, 0x80):
+                bad = bytearray(m)
+                bad[pos] = (bad[pos] + delta) & 0xFF
+                try:
+                    decode(bytes(bad), initial=i)
+                except MikeyReject:
+                    pass
+
+
+def test_random_bytes_raise_only_mikey_reject() -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, derandomize=True, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+    @given(st.binary(max_size=200), st.sampled_from([6, 11, 13, 14, 15, 16, 18]))
+    def run(tail: bytes, dt: int) -> None:
+        try:
+            decode(bytes([1, dt]) + tail)
+        except MikeyReject:
+            pass
+
+    run()

@@ -646,3 +646,12 @@ def test_random_bytes_raise_only_mikey_reject() -> None:
             pass
 
     run()
+
+
+def test_kms_does_not_answer_an_error_message_with_an_error() -> None:
+    """5.4: Error messages report errors in initial and response messages, but not in Error messages."""
+    lab = Lab()
+    err = lab.kms.handle(b"\x01\x0b\x05\x01\x00\x00\x00\x09\x00")
+    assert decode(err).name == "Error"
+    assert lab.kms.handle(err) == b""
+    assert lab.kms.events[-1].clause == "RFC 6043 5.4"

@@ -164,6 +164,10 @@ class KmsEngine:
         except MikeyReject as e:
             self.events.append(KmsEvent("?", f"refused: {e.code}: {e.reason}", e.clause))
             return build_error(hdr, [e.err_no], ntp_utc(now))
+        if d.msg.header.data_type == DT_ERROR:
+            # 5.4: Error messages report errors in initial and response messages, "but not in Error messages"
+            self.events.append(KmsEvent(d.name, "Error message received: not answered", "RFC 6043 5.4"))
+            return b""
         if d.msg.header.data_type not in (DT_REQUEST_INIT_PSK, DT_RESOLVE_INIT_PSK):
             self.events.append(KmsEvent(d.name, "refused: not a KMS request", "RFC 6043 4.2"))
             return build_error(d.msg.header, [ERR_UNSUPPORTED_MESSAGE], ntp_utc(now))
@@ -262,9 +266,12 @@ class KmsEngine:
         if self.kms_identity is not None:
             out.append(self._kms_idr(d))
         idri = d.get("IDRi")
-        if parts["IDRi"]:
-            out.append(parts["IDRi"][0])
+        asked = parts["IDRi"][0] if parts["IDRi"] else None
+        if isinstance(asked, IDR) and (not isinstance(idri, IDR) or asked.data == idri.data):
+            out.append(asked)
         elif isinstance(idri, IDR):
+            # the granted policy names the authenticated requester (TP IDRi: "the identity of the peer that
+            # requested or created the ticket", 6.10), whatever the desired policy said
             out.append(IDR(IDR_I, idri.id_type, idri.data))  # 4.2.1.1: IDRi SHOULD be in the granted policy
             changed = True
         if parts["TRs"]:

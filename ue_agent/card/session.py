@@ -23,7 +23,10 @@ reset). The facade notices one by the transport's :attr:`~ApduTransport.epoch` (
 printed RDY / +CPIN: READY, the port came back) or by SW 6881 / 6A81 on the application's
 channel after it worked. A reset seen before an operation is handled transparently: the
 application is found, its channel opened and selected again. A reset met during an
-operation fails that operation with ``card.reset``; the next one reopens the channel.
+operation is handled the same way when the failing command provably never ran (not sent to
+the restarted modem, a +CGLA session the modem forgot, 6881/6A81 from the card); otherwise
+(e.g. a timeout around the reset: an AUTHENTICATE may have run and its answer be lost) the
+operation fails with ``card.reset`` and the next one reopens the channel.
 :attr:`Card.resets` counts them.
 
 Channel lifecycle. :meth:`Card.close` closes the channel this facade opened. Channels it
@@ -65,6 +68,11 @@ MAX_TRANSPARENT = 0x7FFF  # READ BINARY offsets are 15 bits
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+def _not_run(exc: CardError) -> bool:
+    """Whether a failure met at a reset proves the command never ran on the card."""
+    return exc.code == "modem.reopened" or str(exc.details.get("sw", "")).upper() in ("6881", "6A81")
 
 
 class Card:
@@ -229,25 +237,36 @@ class Card:
 
     # --- resets --------------------------------------------------------------------------
     def _guard(self, what: str, fn: Callable[[], T]) -> T:
-        """Run one operation: after a reset seen before it, transparently on a fresh channel;
-        a reset met during it fails it with ``card.reset`` (the next operation reopens)."""
-        if self.transport.check_epoch() != self._epoch:
-            self._forget_after_reset("the transport saw a reset")
-        epoch = self._epoch
-        try:
-            result = fn()
-        except CardError as exc:
-            if exc.code == "card.reset" or not self._reset_during(exc, epoch):
-                raise  # card.reset: a nested operation (identities) dealt with it already
-            self._forget_after_reset(exc.code)
-            raise CardError(
-                "card.reset",
-                f"the card or modem was reset during {what}; the next request reopens the channel",
-                cause=exc.code,
-            ) from None
-        if self._app_link is not None:
-            self._app_worked = True  # a whole operation went through on this channel
-        return result
+        """Run one operation: after a reset seen before it, transparently on a fresh channel.
+
+        A reset met during it: when the evidence says the failing command never ran (the
+        driver did not send it to the new modem, the modem no longer knew the session, or the
+        card answered 6881/6A81: no such channel), the operation runs once more on a fresh
+        channel, transparently; otherwise (a timeout around a reset: the card may have run an
+        AUTHENTICATE whose answer was lost) it fails with ``card.reset`` and the next
+        operation reopens the channel.
+        """
+        for attempt in (0, 1):
+            if self.transport.check_epoch() != self._epoch:
+                self._forget_after_reset("the transport saw a reset")
+            epoch = self._epoch
+            try:
+                result = fn()
+            except CardError as exc:
+                if exc.code == "card.reset" or not self._reset_during(exc, epoch):
+                    raise  # card.reset: a nested operation (identities) dealt with it already
+                self._forget_after_reset(exc.code)
+                if attempt == 0 and _not_run(exc):
+                    continue
+                raise CardError(
+                    "card.reset",
+                    f"the card or modem was reset during {what}; the next request reopens the channel",
+                    cause=exc.code,
+                ) from None
+            if self._app_link is not None:
+                self._app_worked = True  # a whole operation went through on this channel
+            return result
+        raise AssertionError("unreachable")
 
     def _reset_during(self, exc: CardError, epoch: int) -> bool:
         if exc.code == "modem.reopened" or self.transport.epoch != epoch:

@@ -62,6 +62,9 @@ class ApiConfig:
     max_inflight: int = 4
     idle_timeout_s: float = 300.0
     max_line: int = PROTOCOL_MAX_LINE
+    max_clients_per_uid: int = 8  # root is not capped (and has places beyond max_clients)
+    line_timeout_s: float = 10.0  # an unfinished line must end within this
+    write_timeout_s: float = 10.0  # a peer must read its replies within this
 
 
 @dataclass
@@ -122,6 +125,9 @@ _KINDS: dict[str, str] = {
     "api.max_inflight": "int",
     "api.idle_timeout_s": "number",
     "api.max_line": "int",
+    "api.max_clients_per_uid": "int",
+    "api.line_timeout_s": "number",
+    "api.write_timeout_s": "number",
     "modem.port": "str",
     "netlink.interfaces": "list[str]",
     "log.level": "str",
@@ -189,6 +195,11 @@ def _validate(cfg: Config, where: str) -> None:
         raise _invalid("api.max_inflight", where, "must be between 1 and 64")
     if not 0 < api.idle_timeout_s <= 86400:
         raise _invalid("api.idle_timeout_s", where, "must be > 0 and at most 86400 seconds")
+    if not 1 <= api.max_clients_per_uid <= 1024:
+        raise _invalid("api.max_clients_per_uid", where, "must be between 1 and 1024")
+    for key in ("line_timeout_s", "write_timeout_s"):
+        if not 0 < getattr(api, key) <= 3600:
+            raise _invalid(f"api.{key}", where, "must be > 0 and at most 3600 seconds")
     if not 1024 <= api.max_line <= PROTOCOL_MAX_LINE:
         raise _invalid("api.max_line", where, f"must be between 1024 and {PROTOCOL_MAX_LINE}")
     if cfg.log.level not in LOG_LEVELS:

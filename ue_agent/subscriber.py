@@ -5,6 +5,11 @@ Keys (design.md contract): imsi, impi, impu (list of URIs), domain, k, opc or op
 (list of addresses). Optional lab-only keys: iccid, mnc_length (2 or 3,
 default 2), isim (bool, default true: the card
 has an ISIM), gba_u (bool, default false: the ISIM service table offers GBA, i.e. GBA_U).
+
+PIN1 of the soft UICC (lab only, TS 102 221 9.5): pin1 (4-8 digits as a string; absent:
+the card has no PIN1 enabled), puk1 (8 digits, required with pin1), pin1_enabled (bool,
+default true when pin1 is set), pin1_tries (tries left at power-up, 0-3, default 3; 0 is
+a blocked PIN) and puk1_tries (0-10, default 10). The values are Secrets: never in a repr.
 """
 
 from __future__ import annotations
@@ -32,6 +37,11 @@ _KNOWN = {
     "mnc_length",
     "isim",
     "gba_u",
+    "pin1",
+    "puk1",
+    "pin1_enabled",
+    "pin1_tries",
+    "puk1_tries",
 }
 
 
@@ -50,6 +60,11 @@ class Subscriber:
     mnc_length: int = 2
     isim: bool = True
     gba_u: bool = False
+    pin1: Secret | None = None
+    puk1: Secret | None = None
+    pin1_enabled: bool = False
+    pin1_tries: int = 3
+    puk1_tries: int = 10
     source: str = ""
 
     @property
@@ -74,6 +89,39 @@ def _hex(data: dict, key: str, length: int, where: str) -> bytes:
     if len(value) != length:
         raise ConfigError("config.invalid", f"{where}: '{key}' must be {length} bytes", key=key)
     return value
+
+
+def _digits(data: dict, key: str, lengths: range, where: str) -> Secret | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if not (isinstance(value, str) and value.isascii() and value.isdigit() and len(value) in lengths):
+        # the value itself is never quoted: it is a secret
+        raise ConfigError(
+            "config.invalid",
+            f"{where}: '{key}' must be a string of {lengths.start}-{lengths.stop - 1} digits",
+            key=key,
+        )
+    return Secret(value.encode("ascii"), key.upper())
+
+
+def _pin_fields(data: dict, where: str) -> dict:
+    pin1 = _digits(data, "pin1", range(4, 9), where)
+    puk1 = _digits(data, "puk1", range(8, 9), where)
+    if (pin1 is None) != (puk1 is None):
+        raise ConfigError("config.missing_key", f"{where}: 'pin1' and 'puk1' go together", key="puk1")
+    enabled = data.get("pin1_enabled", pin1 is not None)
+    if not isinstance(enabled, bool) or (enabled and pin1 is None):
+        raise ConfigError(
+            "config.invalid", f"{where}: 'pin1_enabled' must be a bool and needs pin1", key="pin1_enabled"
+        )
+    out: dict = {"pin1": pin1, "puk1": puk1, "pin1_enabled": enabled}
+    for key, top in (("pin1_tries", 3), ("puk1_tries", 10)):
+        value = data.get(key, top)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+            raise ConfigError("config.invalid", f"{where}: '{key}' must be an integer 0-{top}", key=key)
+        out[key] = value
+    return out
 
 
 def parse_subscriber(data: dict, where: str = "<subscriber>") -> Subscriber:
@@ -118,6 +166,7 @@ def parse_subscriber(data: dict, where: str = "<subscriber>") -> Subscriber:
         mnc_length=mnc_length,
         isim=bool(data.get("isim", True)),
         gba_u=bool(data.get("gba_u", False)),
+        **_pin_fields(data, where),
         source=where,
     )
 

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from ue_agent import __version__
 from ue_agent.api.core import Request
 from ue_agent.api.errors import BAD_REQUEST, api_error
+from ue_agent.card.pin import PinGate
 from ue_agent.config import Config
 from ue_agent.errors import AgentError, CardError, KmsError, MediaError
 from ue_agent.handover.state import HandoverReport, HandoverTracker
@@ -171,7 +172,7 @@ class CardWorker:
                 pass
 
 
-def open_card(cfg: Config, on_urc: Callable[[str], None] | None = None) -> Any:
+def open_card(cfg: Config, on_urc: Callable[[str], None] | None = None, pin_gate: Any = None) -> Any:
     """Open the configured card path and the Card facade (runs in the worker thread).
 
     When the card is reached over the [modem] port itself, that port's URC lines
@@ -188,7 +189,16 @@ def open_card(cfg: Config, on_urc: Callable[[str], None] | None = None) -> Any:
         refused = enable_ims_reporting(transport.port)
         if refused:
             log.warning("modem %s refused %s: no handover reports", cfg.modem.port, ", ".join(refused))
-    return Card(transport)
+    card = Card(transport)
+    if pin_gate is not None:  # PIN1: VERIFY / AT+CPIN from the credential (ue_agent.pin_unlock)
+        from ue_agent.pin_unlock import unlock
+
+        try:
+            unlock(card, pin_gate)
+        except BaseException:
+            transport.close()
+            raise
+    return card
 
 
 MAX_PENDING_OFFERS = 64
@@ -393,7 +403,8 @@ class Agent:
         self.cfg = cfg
         self.emit = emit
         self.keys = KeyRegistry()
-        self.card = CardWorker(opener or (lambda: open_card(self.cfg, self._urc)), self._card_state)
+        self.pin = PinGate(cfg.card.pin_credential, cfg.card.pin_allow_last_try)
+        self.card = CardWorker(opener or (lambda: open_card(self.cfg, self._urc, self.pin)), self._card_state)
         self._urc: Callable[[str], None] | None = None
         self.extra_status: list[Callable[[], dict[str, Any]]] = []
         self.handover = HandoverTracker()
@@ -530,6 +541,7 @@ class Agent:
             card["error"] = self.card.state["error"]
         if ids is not None:
             card.update(application=ids.application, impi=ids.impi, impus=list(ids.impus), domain=ids.domain)
+        card["pin"] = self.pin.snapshot()
         out = {
             "agent": {"version": __version__, "uptime_s": int(time.time() - self.started)},
             "card": card,

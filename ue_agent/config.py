@@ -31,6 +31,8 @@ class CardConfig:
     port: str | None = None  # at: the modem's AT port for card access
     profile: str | None = None  # hardware profile name (hw_profiles/)
     subscriber: str | None = None  # lab: the subscriber file the in-process soft UICC uses
+    pin_credential: str | None = None  # credential (file) holding PIN1: a name in $CREDENTIALS_DIRECTORY
+    pin_allow_last_try: bool = False  # VERIFY even when one try is left (or the count is unknown)
 
 
 @dataclass
@@ -111,6 +113,8 @@ _KINDS: dict[str, str] = {
     "card.port": "str",
     "card.profile": "str",
     "card.subscriber": "str",
+    "card.pin_credential": "str",
+    "card.pin_allow_last_try": "bool",
     "network.bsf_url": "str",
     "network.kms_url": "str",
     "network.bsf_fqdn": "str",
@@ -137,6 +141,10 @@ def _check_kind(key: str, value: Any, where: str) -> Any:
     if kind == "str":
         if not isinstance(value, str) or not value:
             raise _invalid(key, where, "must be a non-empty string")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise _invalid(key, where, "must be true or false")
         return value
     if kind == "int":
         if isinstance(value, bool) or not isinstance(value, int):

@@ -113,7 +113,7 @@ def test_subscriber_pin_keys(tmp_path):
     for bad, key in (
         ('pin1 = "12a4"\npuk1 = "12345678"\n', "pin1"),
         ('pin1 = "1234"\n', "puk1"),
-        ('pin1_enabled = true\n', "pin1_enabled"),
+        ("pin1_enabled = true\n", "pin1_enabled"),
         (EXTRA + "pin1_tries = 4\n", "pin1_tries"),
     ):
         with pytest.raises(ConfigError) as ei:
@@ -168,7 +168,8 @@ def test_credential_file(cred_dir, tmp_path, monkeypatch):
 def test_config_pin_keys(tmp_path):
     from ue_agent.config import parse_config
 
-    cfg = parse_config({"card": {"transport": "pcsc", "pin_credential": "ue-agent.pin", "pin_allow_last_try": True}})
+    card = {"transport": "pcsc", "pin_credential": "ue-agent.pin", "pin_allow_last_try": True}
+    cfg = parse_config({"card": card})
     assert cfg.card.pin_credential == "ue-agent.pin" and cfg.card.pin_allow_last_try is True
     with pytest.raises(ConfigError) as ei:
         parse_config({"card": {"transport": "pcsc", "pin_allow_last_try": "yes"}})
@@ -291,7 +292,8 @@ def test_pin_over_each_modem_profile(profile, modem_factory, tmp_path, cred_dir,
     caplog.set_level(logging.DEBUG)
     uicc = _uicc(tmp_path)
     sim = modem_factory(profile, uicc=uicc)
-    _scenario(lambda: Card(open_modem_transport(str(sim.link_path), profile=profile, timeout=5)), cred_dir, uicc)
+    path = str(sim.link_path)
+    _scenario(lambda: Card(open_modem_transport(path, profile=profile, timeout=5)), cred_dir, uicc)
     assert "AT+CPIN=<redacted>" in sim.commands
     _no_secret_in(caplog, " ".join(sim.commands))
 
@@ -302,7 +304,8 @@ def test_modem_pin_status_sources(modem_factory, tmp_path):
     from ue_agent.drivers.at_pin import modem_pin_status
 
     uicc = _uicc(tmp_path, EXTRA + "pin1_tries = 2\n")
-    for profile, source in (("quectel-ec25", "AT+QPINC"), ("fibocom-fm350", "AT+CSIM VERIFY"), ("generic-at", "CPINR")):
+    expected = (("quectel-ec25", "AT+QPINC"), ("fibocom-fm350", "AT+CSIM VERIFY"), ("generic-at", "CPINR"))
+    for profile, source in expected:
         sim = modem_factory(profile, uicc=uicc)
         port = AtPort(str(sim.link_path), profile=profile, timeout=5)
         try:

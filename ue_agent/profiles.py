@@ -396,6 +396,16 @@ class Detection:
     matched: tuple[str, ...] = ()  # every family whose rules matched (more than one: ambiguous)
 
 
+def _ati_texts(lines: tuple[str, ...]) -> list[str]:
+    """ATI's lines, and for "Label: value" lines (Sierra, SIMCom) the value too."""
+    out: list[str] = []
+    for line in lines:
+        out.append(line)
+        if ":" in line:
+            out.append(line.split(":", 1)[1].strip())
+    return out
+
+
 def _hits(patterns: tuple[str, ...], texts: list[str]) -> bool:
     return any(re.search(p, t, re.IGNORECASE) for p in patterns for t in texts if t)
 
@@ -416,8 +426,9 @@ def match_profile(identity: ModemIdentity, profiles: list[Profile] | None = None
         by_id = (identity.usb_id is not None and identity.usb_id in port.usb_ids) or (
             identity.pci_id is not None and identity.pci_id in port.pci_ids
         )
-        man = bool(m.manufacturer) and _hits(m.manufacturer, [identity.manufacturer, *identity.ati])
-        model = bool(m.model) and _hits(m.model, [identity.model, *identity.ati])
+        ati = _ati_texts(identity.ati)
+        man = bool(m.manufacturer) and _hits(m.manufacturer, [identity.manufacturer, *ati])
+        model = bool(m.model) and _hits(m.model, [identity.model, *ati])
         score = (2 if man and model else 0) + (1 if by_id else 0)
         if score:
             why = " and ".join(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 
 from ue_agent.card import pin as pinmod
 from ue_agent.card.pin import BLOCKED, READY, REQUIRED, PinStatus
@@ -28,6 +29,7 @@ CME_SIM_NOT_INSERTED = 10
 CME_SIM_PIN_REQUIRED = 11
 CME_SIM_PUK_REQUIRED = 12
 CME_INCORRECT_PASSWORD = 16
+READY_POLLS, READY_POLL_S = 20, 0.25  # at most 5 s for the SIM to be ready after AT+CPIN=
 _LEN_HEX = re.compile(r'^\s*(?:\+CSIM:\s*)?(\d+)\s*,\s*"?([0-9A-Fa-f]+)"?\s*$', re.IGNORECASE)
 
 
@@ -126,4 +128,10 @@ def enter_pin(port: AtPort, pin: Secret) -> PinStatus:
         raise
     finally:
         del digits
+    # the SIM initialises after the PIN (+CPIN: READY, then SMS DONE / PB DONE URCs on many
+    # modems): wait, bounded, until AT+CPIN? says READY before the first +CSIM
+    for _ in range(READY_POLLS):
+        if cpin_status(port).state == READY:
+            break
+        time.sleep(READY_POLL_S)
     return PinStatus(READY, None, "AT+CPIN=", verified_by_agent=True)

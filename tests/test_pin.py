@@ -322,6 +322,7 @@ def test_status_reports_the_pin(tmp_path, cred_dir):
 
     from ue_agent.agent import Agent
     from ue_agent.config import parse_config
+    from ue_agent.ops.status import status_of
 
     sub = write_subscriber(tmp_path / "s.toml", extra=EXTRA)
     cfg = parse_config({"card": {"transport": "lab", "subscriber": str(sub)}})
@@ -330,7 +331,7 @@ def test_status_reports_the_pin(tmp_path, cred_dir):
         agent = Agent(cfg, lambda *a: None)
         await agent.start()
         try:
-            return agent.status()
+            return status_of(agent.ctx)
         finally:
             await agent.stop()
 

@@ -32,10 +32,10 @@ import struct
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ue_agent.api import errors as E
-from ue_agent.api.core import ConnectionCore, Request
+from ue_agent.api.core import ConnectionCore, Peer, Request
 from ue_agent.api.protocol import encode
 from ue_agent.config import ApiConfig
 from ue_agent.errors import AgentError
@@ -52,16 +52,6 @@ MAX_WRITE_BUFFER = 256 * 1024
 LINES_PER_TURN = 64
 #: connections root may open beyond max_clients when no connection can be evicted
 ROOT_RESERVE = 4
-
-
-class Peer(NamedTuple):
-    """The peer of a connection, from SO_PEERCRED / SO_PEERGROUPS."""
-
-    pid: int
-    uid: int
-    gid: int
-    groups: tuple[int, ...] = ()
-    conn: int = 0
 
 
 #: Runs one request: returns the result dict at once, or an awaitable of it (which then

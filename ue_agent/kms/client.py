@@ -65,7 +65,7 @@ class KmsClient:
         self.naf = naf
         self.gba = gba if gba is not None else naf.gba
         self.url = kms_url.rstrip("/") + KMS_PATH
-        self.kms_fqdn = kms_fqdn.lower()
+        self.kms_fqdn = kms_fqdn  # as given: it enters Ks_NAF (TS 33.220 B.3)
         self.own = ids.canonical(own_uri)
         self.clock = clock
         self.prf_func = prf_func

@@ -55,8 +55,15 @@ def test_naf_fqdn_enters_the_kdf_as_given():
     assert nid == b"KMS.Ims.Example.org" + b"\x01\x00\x00\x00\x06"
     want = hmac.new(
         KS,
-        b"\x01" + b"gba-me" + b"\x00\x06" + RAND + b"\x00\x10" + IMPI.encode() + bytes([0, len(IMPI)])
-        + nid + len(nid).to_bytes(2, "big"),
+        b"\x01"
+        + b"gba-me"
+        + b"\x00\x06"
+        + RAND
+        + b"\x00\x10"
+        + IMPI.encode()
+        + bytes([0, len(IMPI)])
+        + nid
+        + len(nid).to_bytes(2, "big"),
         hashlib.sha256,
     ).digest()
     assert ks_naf(KS, RAND, IMPI, nid) == want

@@ -227,15 +227,16 @@ def _mikey_stream(media: str, suite: str | None) -> Any:
 
 
 def _mikey_streams(keys: list[Any], media: list[str] | None) -> list[Any]:
-    """MIKEY gives one key per crypto session, for both directions (SSRCs keep them apart)."""
+    """MIKEY gives per stream a crypto session for each direction (RFC 6043 6.1.1, docs/kms.md):
+    ``tx`` ours, ``rx`` the peer's; a TLS session has one PSK for both."""
     from ue_agent.media.keys import StreamKeys, TlsPskKeys
 
     if media is not None and len(media) != len(keys):
         for k in keys:
             k.zeroize()
         raise MediaError("media.bad_session", f"'media' must name {len(keys)} streams", streams=len(keys))
-    names = media or ["message" if isinstance(k, TlsPskKeys) else "audio" for k in keys]
-    return [StreamKeys(name, tx=k) for name, k in zip(names, keys, strict=True)]
+    names = media or ["message" if isinstance(k.tx, TlsPskKeys) else "audio" for k in keys]
+    return [StreamKeys(name, tx=k.tx, rx=k.rx) for name, k in zip(names, keys, strict=True)]
 
 
 def _mikey_message(value: str, name: str) -> bytes:

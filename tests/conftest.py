@@ -17,6 +17,24 @@ pytest_plugins = [
 HERE = Path(__file__).parent
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--install-tests",
+        action="store_true",
+        help="also run the tests marked install (build the wheel, fresh venvs; .ci/run passes it)",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``install`` are deselected (not skipped) without --install-tests."""
+    if config.getoption("--install-tests"):
+        return
+    kept = [i for i in items if i.get_closest_marker("install") is None]
+    if len(kept) != len(items):
+        config.hook.pytest_deselected(items=[i for i in items if i.get_closest_marker("install")])
+        items[:] = kept
+
+
 @pytest.fixture
 def subscriber_file(tmp_path: Path) -> Path:
     """A subscriber file with TS 35.208 test set 1's K and OP."""

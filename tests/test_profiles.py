@@ -198,3 +198,19 @@ def test_cli_profiles_bad_profile_file(tmp_path):
     )
     assert proc.returncode == 1
     assert "config.unknown_key" in proc.stderr and "wat" in proc.stderr
+
+
+def test_package_data_read_as_traversable_not_as_a_path_string(monkeypatch, tmp_path):
+    """An installed wheel gives ``files("ue_agent.hw_profiles")`` as a MultiplexedPath (the
+    directory has no __init__.py), whose str() is "MultiplexedPath('...')", not a path: the
+    profiles must be found through the Traversable API alone (issue 10)."""
+    from importlib.resources.readers import MultiplexedPath
+
+    data = MultiplexedPath(str(REPO / "hw_profiles"))
+    monkeypatch.setattr(profiles.resources, "files", lambda package: data)
+    monkeypatch.setattr(profiles, "SOURCE_DIR", tmp_path / "no-source-tree")
+    monkeypatch.setattr(profiles, "ETC_DIR", tmp_path / "no-etc")
+    monkeypatch.delenv("UE_AGENT_PROFILES", raising=False)
+    names = profiles.available()
+    assert sorted(names) == sorted(p.stem for p in (REPO / "hw_profiles").glob("*.toml"))
+    assert profiles.get_profile("generic-at").kind == "at"

@@ -1,10 +1,12 @@
 """The ``ue-agent`` command. Each subcommand imports its module only when it runs,
-so ``ue-agent status`` does not pay for aiohttp, pyscard or pyroute2."""
+so ``ue-agent status`` does not pay for pyscard or pyroute2, and the device commands never
+import the lab (``ue_agent.lab``) or its extra's libraries."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import sys
 
 from ue_agent import __version__
@@ -12,6 +14,8 @@ from ue_agent.errors import AgentError
 
 DEFAULT_CONFIG = "/etc/ue-agent/config.toml"
 DEFAULT_SOCKET = "/run/ue-agent/api.sock"
+#: the modules of the ``[lab]`` extra (pyproject.toml); ``lab`` and ``demo`` need them
+LAB_MODULES = ("aiohttp", "pylibsrtp")
 
 
 def _handler(target: str):
@@ -20,6 +24,28 @@ def _handler(target: str):
     def run(args: argparse.Namespace) -> int:
         module, func = target.split(":")
         return getattr(importlib.import_module(module), func)(args) or 0
+
+    return run
+
+
+def _lab_handler(target: str, command: str):
+    """Like :func:`_handler`, for the commands of the ``[lab]`` extra: when its libraries are
+    not installed (a device install has only the base dependencies), say which extra to
+    install instead of failing on an import deep inside the lab."""
+    inner = _handler(target)
+
+    def run(args: argparse.Namespace) -> int:
+        missing = [m for m in LAB_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise AgentError(
+                "cli.extra_missing",
+                f"'ue-agent {command}' needs the lab extra, which is not installed"
+                f" (missing: {', '.join(missing)}): pip install 'ue-agent[lab]'."
+                " Device installs (the .deb, a base wheel install) do not ship the lab.",
+                extra="lab",
+                missing=missing,
+            )
+        return inner(args)
 
     return run
 
@@ -40,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep-dir", help="keep the lab's files (configs, logs) in this directory")
     demo.add_argument("--only", action="append", metavar="SCENARIO", help="run only these scenarios")
     demo.add_argument("--no-pcsc", action="store_true", help="keep UE-B's card in process (no pcscd)")
-    demo.set_defaults(func=_handler("ue_agent.lab.demo:main"))
+    demo.set_defaults(func=_lab_handler("ue_agent.lab.demo:main", "demo"))
 
     lab = sub.add_parser("lab", help="parts of the embedded lab, one at a time")
     lab_sub = lab.add_subparsers(dest="lab_command", required=True, metavar="PART")
@@ -48,17 +74,17 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--subscribers", nargs="+", required=True, metavar="FILE")
     net.add_argument("--bsf", default="127.0.0.1:8080", metavar="HOST:PORT")
     net.add_argument("--kms", default="127.0.0.1:8081", metavar="HOST:PORT")
-    net.set_defaults(func=_handler("ue_agent.lab.network:main"))
+    net.set_defaults(func=_lab_handler("ue_agent.lab.network:main", "lab network"))
     uicc = lab_sub.add_parser("uicc", help="a soft UICC served to a vpcd virtual reader")
     uicc.add_argument("--subscriber", required=True, metavar="FILE")
     uicc.add_argument("--vpcd", default="127.0.0.1:35963", metavar="HOST:PORT")
-    uicc.set_defaults(func=_handler("ue_agent.lab.vpcd:main"))
+    uicc.set_defaults(func=_lab_handler("ue_agent.lab.vpcd:main", "lab uicc"))
     modem = lab_sub.add_parser("modem", help="a modem simulator with a soft UICC on a pty")
     modem.add_argument("--subscriber", required=True, metavar="FILE")
     modem.add_argument("--pty", required=True, metavar="PATH", help="symlink to create for the pty")
     modem.add_argument("--profile", default="generic-at", help="hardware profile whose dialect to speak")
     modem.add_argument("--control", metavar="FIFO", help="a FIFO whose lines are emitted as URCs")
-    modem.set_defaults(func=_handler("ue_agent.lab.modem:main"))
+    modem.set_defaults(func=_lab_handler("ue_agent.lab.modem:main", "lab modem"))
 
     card = sub.add_parser("card", help="the UICC")
     card_sub = card.add_subparsers(dest="card_command", required=True, metavar="ACTION")

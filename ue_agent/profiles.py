@@ -18,6 +18,8 @@ import json
 import os
 import tomllib
 from dataclasses import MISSING, asdict, dataclass, field
+from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -231,8 +233,10 @@ def parse_profile(data: dict[str, Any], where: str = "<profile>") -> Profile:
     )
 
 
-def load_profile_file(path: str | Path) -> Profile:
-    path = Path(path)
+def load_profile_file(path: str | Path | Traversable) -> Profile:
+    """Load one profile file: a path, or a Traversable from the package data."""
+    if isinstance(path, str):
+        path = Path(path)
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except OSError as exc:
@@ -240,7 +244,7 @@ def load_profile_file(path: str | Path) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("config.invalid", f"{path}: not TOML: {exc}", path=str(path)) from None
     profile = parse_profile(data, str(path))
-    if profile.name != path.stem:
+    if profile.name + ".toml" != path.name:
         raise ConfigError(
             "config.invalid", f"{path}: name '{profile.name}' must match the file name", key="name"
         )
@@ -250,30 +254,36 @@ def load_profile_file(path: str | Path) -> Profile:
 # --- search path ----------------------------------------------------------------------------------------
 
 
-def search_path() -> list[Path]:
-    dirs = [Path(p) for p in os.environ.get("UE_AGENT_PROFILES", "").split(":") if p]
+def search_path() -> list[Traversable]:
+    """The profile directories, first hit wins.
+
+    The installed package data is a :class:`~importlib.resources.abc.Traversable`, not
+    necessarily a filesystem path: ``ue_agent.hw_profiles`` has no ``__init__.py``, so an
+    installed wheel gives a ``MultiplexedPath`` (whose ``str()`` is not a path), and a
+    zipped install would give a ``zipfile.Path``. Only the Traversable API is used on it.
+    """
+    dirs: list[Traversable] = [Path(p) for p in os.environ.get("UE_AGENT_PROFILES", "").split(":") if p]
     dirs.append(ETC_DIR)
     try:
-        from importlib.resources import files
-
-        dirs.append(Path(str(files("ue_agent.hw_profiles"))))
-    except (ModuleNotFoundError, TypeError, ValueError):
+        dirs.append(resources.files("ue_agent.hw_profiles"))
+    except ModuleNotFoundError:
         pass
     dirs.append(SOURCE_DIR)
-    out: list[Path] = []
+    out: list[Traversable] = []
     for d in dirs:
         if d not in out:
             out.append(d)
     return out
 
 
-def _profile_files() -> dict[str, Path]:
-    found: dict[str, Path] = {}
+def _profile_files() -> dict[str, Traversable]:
+    found: dict[str, Traversable] = {}
     for d in search_path():
         if not d.is_dir():
             continue
-        for f in sorted(d.glob("*.toml")):
-            found.setdefault(f.stem, f)
+        for f in sorted(d.iterdir(), key=lambda t: t.name):
+            if f.name.endswith(".toml") and f.is_file():
+                found.setdefault(f.name[: -len(".toml")], f)
     return found
 
 

@@ -476,5 +476,14 @@ def test_the_package_never_imports_ue_agent() -> None:
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [node.module or ""]
             for n in names:
-                assert n.split(".")[0] in {"__future__", "cryptography", "hashlib", "hmac", "os", "time",
-                                           "collections", "dataclasses", "typing"}, (f.name, n)
+                assert n.split(".")[0] in {
+                    "__future__",
+                    "cryptography",
+                    "hashlib",
+                    "hmac",
+                    "os",
+                    "time",
+                    "collections",
+                    "dataclasses",
+                    "typing",
+                }, (f.name, n)

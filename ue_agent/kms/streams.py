@@ -169,6 +169,8 @@ def _suite_from_sp(sp: mikey.SecurityPolicy | None) -> str:
         if got is not None and got != v:
             raise MikeyError("mikey.unsupported", "SRTP policy other than AES-CM-128/HMAC-SHA-1", param=t)
     tag = sp.param(SP_AUTH_TAG_LEN)
+    if tag is None:
+        tag = b"\x0a"  # RFC 3830 6.10.1: the default auth tag length is 80 bits
     for suite, tlen in _SRTP_SUITES.items():
         if tag == bytes([tlen]):
             return suite

@@ -122,7 +122,10 @@ def write_pcap(path: Path, frames: list[tuple[int, bytes]]) -> None:
 
 
 def sip_invite(line: str) -> bytes:
-    body = f"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n{line}\r\nm=audio 4000 RTP/SAVP 0\r\n"
+    body = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
+        f"{line}\r\nm=audio 4000 RTP/SAVP 0\r\n"
+    )
     head = (
         "INVITE sip:bob@ims.example.org SIP/2.0\r\n"
         "Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-1\r\n"

@@ -16,13 +16,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from ue_agent.config import config_error
+from ue_agent.convert import INTERNAL, ConvertError, convert
 from ue_agent.errors import ConfigError
 
 KINDS = ("at", "pcsc", "lab")
@@ -39,6 +42,7 @@ class PortHint:
 
     by_id: tuple[str, ...] = ()  # glob patterns under /dev/serial/by-id/
     usb_ids: tuple[str, ...] = ()  # "vvvv:pppp"
+    pci_ids: tuple[str, ...] = ()  # "vvvv:dddd" (PCIe modules whose AT port is /dev/wwan*)
     baudrate: int = 115200
     note: str = ""
 
@@ -53,13 +57,14 @@ class ReaderHint:
 
 @dataclass(frozen=True)
 class CardAccess:
-    access: str  # "csim" | "cgla" | "pcsc" | "lab"
+    access: Literal["csim", "cgla", "pcsc", "lab"]
     csim: bool = True  # AT+CSIM is offered
     ccho: bool = False  # AT+CCHO/+CGLA are offered
     cchc: bool = True  # AT+CCHC is offered (Sierra EM9191 has none)
     modem_handles_61xx: bool = False  # the modem runs GET RESPONSE itself and answers data||9000
-    session_id: str = "channel"  # "channel": +CCHO answers the channel number; "opaque": a long handle
-    logical_channels: str = "ccho"  # "ccho" | "manage_channel" (via +CSIM) | "none"
+    # "channel": +CCHO answers the channel number; "opaque": a long handle
+    session_id: Literal["channel", "opaque"] = "channel"
+    logical_channels: Literal["ccho", "manage_channel", "none"] = "ccho"  # manage_channel: via +CSIM
     ccho_missing_app_cme: int = 13  # +CME ERROR code when the AID is not on the card
     note: str = ""
 
@@ -73,13 +78,46 @@ class AtDialect:
     ccho_prefix: bool = True  # False: +CCHO answers a bare "1" (Fibocom FM350)
     cgla_prefix: bool = True  # False: +CGLA answers a bare '4,"9000"' (Fibocom FM350)
     no_test_commands: tuple[str, ...] = ()  # commands whose "=?" form answers ERROR
-    length_field: str = "hex_chars"  # "hex_chars" (TS 27.007) | "bytes" (length field in bytes: wrong)
+    # "hex_chars" (TS 27.007) | "bytes" (length field in bytes: wrong)
+    length_field: Literal["hex_chars", "bytes"] = "hex_chars"
     max_line: int = 1024  # longest information line seen from this family, in characters
     command_timeout_s: float = 10.0
     init: tuple[str, ...] = ()  # commands sent after opening the port, in order
     shutdown: tuple[str, ...] = ()  # commands sent before closing it
     forbidden: tuple[str, ...] = ()  # commands the driver refuses to send (they reboot the modem)
     urcs: tuple[str, ...] = ()  # vendor URC prefixes routed to the URC callback (e.g. "#QSS")
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PinQuery:
+    """How this family reports the PIN1 tries left (kind = "at"); TS 27.007 has AT+CPINR (8.65),
+    many modems answer a vendor command instead. ``retries_answer`` is the answer's layout
+    with ``{pin}``/``{puk}`` (the simulator replays it); the driver reads field
+    ``retries_index`` (0 = the first after the prefix) of the line starting ``retries_prefix``."""
+
+    retries_command: str = ""
+    retries_prefix: str = ""
+    retries_index: int = 0
+    retries_answer: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Match:
+    """How a modem is recognised (auto-detection when the config names no profile).
+
+    ``manufacturer`` / ``model``: regular expressions searched, case-insensitively, in the
+    answers to AT+CGMI / AT+CGMM (and in ATI's lines). A family matches when a manufacturer
+    pattern and a model pattern both match, or when the port's USB/PCI id is one of
+    ``[port] usb_ids`` / ``pci_ids``. ``cgmi`` / ``cgmm`` / ``ati``: what the family answers
+    (recorded examples); the lab simulator replays them."""
+
+    manufacturer: tuple[str, ...] = ()
+    model: tuple[str, ...] = ()
+    cgmi: str = ""
+    cgmm: str = ""
+    ati: tuple[str, ...] = ()
     note: str = ""
 
 
@@ -92,7 +130,7 @@ class ImsReporting:
 @dataclass(frozen=True)
 class Profile:
     name: str
-    kind: str
+    kind: Literal["at", "pcsc", "lab"]
     summary: str
     vendor: str = ""
     models: tuple[str, ...] = ()
@@ -101,7 +139,9 @@ class Profile:
     reader: ReaderHint | None = None
     at: AtDialect | None = None
     ims: ImsReporting | None = None
-    source: str = ""
+    pin: PinQuery | None = None
+    match: Match | None = None
+    source: Annotated[str, INTERNAL] = ""
 
     @property
     def access(self) -> str:
@@ -113,124 +153,66 @@ class Profile:
 
 # --- validation ---------------------------------------------------------------------------------------
 
-_TOP = {"name", "kind", "summary", "vendor", "models", "port", "reader", "card", "at", "ims"}
-_SECTIONS: dict[str, type] = {
-    "port": PortHint,
-    "reader": ReaderHint,
-    "card": CardAccess,
-    "at": AtDialect,
-    "ims": ImsReporting,
+_SECTIONS_BY_KIND = {
+    "at": {"port", "card", "at", "ims", "pin", "match"},
+    "pcsc": {"reader", "card"},
+    "lab": {"card"},
 }
-_SECTIONS_BY_KIND = {"at": {"port", "card", "at", "ims"}, "pcsc": {"reader", "card"}, "lab": {"card"}}
-
-
-def _check_type(value: Any, default: Any, key: str, where: str) -> Any:
-    """Coerce TOML values to the dataclass field's type (taken from its default)."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, tuple):
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        value = tuple(value) if ok else value
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        want = type(default).__name__ if not isinstance(default, tuple) else "list of strings"
-        raise ConfigError("config.invalid", f"{where}: '{key}' must be a {want}", key=key)
-    return value
-
-
-def _section(cls: type, data: Any, section: str, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError("config.invalid", f"{where}: [{section}] must be a table", key=section)
-    fields = cls.__dataclass_fields__
-    for key in data:
-        if key not in fields:
-            raise ConfigError(
-                "config.unknown_key", f"{where}: unknown key '{section}.{key}'", key=f"{section}.{key}"
-            )
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name in data:
-            default = "" if f.default is MISSING else f.default
-            kwargs[name] = _check_type(data[name], default, f"{section}.{name}", where)
-    try:
-        return cls(**kwargs)
-    except TypeError:
-        missing = [n for n, f in fields.items() if n not in kwargs and f.default is MISSING]
-        key = f"{section}.{missing[0]}" if missing else section
-        raise ConfigError("config.missing_key", f"{where}: missing key '{key}'", key=key) from None
+_ALL_SECTIONS = {"port", "reader", "card", "at", "ims", "pin", "match"}
 
 
 def parse_profile(data: dict[str, Any], where: str = "<profile>") -> Profile:
     """Validate one profile table (as read from TOML) into a :class:`Profile`."""
-    for key in data:
-        if key not in _TOP:
-            raise ConfigError("config.unknown_key", f"{where}: unknown key '{key}'", key=key)
-    for key in ("name", "kind", "summary", "card"):
-        if key not in data:
-            raise ConfigError("config.missing_key", f"{where}: missing key '{key}'", key=key)
-    for key in ("name", "kind", "summary", "vendor"):
-        if key in data and not isinstance(data[key], str):
-            raise ConfigError("config.invalid", f"{where}: '{key}' must be a string", key=key)
-    kind = data["kind"]
-    if kind not in KINDS:
-        raise ConfigError("config.invalid", f"{where}: kind must be one of {', '.join(KINDS)}", key="kind")
-    allowed = _SECTIONS_BY_KIND[kind]
-    sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
-        if name not in data:
-            continue
-        if name not in allowed:
+    try:
+        profile = convert(Profile, data)
+    except ConvertError as exc:
+        raise config_error(exc, where) from None
+    if "card" not in data:  # the dataclass default is for programs; a file says how the card is reached
+        raise ConfigError("config.missing_key", f"{where}: missing key 'card'", key="card")
+    kind = profile.kind
+    for name in sorted(_ALL_SECTIONS - _SECTIONS_BY_KIND[kind]):
+        if name in data:
             raise ConfigError(
                 "config.unknown_key", f"{where}: [{name}] does not apply to kind '{kind}'", key=name
             )
-        sections[name] = _section(cls, data[name], name, where)
-    card: CardAccess = sections["card"]
+    card = profile.card
     if card.access not in ACCESS[kind]:
         raise ConfigError(
             "config.invalid",
             f"{where}: card.access must be one of {', '.join(ACCESS[kind])} for kind '{kind}'",
             key="card.access",
         )
-    if card.session_id not in ("channel", "opaque"):
-        raise ConfigError(
-            "config.invalid", f"{where}: card.session_id: channel or opaque", key="card.session_id"
-        )
-    if card.logical_channels not in ("ccho", "manage_channel", "none"):
-        raise ConfigError(
-            "config.invalid",
-            f"{where}: card.logical_channels: ccho, manage_channel or none",
-            key="card.logical_channels",
-        )
     if card.access == "cgla" and not card.ccho:
         raise ConfigError(
             "config.invalid", f"{where}: card.access = cgla needs card.ccho = true", key="card.ccho"
         )
+    defaults: dict[str, Any] = {"source": where}
     if kind == "at":
-        sections.setdefault("at", AtDialect())
-        sections.setdefault("ims", ImsReporting())
-        sections.setdefault("port", PortHint())
-        if sections["at"].length_field not in ("hex_chars", "bytes"):
-            raise ConfigError(
-                "config.invalid", f"{where}: at.length_field: hex_chars or bytes", key="at.length_field"
-            )
-    models = data.get("models", [])
-    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-        raise ConfigError("config.invalid", f"{where}: 'models' must be a list of strings", key="models")
-    return Profile(
-        name=data["name"],
-        kind=kind,
-        summary=data["summary"],
-        vendor=data.get("vendor", ""),
-        models=tuple(models),
-        source=where,
-        **sections,
-    )
+        defaults.update(
+            at=profile.at or AtDialect(),
+            ims=profile.ims or ImsReporting(),
+            port=profile.port or PortHint(),
+            pin=profile.pin or PinQuery(),
+            match=profile.match or Match(),
+        )
+        _check_match(defaults["match"], defaults["port"], where)
+    return replace(profile, **defaults)
+
+
+_ID = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
+
+
+def _check_match(match: Match, port: PortHint, where: str) -> None:
+    for key, patterns in (("match.manufacturer", match.manufacturer), ("match.model", match.model)):
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError("config.invalid", f"{where}: {key}: bad pattern ({exc})", key=key) from None
+    for key, ids in (("port.usb_ids", port.usb_ids), ("port.pci_ids", port.pci_ids)):
+        for value in ids:
+            if not _ID.match(value):
+                raise ConfigError("config.invalid", f"{where}: {key}: 'vvvv:pppp' in lower-case hex", key=key)
 
 
 def load_profile_file(path: str | Path | Traversable) -> Profile:
@@ -316,6 +298,92 @@ def resolve(profile: Profile | str | None, default: str | None = None) -> Profil
     if profile is None:
         return get_profile(default) if default else None
     return get_profile(profile)
+
+
+# --- auto-detection -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModemIdentity:
+    """What a modem says about itself (AT+CGMI, AT+CGMM, AT+CGMR, ATI) and the bus id of its port."""
+
+    manufacturer: str = ""
+    model: str = ""
+    revision: str = ""
+    ati: tuple[str, ...] = ()
+    usb_id: str | None = None  # "vvvv:pppp" of the USB device the port belongs to
+    pci_id: str | None = None  # "vvvv:dddd" of a PCIe modem (/dev/wwan*)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The profile chosen for a modem, and why."""
+
+    profile: Profile
+    reason: str
+    matched: tuple[str, ...] = ()  # every family whose rules matched (more than one: ambiguous)
+
+
+def _ati_texts(lines: tuple[str, ...]) -> list[str]:
+    """ATI's lines, and for "Label: value" lines (Sierra, SIMCom) the value too."""
+    out: list[str] = []
+    for line in lines:
+        out.append(line)
+        if ":" in line:
+            out.append(line.split(":", 1)[1].strip())
+    return out
+
+
+def _hits(patterns: tuple[str, ...], texts: list[str]) -> bool:
+    return any(re.search(p, t, re.IGNORECASE) for p in patterns for t in texts if t)
+
+
+def match_profile(identity: ModemIdentity, profiles: list[Profile] | None = None) -> Detection:
+    """The AT profile whose ``[match]`` rules fit ``identity``; generic-at when none or several do.
+
+    A family fits when a manufacturer pattern and a model pattern both match (the answers
+    to AT+CGMI / AT+CGMM, or ATI's lines), or when the port's USB/PCI id is one of the
+    family's. Both ways agreeing ranks above one; a tie between families is ambiguous.
+    """
+    profiles = [p for p in (profiles if profiles is not None else load_all()) if p.kind == "at"]
+    scored: list[tuple[int, Profile, str]] = []
+    for p in profiles:
+        m, port = p.match, p.port
+        if m is None or port is None:
+            continue
+        by_id = (identity.usb_id is not None and identity.usb_id in port.usb_ids) or (
+            identity.pci_id is not None and identity.pci_id in port.pci_ids
+        )
+        ati = _ati_texts(identity.ati)
+        man = bool(m.manufacturer) and _hits(m.manufacturer, [identity.manufacturer, *ati])
+        model = bool(m.model) and _hits(m.model, [identity.model, *ati])
+        score = (2 if man and model else 0) + (1 if by_id else 0)
+        if score:
+            why = " and ".join(
+                x
+                for x, hit in (
+                    ("AT+CGMI/AT+CGMM", man and model),
+                    ("bus id " + str(identity.usb_id or identity.pci_id), by_id),
+                )
+                if hit
+            )
+            scored.append((score, p, why))
+    fallback = next((p for p in profiles if p.name == "generic-at"), None) or get_profile("generic-at")
+    said = " ".join(x for x in (identity.manufacturer, identity.model) if x) or "no identity"
+    if not scored:
+        return Detection(fallback, f"no profile matches '{said}': generic-at")
+    best = max(s for s, _, _ in scored)
+    top = [(p, why) for s, p, why in scored if s == best]
+    names = tuple(p.name for _, p, _ in scored)
+    if len(top) > 1:
+        return Detection(
+            fallback, f"'{said}' matches {', '.join(p.name for p, _ in top)}: ambiguous, generic-at", names
+        )
+    profile, why = top[0]
+    return Detection(profile, f"'{said}' matches {profile.name} ({why})", names)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from ue_agent.config import Config
 from ue_agent.errors import AgentError, CardError
 
 if TYPE_CHECKING:
+    from ue_agent.card.pin import PinGate
     from ue_agent.card.results import AkaMacFailure, AkaOutcome, AkaSyncFailure, GbaBootstrapRes
     from ue_agent.card.session import Card
     from ue_agent.secret import Secret
@@ -210,7 +211,9 @@ class CardWorker:
                     pass
 
 
-def open_card(cfg: Config, on_urc: Callable[[str], None] | None = None) -> Card:
+def open_card(
+    cfg: Config, on_urc: Callable[[str], None] | None = None, pin_gate: PinGate | None = None
+) -> Card:
     """Open the configured card path and the Card facade (runs in the worker thread).
 
     When the card is reached over the [modem] port itself, that port's URC lines
@@ -229,6 +232,14 @@ def open_card(cfg: Config, on_urc: Callable[[str], None] | None = None) -> Card:
         if refused:
             log.warning("modem %s refused %s: no handover reports", cfg.modem.port, ", ".join(refused))
     card = Card(transport)
+    if pin_gate is not None:  # PIN1: VERIFY / AT+CPIN from the credential (ue_agent.pin_unlock)
+        from ue_agent.pin_unlock import unlock
+
+        try:
+            unlock(card, pin_gate)
+        except BaseException:
+            transport.close()
+            raise
     from ue_agent.channel_record import attach
 
     attach(card, cfg.api.socket)  # close what a killed predecessor left open, note ours

@@ -43,14 +43,17 @@ def _identities(card: Any) -> Any:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ue_agent.card.pin import PinGate
     from ue_agent.card.session import Card
     from ue_agent.config import load_config
+    from ue_agent.pin_unlock import unlock
     from ue_agent.transports import open_transport
 
     cfg = load_config(args.config)
     transport = open_transport(cfg.card)
     card = Card(transport)
     try:
+        unlock(card, PinGate(cfg.card.pin_credential, cfg.card.pin_allow_last_try))
         ids = _identities(card).to_dict()
     finally:
         card.close()  # closes the ISIM's logical channel, then the transport

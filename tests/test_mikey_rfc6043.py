@@ -454,3 +454,14 @@ def test_key_data_sub_payloads_truncated_or_with_a_wrong_length():
     with pytest.raises(MikeyError) as e:  # key type 8 is unassigned (IANA)
         mikey.KeyData.decode_all(H("00 81 0001 00 01 00"))
     assert e.value.code == "mikey.unsupported"
+
+
+def test_transfer_error_message_layout():
+    """RFC 6043 5.4: Error message = HDR, T, (ERR), {SP}, [V]; version, PRF func and CSB ID of the
+    message where the error occurred; V = 0; fresh T."""
+    ti = H("01 0e 05 81 0a0b0c0d 00 01") + H("00 00 e8d4a51000000000")
+    err = session.transfer_error(ti, mikey.ERR_INVALID_TICKET, now=1_700_000_000.0)
+    assert err is not None
+    assert err[:10] == H("01 06 05 01 0a0b0c0d 00 01")  # Error, next T, V=0 | PRF 1, same CSB ID
+    assert err[10:12] == H("0c 00") and err[20:] == H("00 0e 0000")  # T (next ERR), ERR 14 last
+    assert session.transfer_error(b"\x01\x0e", 1) is None

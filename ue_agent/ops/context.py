@@ -19,6 +19,7 @@ from ue_agent.media.sessions import SessionRegistry
 from ue_agent.secret import Secret
 
 if TYPE_CHECKING:
+    from ue_agent.card.pin import PinGate
     from ue_agent.card.results import CardIdentities
     from ue_agent.card_worker import CardWorker
     from ue_agent.media.store import KeyStore
@@ -67,6 +68,7 @@ class Context:
         self.started = time.time()
         self.counters = {"authentications": 0, "mac_failures": 0, "sync_failures": 0}
         self.extra_status: list[Callable[[], dict[str, Any]]] = []
+        self.pin: PinGate | None = None  # PIN1's last known state (ue_agent.card.pin)
         self._store: KeyStore | None = None  # made with the first media session (see store)
         #: (kms_url, capabilities on the wire), built on the first capabilities request
         self.caps: tuple[str | None, dict[str, Any]] | None = None

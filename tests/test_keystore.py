@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ue_agent.errors import MediaError
+from ue_agent.handover.state import HandoverTracker
 from ue_agent.media import sdes
 from ue_agent.media.keys import SrtpKeys, StreamKeys
-from ue_agent.handover.state import HandoverTracker
 from ue_agent.media.sessions import SessionRegistry, Srvcc
 from ue_agent.media.store import SRTCP_LIMIT, SRTP_LIMIT, KeyState, KeyStore
 from ue_agent.media.tls_psk import tls_psk_keys

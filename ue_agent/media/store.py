@@ -218,10 +218,10 @@ class KeyStore:
         lifetimes = [s.max_packets for s in streams if s.max_packets is not None]
         sess.srtp_limit = min([SRTP_LIMIT, *lifetimes])
         for s in streams:  # MIKEY gives the sender's SSRC and ROC: start the floor there
-            for k in (s.tx, s.rx):
-                if isinstance(k, SrtpKeys) and k.ssrc is not None:
-                    st = sess.ssrcs.setdefault(k.ssrc, SsrcState())
-                    st.index = max(st.index, k.roc << 16)
+            for key in (s.tx, s.rx):
+                if isinstance(key, SrtpKeys) and key.ssrc is not None:
+                    st = sess.ssrcs.setdefault(key.ssrc, SsrcState())
+                    st.index = max(st.index, key.roc << 16)
         for fp in fps:
             self._live_fps[fp] = session_id
         self._sessions[session_id] = sess

@@ -103,7 +103,7 @@ def declare(name: str, request: type[R], handler: Handler[R] | None = None) -> O
         raise ValueError(f"operation {name} declared twice")
     if not dataclasses.is_dataclass(request):
         raise TypeError(f"{name}: the request must be a dataclass")
-    op = Op(name, request, handler, handler is not None and inspect.iscoroutinefunction(handler))
+    op: Op[R] = Op(name, request, handler, handler is not None and inspect.iscoroutinefunction(handler))
     DECLARED.append(op)
     return op
 

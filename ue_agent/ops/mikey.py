@@ -15,8 +15,8 @@ from ue_agent.ops.session import register
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
-    from ue_agent.kms.streams import SrtpStream, TlsStream
-    from ue_agent.media.keys import MediaKeys, StreamKeys
+    from ue_agent.kms.streams import SrtpStream, StreamKeyPair, TlsStream
+    from ue_agent.media.keys import StreamKeys
     from ue_agent.ops.context import Context
 
 _TLS_MEDIA = {"message": "TCP/TLS/MSRP", "msrp": "TCP/TLS/MSRP", "bfcp": "TCP/TLS/BFCP"}
@@ -31,16 +31,17 @@ def mikey_stream(media: str, suite: str | None) -> SrtpStream | TlsStream:
     return SrtpStream(suite) if suite else SrtpStream()
 
 
-def mikey_streams(keys: list[MediaKeys], media: list[str] | None) -> list[StreamKeys]:
-    """MIKEY gives one key per crypto session, for both directions (SSRCs keep them apart)."""
+def mikey_streams(keys: list[StreamKeyPair], media: list[str] | None) -> list[StreamKeys]:
+    """MIKEY gives per SRTP stream a crypto session for each direction (RFC 6043 6.1.1,
+    docs/kms.md): ``tx`` ours, ``rx`` the peer's; a TLS session has one PSK for both."""
     from ue_agent.media.keys import StreamKeys, TlsPskKeys
 
     if media is not None and len(media) != len(keys):
         for k in keys:
             k.zeroize()
         raise MediaError("media.bad_session", f"'media' must name {len(keys)} streams", streams=len(keys))
-    names = media or ["message" if isinstance(k, TlsPskKeys) else "audio" for k in keys]
-    return [StreamKeys(name, tx=k) for name, k in zip(names, keys, strict=True)]
+    names = media or ["message" if isinstance(k.tx, TlsPskKeys) else "audio" for k in keys]
+    return [StreamKeys(name, tx=k.tx, rx=k.rx) for name, k in zip(names, keys, strict=True)]
 
 
 def mikey_message(value: str, name: str) -> bytes:

@@ -7,7 +7,7 @@ import binascii
 from typing import TYPE_CHECKING
 
 from ue_agent.api.errors import BAD_REQUEST, api_error
-from ue_agent.errors import MediaError
+from ue_agent.errors import AgentError, MediaError
 from ue_agent.media.sessions import Phase
 from ue_agent.ops.aka import b64
 from ue_agent.ops.declare import Reply, SessionId, Text, TextList, listed, operation, request
@@ -108,7 +108,16 @@ async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
     sid = ctx.sessions.new_id(req.session)
     message = mikey_message(req.transfer_init, "transfer_init")
     kms = await ctx.network.kms()
-    res = await kms.answer(message)
+    try:
+        res = await kms.answer(message)
+    except AgentError as exc:  # RFC 6043 5.4: an Error message for the initiator, when one is due
+        from ue_agent.kms import session
+
+        err_no = session.refusal_error_no(exc.code or "", exc.details)
+        err = session.transfer_error(message, err_no) if err_no is not None else None
+        if err is not None:
+            exc.details["key_mgmt"] = build(err)
+        raise
     streams = mikey_streams(res.keys, req.media)
     register(ctx, sid, streams, "mikey", peer, Phase.ANSWERED)
     return {

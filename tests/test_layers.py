@@ -64,13 +64,12 @@ UE_MIKEY = ("session.py", "client.py", "streams.py", "sdp.py", "ids.py")
 KMS_SIDE = ("ue_agent.kms.service", "ue_agent.lab")
 
 
-#: violations being removed on other branches (issue 7 part B: the GBA glue on ue_agent/httpmsg;
-#: issue 8: kms/session.py on kms/ts33328): (file, imported prefix). Empty this when they land.
+#: violations being removed on another branch (issue 7 part B: the GBA glue on ue_agent/httpmsg)
+#: (file, imported prefix). Empty this when it lands.
 PENDING: frozenset[tuple[str, str]] = frozenset(
     {
         ("ue_agent/gba/client.py", "ue_agent.httpclient"),
         ("ue_agent/gba/naf_client.py", "ue_agent.httpclient"),
-        ("ue_agent/kms/session.py", "ue_agent.kms.service"),
     }
 )
 

@@ -47,13 +47,11 @@ def status_of(ctx: Context) -> Reply:
         "counters": dict(ctx.counters),
         "handover": ctx.handover.snapshot(),
     }
-    store = ctx.store_if_any  # None: no session was ever negotiated
-    by_state = store.count_by_state() if store is not None else {}
     out.update(ctx.network.status())
     out["sessions"] = {
-        "open": len(store) if store is not None else 0,
-        "pending_offers": len(ctx.pending_offers) + len(ctx.pending_mikey),
-        "by_state": by_state,
+        "open": len(ctx.sessions),
+        "pending_offers": ctx.sessions.pending_offers,
+        "by_state": ctx.sessions.count_by_state(),
     }
     for extra in ctx.extra_status:
         out.update(extra())

@@ -130,15 +130,13 @@ def check_pcsc(report: Report, needed: bool) -> None:
 def check_ports(report: Report, configured: list[str]) -> None:
     found = sorted({p for g in PORT_GLOBS for p in glob.glob(g)})
     missing = [p for p in configured if not os.path.exists(p)]
-    summary = ", ".join(found) if found else "no AT port found (/dev/ttyUSB*, /dev/ttyACM*, /dev/wwan*at*)"
+    seen = f"found: {', '.join(found)}" if found else "none under /dev/ttyUSB*, /dev/ttyACM*, /dev/wwan*at*"
     if missing:
-        report.add(
-            "at-ports", FAIL, f"configured port missing: {', '.join(missing)}; found: {summary}", found=found
-        )
+        report.add("at-ports", FAIL, f"configured port missing: {', '.join(missing)}; {seen}", found=found)
     elif configured:
-        report.add("at-ports", OK, f"configured {', '.join(configured)}; found: {summary}", found=found)
+        report.add("at-ports", OK, f"configured {', '.join(configured)} is there; {seen}", found=found)
     else:
-        report.add("at-ports", INFO, summary, found=found)
+        report.add("at-ports", INFO, seen, found=found)
 
 
 # --- the card path ----------------------------------------------------------------------------------

@@ -175,11 +175,6 @@ def test_independent_peer_calls_an_agent_and_an_agent_calls_it(ind_lab: Independ
 # Points where the agents disagree with the text today (found with this package; see the rfcpeer8 report).
 
 
-@pytest.mark.xfail(
-    reason="RFC 3830 4.2.3 (IV uses 'the timestamp sent by the Initiator') read by the KMS: "
-    "the agent refuses REQUEST_RESP as malformed; RFC 6043 leaves the reading open",
-    strict=False,
-)
 def test_agent_accepts_the_initial_messages_t_in_the_kemac_iv(daemon_factory) -> None:
     lab = IndependentLab(daemon_factory, iv_timestamp="initial")
     try:
@@ -188,11 +183,6 @@ def test_agent_accepts_the_initial_messages_t_in_the_kemac_iv(daemon_factory) ->
         lab.close()
 
 
-@pytest.mark.xfail(
-    reason="RFC 6043 5.3 / 6.10 J flag: 'If the Ticket Policy forbids reuse (J flag), the ticket "
-    "MUST NOT be reused'; the agent reuses a J = 0 ticket",
-    strict=False,
-)
 def test_agent_does_not_reuse_a_ticket_the_policy_forbids_to_reuse(daemon_factory) -> None:
     lab = IndependentLab(daemon_factory, grant_flags=lambda f: dataclasses.replace(f, J=False))
     try:
@@ -202,11 +192,6 @@ def test_agent_does_not_reuse_a_ticket_the_policy_forbids_to_reuse(daemon_factor
         lab.close()
 
 
-@pytest.mark.xfail(
-    reason="RFC 6043 6.1.1: '#P = 0 in an initial message' is allowed and 'a security profile "
-    "MUST be provided in the response message'; the agent answers mikey.unsupported",
-    strict=False,
-)
 def test_agent_answers_a_crypto_session_without_policy(ind_lab: IndependentLab) -> None:
     lab = ind_lab
     ri = lab.carol.request_init([BOB_URI.encode()])
@@ -218,11 +203,6 @@ def test_agent_answers_a_crypto_session_without_policy(ind_lab: IndependentLab) 
     lab.carol.accept_transfer_resp(ti, _km(ans["key_mgmt"]), issued)
 
 
-@pytest.mark.xfail(
-    reason="RFC 6043 6.10 F flag: 'whether the TRANSFER_RESP message SHALL be sent (1) or ... "
-    "SHALL NOT be sent (0)'; the agent sends one for F = 0",
-    strict=False,
-)
 def test_agent_sends_no_transfer_resp_when_f_is_zero(ind_lab: IndependentLab) -> None:
     lab = ind_lab
     flags = wire.Flags(D=True, E=True, F=False, G=False, H=True, J=True, N=True, O=True)
@@ -258,12 +238,6 @@ def test_responder_error_message_decodes_strictly(ind_lab: IndependentLab) -> No
     assert err.name == "Error" and err.msg.header.csb_id == decode(ti).msg.header.csb_id
 
 
-@pytest.mark.xfail(
-    reason="RFC 3830 6.12: an unsupported SP parameter is Error no 10 'Invalid SPpar' (9 is 'SP type "
-    "not supported'); RFC 6043 5.4: the Error message SHOULD include the supported parameters "
-    "(SP payloads); the agent sends ERR 9 without SP",
-    strict=False,
-)
 def test_responder_error_names_the_sp_parameter_and_offers_its_policy(ind_lab: IndependentLab) -> None:
     from ue_agent.api.client import ApiCallError
 

@@ -304,9 +304,9 @@ class NetworkSide:
                 raise CardError(
                     self.agent.card.state.get("error") or "card.absent", "the card is not available"
                 )
+        from ue_agent.drivers.http import HttpClient
         from ue_agent.gba.client import GbaClient
         from ue_agent.gba.naf_client import NafClient
-        from ue_agent.httpclient import HttpClient
         from ue_agent.kms.client import KmsClient
 
         self.http = HttpClient()

@@ -42,8 +42,11 @@ def test_mikey_ticket_end_to_end(networked) -> None:
         kb = b.request("session.keys", session=ans["session"])
         st_a = a.request("status")
     assert ka["kind"] == kb["kind"] == "mikey"
-    ta, tb = ka["streams"][0]["tx"], kb["streams"][0]["tx"]
-    assert ta["master_key"] == tb["master_key"] and ta["master_salt"] == tb["master_salt"]
+    # each direction its own crypto session (RFC 6043 6.1.1): A's tx is B's rx and the reverse
+    ta, tb = ka["streams"][0]["tx"], kb["streams"][0]["rx"]
+    assert ta == tb and ka["streams"][0]["rx"] == kb["streams"][0]["tx"]
+    assert ta["master_key"] != ka["streams"][0]["rx"]["master_key"]
+    assert ka["streams"][0]["rx"]["ssrc"] != ta["ssrc"]
     assert len(base64.b64decode(ta["master_key"])) == 16
     assert st_a["bootstrap"]["state"] == "bootstrapped" and st_a["bootstrap"]["btid"] == ev["btid"]
     assert st_a["kms"]["state"] == "reachable"

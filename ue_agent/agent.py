@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ue_agent.api.core import Peer, Request
+from ue_agent.card.pin import PinGate
 from ue_agent.card_worker import CardState, CardWorker, open_card
 from ue_agent.config import Config
 from ue_agent.errors import AgentError
@@ -54,9 +55,12 @@ def _stream_secrets(store: KeyStore, sid: str) -> list[Secret]:
 class Agent:
     def __init__(self, cfg: Config, emit: Emit, opener: Callable[[], Card] | None = None) -> None:
         self._urc: Callable[[str], None] | None = None
-        card = CardWorker(opener or (lambda: open_card(self.ctx.cfg, self._urc)), self._card_state)
+        #: PIN1 across card (re)opens: status shows it, a refused PIN is never sent twice
+        pin = PinGate(cfg.card.pin_credential, cfg.card.pin_allow_last_try)
+        card = CardWorker(opener or (lambda: open_card(self.ctx.cfg, self._urc, pin)), self._card_state)
         network = NetworkSide(lambda: self.ctx.cfg.network, card, self._identities, emit)
         self.ctx = Context(cfg, emit, card, network)
+        self.ctx.pin = pin
 
     # the pieces the daemon uses
     @property

@@ -49,6 +49,8 @@ class CardConfig:
     port: Text | None = None  # at: the modem's AT port for card access
     profile: Text | None = None  # hardware profile name (hw_profiles/)
     subscriber: Text | None = None  # lab: the subscriber file the in-process soft UICC uses
+    pin_credential: Text | None = None  # credential holding PIN1: a name in $CREDENTIALS_DIRECTORY, or a path
+    pin_allow_last_try: bool = False  # VERIFY even when one try is left (or the count is unknown)
 
 
 @dataclass

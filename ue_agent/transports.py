@@ -56,7 +56,12 @@ def open_transport(
         from ue_agent.drivers.at_modem import open_modem_transport
         from ue_agent.profiles import resolve
 
-        profile = resolve(card.profile, default="generic-at")
+        if card.profile is None:  # found, not typed: ask the modem who it is (docs/hardware.md)
+            from ue_agent.drivers.at_identify import detect
+
+            profile = detect(card.port)[0].profile
+        else:
+            profile = resolve(card.profile)
         return open_modem_transport(card.port, profile=profile, on_urc=on_urc, **options)
     raise ConfigError(
         "config.invalid", f"card.transport: unknown transport '{card.transport}'", key="card.transport"

@@ -18,6 +18,7 @@ from ue_agent.handover.state import HandoverTracker
 from ue_agent.secret import Secret
 
 if TYPE_CHECKING:
+    from ue_agent.card.pin import PinGate
     from ue_agent.card.results import CardIdentities
     from ue_agent.card_worker import CardWorker
     from ue_agent.kms.session import PendingOffer
@@ -66,6 +67,7 @@ class Context:
         self.started = time.time()
         self.counters = {"authentications": 0, "mac_failures": 0, "sync_failures": 0}
         self.extra_status: list[Callable[[], dict[str, Any]]] = []
+        self.pin: PinGate | None = None  # PIN1's last known state (ue_agent.card.pin)
         self._store: KeyStore | None = None  # made with the first media session (see store)
         #: SDES offers waiting for their answer: session id -> (LocalOffer, owner uid)
         self.pending_offers: dict[str, tuple[LocalOffer, int]] = {}

@@ -39,6 +39,8 @@ def status_of(ctx: Context) -> Reply:
         card["error"] = ctx.card.state["error"]
     if ids is not None:
         card.update(application=ids.application, impi=ids.impi, impus=list(ids.impus), domain=ids.domain)
+    if ctx.pin is not None:
+        card["pin"] = ctx.pin.snapshot()
     out: Reply = {
         "agent": {"version": __version__, "uptime_s": int(time.time() - ctx.started)},
         "card": card,

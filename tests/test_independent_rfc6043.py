@@ -655,3 +655,26 @@ def test_kms_does_not_answer_an_error_message_with_an_error() -> None:
     assert decode(err).name == "Error"
     assert lab.kms.handle(err) == b""
     assert lab.kms.events[-1].clause == "RFC 6043 5.4"
+
+
+def test_transfer_init_v_flag_readings() -> None:
+    """4.2.2.1 (V = F) and 6.1 (V = 0 outside CSB updates) are both accepted; V = 1 with F = 0 is not."""
+    lab = Lab()
+    alice = lab.peer(ID_I, b"btid-a")
+    for f_flag in (True, False):
+        flags = Flags(D=True, E=True, F=f_flag, G=f_flag, H=True, J=True, N=True, O=True)
+        ri = alice.request_init([ID_R], flags=flags)
+        issued = alice.accept_request_resp(ri, lab.kms.handle(ri))
+        ti = alice.transfer_init(
+            issued, responder=ID_R, sessions=[srtp_cs(1, ssrc=5, policies=(1,))], sps=SPS
+        )
+        d = decode(ti)
+        assert d.msg.header.v_flag is f_flag
+        flipped = bytearray(ti)
+        flipped[3] ^= 0x80
+        if f_flag:
+            assert decode(bytes(flipped)).msg.header.v_flag is False
+        else:
+            with pytest.raises(MikeyReject) as e:
+                decode(bytes(flipped))
+            assert e.value.code == "rfc6043.hdr.v_flag"

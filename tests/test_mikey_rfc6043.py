@@ -425,3 +425,43 @@ def test_whole_call_macs_and_keys_from_the_text():
         psk["alice"], int.from_bytes(bad.raw[4:8], "big"), 1, bad.msg.one(mikey.RandRole, 1).rand, None
     )
     assert err[:4] == H("01 06 05 01") and err[-32:] == hmac.new(auth_e, err[:-32], hashlib.sha256).digest()
+
+
+def test_key_data_sub_payloads_truncated_or_with_a_wrong_length():
+    mpk = bytes(range(32))
+    kd = (
+        H("14 61 0020")
+        + mpk
+        + H("04 0a0b0c0d")
+        + H("00 11 0020")
+        + mpk
+        + H("000e")
+        + bytes(14)
+        + H("04 01020304")
+    )
+    assert len(mikey.KeyData.decode_all(kd)) == 2  # MPK+SPI, then TGK+SALT+SPI (RFC 3830 6.13)
+    for n in range(len(kd)):
+        with pytest.raises(MikeyError):
+            mikey.KeyData.decode_all(kd[:n])
+    # key data length (offset 2), SPI length (36), the second salt length (77) off by one
+    for pos, width in ((2, 2), (36, 1), (41 + 36, 2)):
+        value = int.from_bytes(kd[pos : pos + width], "big")
+        for bad in (value + 1, value - 1):
+            with pytest.raises(MikeyError):
+                mikey.KeyData.decode_all(kd[:pos] + bad.to_bytes(width, "big") + kd[pos + width :])
+    with pytest.raises(MikeyError):
+        mikey.KeyData.decode_all(kd + b"\x00")
+    with pytest.raises(MikeyError) as e:  # key type 8 is unassigned (IANA)
+        mikey.KeyData.decode_all(H("00 81 0001 00 01 00"))
+    assert e.value.code == "mikey.unsupported"
+
+
+def test_transfer_error_message_layout():
+    """RFC 6043 5.4: Error message = HDR, T, (ERR), {SP}, [V]; version, PRF func and CSB ID of the
+    message where the error occurred; V = 0; fresh T."""
+    ti = H("01 0e 05 81 0a0b0c0d 00 01") + H("00 00 e8d4a51000000000")
+    err = session.transfer_error(ti, mikey.ERR_INVALID_TICKET, now=1_700_000_000.0)
+    assert err is not None
+    assert err[:10] == H("01 06 05 01 0a0b0c0d 00 01")  # Error, next T, V=0 | PRF 1, same CSB ID
+    assert err[10:12] == H("0c 00") and err[20:] == H("00 0e 0000")  # T (next ERR), ERR 14 last
+    assert session.transfer_error(b"\x01\x0e", 1) is None

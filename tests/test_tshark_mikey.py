@@ -220,6 +220,7 @@ class Lab:
         issued = session.read_request_resp(200, self.kms_call(req.raw), req, self.psk["alice"], KMS_ID)
         offer = session.build_transfer_init(issued, a, b, [SrtpStream(ssrc=7), TlsStream()], KMS_ID, self.now)
         self.sent.append(offer.transfer_init)
+        self.sent.append(session.transfer_error(offer.transfer_init, mikey.ERR_INVALID_TS, self.now) or b"")
         ti = session.inspect_transfer_init(offer.transfer_init)
         for who in ("bob", "carol"):  # forked (or group) answers
             rs = session.build_resolve_init(

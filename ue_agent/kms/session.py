@@ -601,6 +601,11 @@ def complete(
     now = time.time() if now is None else now
     msg = mikey.Message.decode(raw)
     h, offer = msg.header, pending.message.header
+    if h.data_type == mikey.DT_ERROR and h.csb_id == offer.csb_id:
+        errs = [e.error_no for e in msg.all(mikey.Error)]
+        raise MikeyError(
+            "mikey.peer_error", "the peer refused the TRANSFER_INIT (Error message)", error_no=errs
+        )
     if h.data_type != mikey.DT_TRANSFER_RESP:
         raise MikeyError("mikey.malformed", f"expected TRANSFER_RESP, got {msg.name}")
     if (h.csb_id, h.prf_func, h.version) != (offer.csb_id, offer.prf_func, offer.version):
@@ -639,3 +644,38 @@ def complete(
             k.zeroize()
     responder = ids.canonical(idr.text) if idr is not None else pending.peer
     return responder, out
+
+
+# ---------------------------------------------------------------------------- Error messages (5.4)
+
+#: a responder's refusal -> the Error no it reports to the initiator (None: discard silently,
+#: as for a failure to authenticate the peer, RFC 6043 5.4 / RFC 3830 5.1.2)
+_REFUSAL_ERR = {
+    "mikey.replay": mikey.ERR_INVALID_TS,
+    "mikey.malformed": mikey.ERR_UNSPECIFIED,
+    "kms.ticket_rejected": mikey.ERR_INVALID_TICKET,
+    "kms.ticket_expired": mikey.ERR_TICKET_EXPIRED,
+    "kms.not_authorized": mikey.ERR_NOT_AUTHORIZED,
+}
+
+
+def refusal_error_no(code: str, details: dict) -> int | None:
+    if code == "mikey.unsupported":
+        if "ticket_type" in details:
+            return mikey.ERR_INVALID_TICKET
+        if "prf_func" in details:
+            return mikey.ERR_INVALID_PRF
+        return mikey.ERR_INVALID_SP
+    return _REFUSAL_ERR.get(code)
+
+
+def transfer_error(transfer_init: bytes, err_no: int, now: float | None = None) -> bytes | None:
+    """The Error message answering a TRANSFER_INIT we refuse (RFC 6043 5.4): HDR with the
+    TRANSFER_INIT's version, PRF func and CSB ID, V = 0; a fresh T; ERR. Sent without V (the MAC
+    is optional and the responder may not hold MPKi). None when the header itself does not parse."""
+    try:
+        h, _ = mikey.Header.decode(mikey._Reader(bytes(transfer_init)))
+    except MikeyError:
+        return None
+    hdr = mikey.Header(mikey.DT_ERROR, h.csb_id, h.prf_func, False, mikey.MAP_EMPTY)
+    return mikey.Message(hdr, [protect.timestamp(now), mikey.Error(err_no)]).encode()

@@ -7,15 +7,15 @@ import binascii
 from typing import TYPE_CHECKING
 
 from ue_agent.api.errors import BAD_REQUEST, api_error
-from ue_agent.errors import MediaError
+from ue_agent.errors import AgentError, MediaError
 from ue_agent.ops.aka import b64
 from ue_agent.ops.declare import Reply, operation, param, request
 from ue_agent.ops.session import check_pending_room, check_session_id, new_session_id, register
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
-    from ue_agent.kms.streams import SrtpStream, TlsStream
-    from ue_agent.media.keys import MediaKeys, StreamKeys
+    from ue_agent.kms.streams import SrtpStream, StreamKeyPair, TlsStream
+    from ue_agent.media.keys import StreamKeys
     from ue_agent.ops.context import Context
 
 _TLS_MEDIA = {"message": "TCP/TLS/MSRP", "msrp": "TCP/TLS/MSRP", "bfcp": "TCP/TLS/BFCP"}
@@ -30,16 +30,17 @@ def mikey_stream(media: str, suite: str | None) -> SrtpStream | TlsStream:
     return SrtpStream(suite) if suite else SrtpStream()
 
 
-def mikey_streams(keys: list[MediaKeys], media: list[str] | None) -> list[StreamKeys]:
-    """MIKEY gives one key per crypto session, for both directions (SSRCs keep them apart)."""
+def mikey_streams(keys: list[StreamKeyPair], media: list[str] | None) -> list[StreamKeys]:
+    """MIKEY gives per SRTP stream a crypto session for each direction (RFC 6043 6.1.1,
+    docs/kms.md): ``tx`` ours, ``rx`` the peer's; a TLS session has one PSK for both."""
     from ue_agent.media.keys import StreamKeys, TlsPskKeys
 
     if media is not None and len(media) != len(keys):
         for k in keys:
             k.zeroize()
         raise MediaError("media.bad_session", f"'media' must name {len(keys)} streams", streams=len(keys))
-    names = media or ["message" if isinstance(k, TlsPskKeys) else "audio" for k in keys]
-    return [StreamKeys(name, tx=k) for name, k in zip(names, keys, strict=True)]
+    names = media or ["message" if isinstance(k.tx, TlsPskKeys) else "audio" for k in keys]
+    return [StreamKeys(name, tx=k.tx, rx=k.rx) for name, k in zip(names, keys, strict=True)]
 
 
 def mikey_message(value: str, name: str) -> bytes:
@@ -108,7 +109,16 @@ async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
     check_session_id(sid)
     message = mikey_message(req.transfer_init, "transfer_init")
     kms = await ctx.network.kms()
-    res = await kms.answer(message)
+    try:
+        res = await kms.answer(message)
+    except AgentError as exc:  # RFC 6043 5.4: an Error message for the initiator, when one is due
+        from ue_agent.kms import session
+
+        err_no = session.refusal_error_no(exc.code or "", exc.details)
+        err = session.transfer_error(message, err_no) if err_no is not None else None
+        if err is not None:
+            exc.details["key_mgmt"] = build(err)
+        raise
     streams = mikey_streams(res.keys, req.media)
     register(ctx, sid, streams, "mikey", peer)
     return {

@@ -4,8 +4,8 @@ Inputs: the modem's ``+CIREPH: <srvcch>`` values (TS 27.007 +CIREP: 0 handover s
 1 successful, 2 cancelled, 3 general failure) and address/link changes on the media
 interfaces. Outputs: :class:`Decision` values the agent applies to the media key store.
 
-Policy (spec-digest 4.4 and 6.3; the 33.328 text says nothing SRVCC-specific, so this
-is ours, documented in docs/api.md "handover"):
+Policy (TS 33.328 says nothing SRVCC-specific, so this is ours, documented in docs/api.md
+"handover"; key-stream reuse is RFC 3711 8 and 9.1, the SRVCC flow TS 23.216 6.2):
 - started: sessions keep their keys (the call is still on PS until success).
 - success: the voice leg is on CS now; each session's SRTP keys are released and
   zeroized, and the session cannot hand keys out again. A return to PS needs a new

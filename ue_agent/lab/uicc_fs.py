@@ -86,7 +86,7 @@ class Df:
         return tlv(0x62, body)
 
 
-def _ef(app: str, name: str, data: bytes | None = None, **kw: Any) -> Ef:
+def _ef(app: str, name: str, data: bytes | bytearray | None = None, **kw: Any) -> Ef:
     """The catalogue's ``name`` in ``app`` as a soft-UICC EF holding ``data`` (or ``records=``)."""
     spec = catalogue.spec(app, name)
     if spec.linear != ("records" in kw):

@@ -19,6 +19,7 @@ is ours, documented in docs/api.md "handover"):
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -127,9 +128,12 @@ class HandoverTracker:
         }
         return HandoverReport(decisions, event)
 
-    def snapshot(self) -> dict:
+    def snapshot(self, only: Collection[str] | None = None) -> dict:
+        """Phase and session counts by state; ``only``: count just these session ids."""
         counts: dict[str, int] = {}
-        for s in self.sessions.values():
+        for sid, s in self.sessions.items():
+            if only is not None and sid not in only:
+                continue
             counts[s.value] = counts.get(s.value, 0) + 1
         return {"phase": self.phase.value, "last_cireph": self.last_cireph, "sessions": counts}
 

@@ -32,7 +32,7 @@ import hmac
 import re
 import secrets
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -385,10 +385,13 @@ class KeyStore:
         """Status view (no key bytes)."""
         return [s.summary() for s in self._sessions.values()]
 
-    def count_by_state(self) -> dict[str, int]:
-        """How many sessions are in each state (``status`` needs only this, not the summaries)."""
+    def count_by_state(self, only: Collection[str] | None = None) -> dict[str, int]:
+        """How many sessions are in each state (``status`` needs only this, not the summaries);
+        ``only``: count just these session ids (one uid's)."""
         counts: dict[str, int] = {}
-        for sess in self._sessions.values():
+        for sid, sess in self._sessions.items():
+            if only is not None and sid not in only:
+                continue
             state = str(sess.state)
             counts[state] = counts.get(state, 0) + 1
         return counts

@@ -25,10 +25,13 @@ class Capabilities:
 
 @operation("status", Status)
 def status(ctx: Context, req: Status, peer: Peer) -> Reply:
-    return status_of(ctx)
+    # root sees every uid's sessions; any other peer only its own (counts included)
+    return status_of(ctx, None if peer.uid == 0 else peer.uid)
 
 
-def status_of(ctx: Context) -> Reply:
+def status_of(ctx: Context, uid: int | None = None) -> Reply:
+    """The status reply; with ``uid``, session counts cover only that uid's sessions."""
+    mine = None if uid is None else {sid for sid, owner in ctx.owners.items() if owner == uid}
     ids = ctx.identities
     card: dict[str, Any] = {
         "transport": ctx.cfg.card.transport,
@@ -45,16 +48,20 @@ def status_of(ctx: Context) -> Reply:
         "agent": {"version": __version__, "uptime_s": int(time.time() - ctx.started)},
         "card": card,
         "counters": dict(ctx.counters),
-        "handover": ctx.handover.snapshot(),
+        "handover": ctx.handover.snapshot(mine),
     }
     store = ctx.store_if_any  # None: no session was ever negotiated
-    by_state = store.count_by_state() if store is not None else {}
+    by_state = store.count_by_state(mine) if store is not None else {}
     out.update(ctx.network.status())
-    out["sessions"] = {
-        "open": len(store) if store is not None else 0,
-        "pending_offers": len(ctx.pending_offers) + len(ctx.pending_mikey),
-        "by_state": by_state,
-    }
+    if mine is None:
+        open_ = len(store) if store is not None else 0
+        pending = len(ctx.pending_offers) + len(ctx.pending_mikey)
+    else:
+        open_ = sum(by_state.values())
+        pending = sum(1 for _o, owner in ctx.pending_offers.values() if owner == uid) + sum(
+            1 for _o, _m, owner in ctx.pending_mikey.values() if owner == uid
+        )
+    out["sessions"] = {"open": open_, "pending_offers": pending, "by_state": by_state}
     for extra in ctx.extra_status:
         out.update(extra())
     return out

@@ -106,15 +106,20 @@ class Daemon:
         server = self.server
         if server is None:
             return
-        owners = self.agent.ctx.owners
+        registry = self.agent.ctx.sessions
+
+        def owner(sid: object) -> int:  # a session no longer known: root only
+            s = registry.get(sid) if isinstance(sid, str) else None
+            return s.owner if s is not None else 0
+
         if "session" in body:
-            server.broadcast(name, body, uids={owners.get(body["session"], 0), 0})
+            server.broadcast(name, body, uids={owner(body["session"]), 0})
             return
         sessions = body.get("sessions")
         if isinstance(sessions, dict) and sessions:
             by_uid: dict[int, dict[str, Any]] = {}
             for sid, state in sessions.items():
-                by_uid.setdefault(owners.get(sid, 0), {})[sid] = state
+                by_uid.setdefault(owner(sid), {})[sid] = state
             for uid in server.uids():
                 part = sessions if uid == 0 else by_uid.get(uid, {})
                 server.broadcast(name, {**body, "sessions": part}, uids={uid})

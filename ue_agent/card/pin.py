@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import os
 import re
-import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -175,14 +174,15 @@ def verify_result(sw: int) -> PinStatus:
 class PinGate:
     """The agent's memory of PIN1 across card (re)opens: the last known status (for ``status``)
     and a keyed digest of a PIN the card refused, so that PIN is never sent again by this
-    process. Thread-safe: the card worker writes, the event loop reads."""
+    process. The card worker writes, the event loop reads: each field is one reference,
+    replaced whole (never mutated), so a reader sees the old or the new value and the core
+    needs no lock (nor a thread module; tests/test_layers.py)."""
 
     def __init__(self, credential: str | None = None, allow_last_try: bool = False) -> None:
         self.credential = credential
         self.allow_last_try = allow_last_try
         self._key = os.urandom(32)
         self._refused: bytes | None = None
-        self._lock = threading.Lock()
         self._status = PinStatus(UNKNOWN, None, "", detail="the card was not opened yet")
 
     def __repr__(self) -> str:
@@ -192,22 +192,19 @@ class PinGate:
         return hmac.new(self._key, pin.reveal(), hashlib.sha256).digest()
 
     def refused_before(self, pin: Secret) -> bool:
-        with self._lock:
-            return self._refused is not None and hmac.compare_digest(self._refused, self._digest(pin))
+        refused = self._refused
+        return refused is not None and hmac.compare_digest(refused, self._digest(pin))
 
     def note_refused(self, pin: Secret) -> None:
-        with self._lock:
-            self._refused = self._digest(pin)
+        self._refused = self._digest(pin)
 
     def record(self, status: PinStatus) -> PinStatus:
-        with self._lock:
-            self._status = status
+        self._status = status
         return status
 
     @property
     def status(self) -> PinStatus:
-        with self._lock:
-            return self._status
+        return self._status
 
     def snapshot(self) -> dict[str, Any]:
         out = self.status.to_dict()

@@ -31,7 +31,6 @@ def status(ctx: Context, req: Status, peer: Peer) -> Reply:
 
 def status_of(ctx: Context, uid: int | None = None) -> Reply:
     """The status reply; with ``uid``, session counts cover only that uid's sessions."""
-    mine = None if uid is None else {sid for sid, owner in ctx.owners.items() if owner == uid}
     ids = ctx.identities
     card: dict[str, Any] = {
         "transport": ctx.cfg.card.transport,
@@ -48,20 +47,14 @@ def status_of(ctx: Context, uid: int | None = None) -> Reply:
         "agent": {"version": __version__, "uptime_s": int(time.time() - ctx.started)},
         "card": card,
         "counters": dict(ctx.counters),
-        "handover": ctx.handover.snapshot(mine),
+        "handover": ctx.handover.snapshot(uid),
     }
-    store = ctx.store_if_any  # None: no session was ever negotiated
-    by_state = store.count_by_state(mine) if store is not None else {}
     out.update(ctx.network.status())
-    if mine is None:
-        open_ = len(store) if store is not None else 0
-        pending = len(ctx.pending_offers) + len(ctx.pending_mikey)
-    else:
-        open_ = sum(by_state.values())
-        pending = sum(1 for _o, owner in ctx.pending_offers.values() if owner == uid) + sum(
-            1 for _o, _m, owner in ctx.pending_mikey.values() if owner == uid
-        )
-    out["sessions"] = {"open": open_, "pending_offers": pending, "by_state": by_state}
+    out["sessions"] = {
+        "open": ctx.sessions.count_live(uid),
+        "pending_offers": ctx.sessions.count_pending(uid),
+        "by_state": ctx.sessions.count_by_state(uid),
+    }
     for extra in ctx.extra_status:
         out.update(extra())
     return out

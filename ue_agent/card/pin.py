@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import os
 import re
-import threading
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -38,6 +37,7 @@ from ue_agent.secret import Secret
 
 KEY_PIN1 = 0x01  # the first application PIN, a global key reference (TS 102 221 9.5.1)
 INS_VERIFY = 0x20
+INS_UNBLOCK = 0x2C
 SW_OK = 0x9000
 SW_BLOCKED = 0x6983
 SW_DISABLED = 0x6985  # VERIFY with data on a disabled PIN: conditions of use not satisfied
@@ -75,6 +75,15 @@ def verify_apdu(pin: Secret | None = None, channel_cla: int = 0x00) -> Apdu:
     if pin is None:
         return Apdu(channel_cla, INS_VERIFY, 0x00, KEY_PIN1)
     return Apdu(channel_cla, INS_VERIFY, 0x00, KEY_PIN1, pin_block(pin))
+
+
+def unblock_query_apdu() -> Apdu:
+    """UNBLOCK PIN1 without data: the card answers 63CX, X = the PUK tries left (TS 102 221 11.1.13)."""
+    return Apdu(0x00, INS_UNBLOCK, 0x00, KEY_PIN1)
+
+
+def puk_retries_from_sw(sw: int) -> int | None:
+    return sw & 0x0F if sw >> 4 == 0x63C else None
 
 
 def status_from_sw(sw: int, source: str = "VERIFY") -> PinStatus:
@@ -175,14 +184,15 @@ def verify_result(sw: int) -> PinStatus:
 class PinGate:
     """The agent's memory of PIN1 across card (re)opens: the last known status (for ``status``)
     and a keyed digest of a PIN the card refused, so that PIN is never sent again by this
-    process. Thread-safe: the card worker writes, the event loop reads."""
+    process. The card worker writes, the event loop reads: each field is one reference,
+    replaced whole (never mutated), so a reader sees the old or the new value and the core
+    needs no lock (nor a thread module; tests/test_layers.py)."""
 
     def __init__(self, credential: str | None = None, allow_last_try: bool = False) -> None:
         self.credential = credential
         self.allow_last_try = allow_last_try
         self._key = os.urandom(32)
         self._refused: bytes | None = None
-        self._lock = threading.Lock()
         self._status = PinStatus(UNKNOWN, None, "", detail="the card was not opened yet")
 
     def __repr__(self) -> str:
@@ -192,22 +202,19 @@ class PinGate:
         return hmac.new(self._key, pin.reveal(), hashlib.sha256).digest()
 
     def refused_before(self, pin: Secret) -> bool:
-        with self._lock:
-            return self._refused is not None and hmac.compare_digest(self._refused, self._digest(pin))
+        refused = self._refused
+        return refused is not None and hmac.compare_digest(refused, self._digest(pin))
 
     def note_refused(self, pin: Secret) -> None:
-        with self._lock:
-            self._refused = self._digest(pin)
+        self._refused = self._digest(pin)
 
     def record(self, status: PinStatus) -> PinStatus:
-        with self._lock:
-            self._status = status
+        self._status = status
         return status
 
     @property
     def status(self) -> PinStatus:
-        with self._lock:
-            return self._status
+        return self._status
 
     def snapshot(self) -> dict[str, Any]:
         out = self.status.to_dict()

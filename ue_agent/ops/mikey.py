@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING
 
 from ue_agent.api.errors import BAD_REQUEST, api_error
 from ue_agent.errors import AgentError, MediaError
+from ue_agent.media.sessions import Phase
 from ue_agent.ops.aka import b64
-from ue_agent.ops.declare import Reply, operation, param, request
-from ue_agent.ops.session import check_pending_room, check_session_id, new_session_id, register
+from ue_agent.ops.declare import Reply, SessionId, Text, TextList, listed, operation, request
+from ue_agent.ops.session import register
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
@@ -60,39 +61,38 @@ def mikey_message(value: str, name: str) -> bytes:
 
 @request
 class MikeyOffer:
-    session: str | None = None
-    responder: str
-    media: list[str] = param(["audio"])
-    suite: str | None = None
-    recipients: list[str] | None = None
+    session: SessionId | None = None
+    responder: Text
+    media: TextList = listed("audio")
+    suite: Text | None = None
+    recipients: TextList | None = None
     group: bool = False
 
 
 @request
 class MikeyAnswer:
-    session: str | None = None
-    transfer_init: str
-    media: list[str] | None = None
+    session: SessionId | None = None
+    transfer_init: Text
+    media: TextList | None = None
 
 
 @request
 class MikeyComplete:
-    session: str
-    transfer_resp: str
-    media: list[str] | None = None
+    session: SessionId
+    transfer_resp: Text
+    media: TextList | None = None
 
 
 @operation("mikey.offer", MikeyOffer)
 async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     from ue_agent.kms.sdp import build
 
-    check_pending_room(ctx, "offers")
-    sid = new_session_id(ctx, req.session)
-    check_session_id(sid)
+    ctx.sessions.check_room("offers")
+    sid = ctx.sessions.new_id(req.session)
     streams = [mikey_stream(m, req.suite) for m in req.media]
     kms = await ctx.network.kms()
     res = await kms.offer(req.responder, streams, recipients=req.recipients, group=req.group)
-    ctx.pending_mikey[sid] = (res.pending, req.media, peer.uid)
+    ctx.sessions.offer(sid, peer.uid, "mikey", res.pending, req.media)
     return {
         "session": sid,
         "transfer_init": b64(res.transfer_init),
@@ -105,8 +105,7 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
 async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
     from ue_agent.kms.sdp import build
 
-    sid = new_session_id(ctx, req.session)
-    check_session_id(sid)
+    sid = ctx.sessions.new_id(req.session)
     message = mikey_message(req.transfer_init, "transfer_init")
     kms = await ctx.network.kms()
     try:
@@ -115,31 +114,38 @@ async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
         from ue_agent.kms import session
 
         err_no = session.refusal_error_no(exc.code or "", exc.details)
-        err = session.transfer_error(message, err_no) if err_no is not None else None
+        policy_no = exc.details.get("policy_no")
+        err = session.transfer_error(message, err_no, policy_no=policy_no) if err_no is not None else None
         if err is not None:
             exc.details["key_mgmt"] = build(err)
         raise
     streams = mikey_streams(res.keys, req.media)
-    register(ctx, sid, streams, "mikey", peer)
+    register(ctx, sid, streams, "mikey", peer, Phase.ANSWERED)
     return {
         "session": sid,
         "peer": res.peer_uri,
-        "transfer_resp": b64(res.transfer_resp),
-        "key_mgmt": build(res.transfer_resp),
+        # no TRANSFER_RESP when the ticket's F flag is clear (RFC 6043 6.10)
+        **(
+            {"transfer_resp": b64(res.transfer_resp), "key_mgmt": build(res.transfer_resp)}
+            if res.transfer_resp
+            else {}
+        ),
         "streams": [s.media for s in streams],
     }
 
 
 @operation("mikey.complete", MikeyComplete)
 async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
+    from ue_agent.kms.session import PendingOffer
+
     sid = req.session
-    entry = ctx.pending_mikey.get(sid)
-    if entry is None or peer.uid not in (0, entry[2]):
-        raise MediaError("media.unknown_session", "no MIKEY offer waits under this session", session=sid)
+    offer = ctx.sessions.take_offer(sid, peer.uid, "mikey")
+    pending, media = offer.offer, offer.media
+    assert isinstance(pending, PendingOffer)
     message = mikey_message(req.transfer_resp, "transfer_resp")
     kms = await ctx.network.kms()
-    keys = kms.complete(entry[0], message)  # raises on a bad answer; the offer stays for a retry
-    del ctx.pending_mikey[sid]
-    streams = mikey_streams(keys, req.media or entry[1])
-    register(ctx, sid, streams, "mikey", peer)
+    keys = kms.complete(pending, message)  # raises on a bad answer; the offer stays for a retry
+    ctx.sessions.drop(sid)
+    streams = mikey_streams(keys, req.media or media)
+    register(ctx, sid, streams, "mikey", peer, Phase.ACTIVE)
     return {"session": sid, "state": "active", "streams": [s.media for s in streams]}

@@ -25,10 +25,12 @@ class Capabilities:
 
 @operation("status", Status)
 def status(ctx: Context, req: Status, peer: Peer) -> Reply:
-    return status_of(ctx)
+    # root sees every uid's sessions; any other peer only its own (counts included)
+    return status_of(ctx, None if peer.uid == 0 else peer.uid)
 
 
-def status_of(ctx: Context) -> Reply:
+def status_of(ctx: Context, uid: int | None = None) -> Reply:
+    """The status reply; with ``uid``, session counts cover only that uid's sessions."""
     ids = ctx.identities
     card: dict[str, Any] = {
         "transport": ctx.cfg.card.transport,
@@ -45,15 +47,13 @@ def status_of(ctx: Context) -> Reply:
         "agent": {"version": __version__, "uptime_s": int(time.time() - ctx.started)},
         "card": card,
         "counters": dict(ctx.counters),
-        "handover": ctx.handover.snapshot(),
+        "handover": ctx.handover.snapshot(uid),
     }
-    store = ctx.store_if_any  # None: no session was ever negotiated
-    by_state = store.count_by_state() if store is not None else {}
     out.update(ctx.network.status())
     out["sessions"] = {
-        "open": len(store) if store is not None else 0,
-        "pending_offers": len(ctx.pending_offers) + len(ctx.pending_mikey),
-        "by_state": by_state,
+        "open": ctx.sessions.count_live(uid),
+        "pending_offers": ctx.sessions.count_pending(uid),
+        "by_state": ctx.sessions.count_by_state(uid),
     }
     for extra in ctx.extra_status:
         out.update(extra())

@@ -183,6 +183,7 @@ def test_doctor_blocked_pin_on_the_lab_card(tmp_path):
     assert r.returncode == 1
     assert checks["pin"]["verdict"] == "fail" and "card.pin_blocked" in checks["pin"]["summary"]
     assert checks["pin"]["details"]["state"] == "blocked" and checks["pin"]["details"]["retries"] == 0
+    assert "PUK tries left 10" in checks["pin"]["summary"]
     assert checks["application"]["verdict"] == "skip" and checks["aka"]["verdict"] == "skip"
 
 

@@ -226,7 +226,14 @@ def check_card(report: Report, cfg: Any) -> Any:
         except AgentError as exc:
             st = gate.status
             left = "unknown" if st.retries is None else st.retries
-            report.add("pin", FAIL, f"{_err(exc)} (state {st.state}, tries left {left})", **st.to_dict())
+            puk = ""
+            if st.state == "blocked" and getattr(transport, "port", None) is None:
+                try:  # the PUK's counter, for the person who will unblock it
+                    n = card.puk_retries()
+                    puk = "" if n is None else f", PUK tries left {n}"
+                except AgentError:
+                    pass
+            report.add("pin", FAIL, f"{_err(exc)} (state {st.state}, tries left {left}{puk})", **st.to_dict())
             for name in ("application", "gba", "aka"):
                 report.add(name, SKIP, "PIN1 not verified")
             return profile

@@ -145,6 +145,7 @@ class AtPort:
             raise TransportError(
                 "modem.gone", f"cannot open AT port {self.path}: {exc.__class__.__name__}", port=self.path
             ) from None
+        _take_tty_exclusively(ser)
         ser.reset_input_buffer()
         self._ser = ser
         with self._cond:
@@ -207,6 +208,7 @@ class AtPort:
                 ser.cancel_read()
             except Exception:
                 pass
+            _take_tty_exclusively(ser, False)
             try:
                 ser.close()
             except Exception:  # the device may already be gone
@@ -625,6 +627,21 @@ class CglaTransport(ApduTransport):
             self.port.command(f"AT+CCHC={session}")
         except TransportError as exc:
             log.info("AT port %s: AT+CCHC failed (%s)", self.port.path, exc.code)
+
+
+def _take_tty_exclusively(ser: Any, on: bool = True) -> None:
+    """TIOCEXCL (tty_ioctl(4)): while we hold the port, any other open(2) of the tty fails
+    with EBUSY (unless CAP_SYS_ADMIN), so a second reader cannot steal the modem's answers;
+    pyserial's exclusive=True is only an advisory flock. TIOCNXCL before closing, so the
+    flag does not outlive us on a tty that someone else keeps open."""
+    import fcntl
+    import termios
+
+    try:
+        fcntl.ioctl(ser.fileno(), termios.TIOCEXCL if on else termios.TIOCNXCL)
+    except (OSError, ValueError, AttributeError) as exc:  # not a tty, or already closed
+        if on:
+            log.warning("AT port: TIOCEXCL failed (%s); other processes may open it", type(exc).__name__)
 
 
 def open_modem_transport(

@@ -27,6 +27,7 @@ from ue_agent.agent import Agent
 from ue_agent.api.server import ApiServer, activated_socket
 from ue_agent.config import Config, load_config
 from ue_agent.errors import AgentError, ConfigError
+from ue_agent.hardening import harden
 
 log = logging.getLogger("ue_agent.daemon")
 
@@ -40,7 +41,11 @@ class SdNotify:
         if path:
             addr = "\0" + path[1:] if path.startswith("@") else path
             self._addr: str = addr
-            self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            # non-blocking: a receiver that stops reading must not freeze the event loop; a
+            # datagram it has no room for is dropped (and logged), as sd_notify(3) would fail
+            self._sock = socket.socket(
+                socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+            )
 
     @classmethod
     def from_env(cls) -> SdNotify:
@@ -52,7 +57,9 @@ class SdNotify:
         try:
             self._sock.sendto("\n".join(fields).encode(), self._addr)
         except OSError as exc:
-            log.debug("sd_notify failed: %s", exc.strerror)
+            # BlockingIOError: the receiver's queue is full (it stopped reading); dropped
+            level = logging.DEBUG if fields == ("WATCHDOG=1",) else logging.WARNING
+            log.log(level, "sd_notify %s not sent: %s", fields[0], exc.strerror or type(exc).__name__)
 
     def watchdog_interval(self) -> float | None:
         """Half of WATCHDOG_USEC in seconds, when the watchdog is meant for this process."""
@@ -118,8 +125,8 @@ class Daemon:
         interval = self.notify.watchdog_interval()
         if interval:
             self._tasks.append(asyncio.create_task(self._watchdog(interval)))
+        log.info("ready: listening on %s", where)  # logged first: whoever saw READY=1 finds it
         self.notify.send("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
-        log.info("ready: listening on %s", where)
         await self._stop.wait()
         return await self.shutdown()
 
@@ -193,11 +200,14 @@ class Daemon:
 
 
 def main(args: argparse.Namespace) -> int:
+    # before the config or any key is read: not dumpable, memory locked where allowed
+    hardened = harden()
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"ue-agent: error: {exc.code}: {exc.message}", file=sys.stderr)
         return 1
     setup_logging(cfg.log.level, getattr(args, "verbose", 0))
+    log.info("process: dumpable=%s, memory lock: %s", hardened["dumpable"], hardened["memory_lock"])
     daemon = Daemon(cfg, args.config, getattr(args, "verbose", 0))
     return asyncio.run(daemon.run())

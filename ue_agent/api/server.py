@@ -74,11 +74,76 @@ def is_allowed(peer: Peer, cfg: ApiConfig, own_uid: int) -> bool:
     return any(g in cfg.allowed_gids for g in (peer.gid, *peer.groups))
 
 
+def _dir_problem(st: os.stat_result, own_uid: int, strict: bool) -> str | None:
+    """Why a directory on the socket's path is unsafe, or None.
+
+    ``strict`` (the socket's own directory): owned by root or the agent, writable by its
+    owner only. Its ancestors may also be world-writable when sticky (``/tmp``): then no
+    one else can rename or remove what the agent made in them.
+    """
+    if not stat.S_ISDIR(st.st_mode):
+        return "is not a directory"
+    if st.st_uid not in (0, own_uid):
+        return f"is owned by uid {st.st_uid}, not by root or the agent's uid {own_uid}"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and (strict or not st.st_mode & stat.S_ISVTX):
+        who = "others" if st.st_mode & stat.S_IWOTH else "its group"
+        return f"is writable by {who} (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def check_socket_dir(path: str, own_uid: int | None = None) -> None:
+    """Make sure nobody but root and the agent can replace the socket at ``path``.
+
+    The directory that holds the socket is created when missing (mode 0755, owned by the
+    agent); it must then be a real directory, not a symlink, owned by root or the agent's
+    uid and writable by nobody else, and so must every directory above it (except that a
+    sticky world-writable one such as /tmp is fine above it). Whoever can write the
+    directory can rename the agent's socket and listen in its place, and clients would
+    hand their requests (and take keys) from that impostor. Raises ``api.socket_dir``.
+    """
+    uid = os.geteuid() if own_uid is None else own_uid
+    d = Path(os.path.abspath(path)).parent
+    try:
+        os.mkdir(d, 0o755)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        raise AgentError(
+            "api.socket_dir", f"{d.parent} does not exist (create it, or use /run/ue-agent)", path=str(d)
+        ) from None
+    except OSError as exc:
+        raise AgentError("api.socket_dir", f"cannot create {d}: {exc.strerror}", path=str(d)) from None
+    else:
+        log.info("created socket directory %s", d)
+    # the path as written (a symlink above the directory is replaceable only by whoever can
+    # write its own directory, checked too), then where those symlinks lead
+    real = Path(os.path.realpath(d.parent))
+    chain = dict.fromkeys((d, *d.parents, real, *real.parents))
+    for part in chain:
+        try:
+            st = os.lstat(part)
+        except OSError as exc:
+            raise AgentError("api.socket_dir", f"{part}: {exc.strerror}", path=str(part)) from None
+        if stat.S_ISLNK(st.st_mode):
+            if part == d:
+                raise AgentError(
+                    "api.socket_dir", f"socket directory {d} is a symlink; not binding in it", path=str(d)
+                )
+            continue
+        problem = _dir_problem(st, uid, strict=part == d)
+        if problem:
+            which = "socket directory" if part == d else "directory above the socket"
+            raise AgentError(
+                "api.socket_dir", f"{which} {part} {problem}; refusing to bind {path}", path=str(part)
+            )
+
+
 def bind_socket(path: str) -> socket.socket:
-    """Bind ``path`` with mode 0660. A stale socket file (nothing listening) is removed;
-    a live one, or a file that is not a socket, is an error: never steal a path."""
+    """Bind ``path`` with mode 0660 in a directory :func:`check_socket_dir` accepts. A stale
+    socket file (nothing listening) is removed; a live one, or a file that is not a socket,
+    is an error: never steal a path."""
+    check_socket_dir(path)
     p = Path(path)
-    p.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
     try:
         st = p.lstat()
     except FileNotFoundError:
@@ -100,6 +165,8 @@ def bind_socket(path: str) -> socket.socket:
         finally:
             probe.close()
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    # bind(2) makes the file with mode 0777 & ~umask: 0660 from the start, no chmod on a path
+    # (which would follow a symlink put there in the meantime).
     old = os.umask(0o117)
     try:
         sock.bind(path)
@@ -108,7 +175,10 @@ def bind_socket(path: str) -> socket.socket:
         raise AgentError("api.socket_path", f"cannot bind {path}: {exc.strerror}", path=path) from None
     finally:
         os.umask(old)
-    os.chmod(path, 0o660)
+    st = os.lstat(path)
+    if not stat.S_ISSOCK(st.st_mode) or stat.S_IMODE(st.st_mode) != 0o660:
+        sock.close()
+        raise AgentError("api.socket_path", f"{path} was replaced while binding", path=path)
     sock.listen(128)
     return sock
 

@@ -38,6 +38,36 @@ FRIENDLY = "Virtual PCD"
 READERS = (f"{FRIENDLY} 00 00", f"{FRIENDLY} 00 01")
 
 
+def private_dir(path: Path = CONFIG_DIR) -> Path:
+    """``path`` as a directory only this uid can use: made 0700 when missing; an existing one
+    must be a real directory owned by us (a group/other mode is narrowed to 0700).
+
+    The path is fixed (one pcscd and one lock per machine, shared by every checkout), and it
+    sits in /tmp: another uid could create it first, or put a symlink there, and then make
+    us write our files where it wants or load a reader driver it planted. Refused then.
+    """
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:  # ELOOP: a symlink; ENOTDIR: a file
+        raise PermissionError(f"{path} is not a directory of ours ({exc.strerror}); remove it") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise PermissionError(
+                f"{path} belongs to uid {st.st_uid}, not to us (uid {os.geteuid()}): "
+                "someone else created it; remove it and try again"
+            )
+        if st.st_mode & 0o077:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+    return path
+
+
 def vpcd_driver() -> str | None:
     for d in VPCD_DRIVER_DIRS:
         lib = Path(d) / "libifdvpcd.so"
@@ -266,7 +296,8 @@ class Pcscd:
         self._clear_stale()
         if not self.port:
             self.port = _two_free_ports()
-        self.config_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir()
+        self.config_dir.mkdir(mode=0o700, exist_ok=True)
         if self.log_path.exists() and self.log_path.stat().st_size > 1 << 20:
             self.log_path.unlink()  # keep one session's worth
         self.config.write_text(_config_text(self.port, self.driver, friendly))
@@ -338,7 +369,7 @@ def machine_lock(timeout: float = 600.0) -> Iterator[None]:
     A flock: released by the kernel if the holder dies, so a crash never blocks the next one.
     Raises TimeoutError when another holder keeps it longer than ``timeout``.
     """
-    CONFIG_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private_dir()
     with open(CONFIG_DIR / "session.lock", "w") as fh:
         deadline = time.monotonic() + timeout
         while True:

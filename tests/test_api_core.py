@@ -12,6 +12,7 @@ from ue_agent.api.core import ConnectionCore, Request
 from ue_agent.api.errors import API_CODES
 from ue_agent.api.protocol import EVENTS, MAX_LINE, OPS, LineFramer, LineTooLong, encode
 from ue_agent.errors import CardError
+from ue_agent.ops.aka import ImsAuthenticate
 
 
 def replies(actions) -> list[dict]:
@@ -37,7 +38,7 @@ def test_request_passes_validated_params() -> None:
     (req,) = ConnectionCore().receive(
         json.dumps({"id": 7, "op": "ims.authenticate", "rand": rand, "autn": rand}).encode() + b"\n"
     )
-    assert isinstance(req, Request) and req.params == {"rand": bytes(16), "autn": bytes(16)}
+    assert isinstance(req, Request) and req.params == ImsAuthenticate(rand=bytes(16), autn=bytes(16))
 
 
 def test_errors_have_stable_codes() -> None:

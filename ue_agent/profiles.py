@@ -17,12 +17,14 @@ import argparse
 import json
 import os
 import tomllib
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from ue_agent.config import config_error
+from ue_agent.convert import INTERNAL, ConvertError, convert
 from ue_agent.errors import ConfigError
 
 KINDS = ("at", "pcsc", "lab")
@@ -53,13 +55,14 @@ class ReaderHint:
 
 @dataclass(frozen=True)
 class CardAccess:
-    access: str  # "csim" | "cgla" | "pcsc" | "lab"
+    access: Literal["csim", "cgla", "pcsc", "lab"]
     csim: bool = True  # AT+CSIM is offered
     ccho: bool = False  # AT+CCHO/+CGLA are offered
     cchc: bool = True  # AT+CCHC is offered (Sierra EM9191 has none)
     modem_handles_61xx: bool = False  # the modem runs GET RESPONSE itself and answers data||9000
-    session_id: str = "channel"  # "channel": +CCHO answers the channel number; "opaque": a long handle
-    logical_channels: str = "ccho"  # "ccho" | "manage_channel" (via +CSIM) | "none"
+    # "channel": +CCHO answers the channel number; "opaque": a long handle
+    session_id: Literal["channel", "opaque"] = "channel"
+    logical_channels: Literal["ccho", "manage_channel", "none"] = "ccho"  # manage_channel: via +CSIM
     ccho_missing_app_cme: int = 13  # +CME ERROR code when the AID is not on the card
     note: str = ""
 
@@ -73,7 +76,8 @@ class AtDialect:
     ccho_prefix: bool = True  # False: +CCHO answers a bare "1" (Fibocom FM350)
     cgla_prefix: bool = True  # False: +CGLA answers a bare '4,"9000"' (Fibocom FM350)
     no_test_commands: tuple[str, ...] = ()  # commands whose "=?" form answers ERROR
-    length_field: str = "hex_chars"  # "hex_chars" (TS 27.007) | "bytes" (length field in bytes: wrong)
+    # "hex_chars" (TS 27.007) | "bytes" (length field in bytes: wrong)
+    length_field: Literal["hex_chars", "bytes"] = "hex_chars"
     max_line: int = 1024  # longest information line seen from this family, in characters
     command_timeout_s: float = 10.0
     init: tuple[str, ...] = ()  # commands sent after opening the port, in order
@@ -92,7 +96,7 @@ class ImsReporting:
 @dataclass(frozen=True)
 class Profile:
     name: str
-    kind: str
+    kind: Literal["at", "pcsc", "lab"]
     summary: str
     vendor: str = ""
     models: tuple[str, ...] = ()
@@ -101,7 +105,7 @@ class Profile:
     reader: ReaderHint | None = None
     at: AtDialect | None = None
     ims: ImsReporting | None = None
-    source: str = ""
+    source: Annotated[str, INTERNAL] = ""
 
     @property
     def access(self) -> str:
@@ -113,124 +117,41 @@ class Profile:
 
 # --- validation ---------------------------------------------------------------------------------------
 
-_TOP = {"name", "kind", "summary", "vendor", "models", "port", "reader", "card", "at", "ims"}
-_SECTIONS: dict[str, type] = {
-    "port": PortHint,
-    "reader": ReaderHint,
-    "card": CardAccess,
-    "at": AtDialect,
-    "ims": ImsReporting,
-}
 _SECTIONS_BY_KIND = {"at": {"port", "card", "at", "ims"}, "pcsc": {"reader", "card"}, "lab": {"card"}}
-
-
-def _check_type(value: Any, default: Any, key: str, where: str) -> Any:
-    """Coerce TOML values to the dataclass field's type (taken from its default)."""
-    if isinstance(default, bool):
-        ok = isinstance(value, bool)
-    elif isinstance(default, float):
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        value = float(value) if ok else value
-    elif isinstance(default, int):
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif isinstance(default, tuple):
-        ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        value = tuple(value) if ok else value
-    else:
-        ok = isinstance(value, str)
-    if not ok:
-        want = type(default).__name__ if not isinstance(default, tuple) else "list of strings"
-        raise ConfigError("config.invalid", f"{where}: '{key}' must be a {want}", key=key)
-    return value
-
-
-def _section(cls: type, data: Any, section: str, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise ConfigError("config.invalid", f"{where}: [{section}] must be a table", key=section)
-    fields = cls.__dataclass_fields__
-    for key in data:
-        if key not in fields:
-            raise ConfigError(
-                "config.unknown_key", f"{where}: unknown key '{section}.{key}'", key=f"{section}.{key}"
-            )
-    kwargs: dict[str, Any] = {}
-    for name, f in fields.items():
-        if name in data:
-            default = "" if f.default is MISSING else f.default
-            kwargs[name] = _check_type(data[name], default, f"{section}.{name}", where)
-    try:
-        return cls(**kwargs)
-    except TypeError:
-        missing = [n for n, f in fields.items() if n not in kwargs and f.default is MISSING]
-        key = f"{section}.{missing[0]}" if missing else section
-        raise ConfigError("config.missing_key", f"{where}: missing key '{key}'", key=key) from None
+_ALL_SECTIONS = {"port", "reader", "card", "at", "ims"}
 
 
 def parse_profile(data: dict[str, Any], where: str = "<profile>") -> Profile:
     """Validate one profile table (as read from TOML) into a :class:`Profile`."""
-    for key in data:
-        if key not in _TOP:
-            raise ConfigError("config.unknown_key", f"{where}: unknown key '{key}'", key=key)
-    for key in ("name", "kind", "summary", "card"):
-        if key not in data:
-            raise ConfigError("config.missing_key", f"{where}: missing key '{key}'", key=key)
-    for key in ("name", "kind", "summary", "vendor"):
-        if key in data and not isinstance(data[key], str):
-            raise ConfigError("config.invalid", f"{where}: '{key}' must be a string", key=key)
-    kind = data["kind"]
-    if kind not in KINDS:
-        raise ConfigError("config.invalid", f"{where}: kind must be one of {', '.join(KINDS)}", key="kind")
-    allowed = _SECTIONS_BY_KIND[kind]
-    sections: dict[str, Any] = {}
-    for name, cls in _SECTIONS.items():
-        if name not in data:
-            continue
-        if name not in allowed:
+    try:
+        profile = convert(Profile, data)
+    except ConvertError as exc:
+        raise config_error(exc, where) from None
+    if "card" not in data:  # the dataclass default is for programs; a file says how the card is reached
+        raise ConfigError("config.missing_key", f"{where}: missing key 'card'", key="card")
+    kind = profile.kind
+    for name in sorted(_ALL_SECTIONS - _SECTIONS_BY_KIND[kind]):
+        if name in data:
             raise ConfigError(
                 "config.unknown_key", f"{where}: [{name}] does not apply to kind '{kind}'", key=name
             )
-        sections[name] = _section(cls, data[name], name, where)
-    card: CardAccess = sections["card"]
+    card = profile.card
     if card.access not in ACCESS[kind]:
         raise ConfigError(
             "config.invalid",
             f"{where}: card.access must be one of {', '.join(ACCESS[kind])} for kind '{kind}'",
             key="card.access",
         )
-    if card.session_id not in ("channel", "opaque"):
-        raise ConfigError(
-            "config.invalid", f"{where}: card.session_id: channel or opaque", key="card.session_id"
-        )
-    if card.logical_channels not in ("ccho", "manage_channel", "none"):
-        raise ConfigError(
-            "config.invalid",
-            f"{where}: card.logical_channels: ccho, manage_channel or none",
-            key="card.logical_channels",
-        )
     if card.access == "cgla" and not card.ccho:
         raise ConfigError(
             "config.invalid", f"{where}: card.access = cgla needs card.ccho = true", key="card.ccho"
         )
+    defaults: dict[str, Any] = {"source": where}
     if kind == "at":
-        sections.setdefault("at", AtDialect())
-        sections.setdefault("ims", ImsReporting())
-        sections.setdefault("port", PortHint())
-        if sections["at"].length_field not in ("hex_chars", "bytes"):
-            raise ConfigError(
-                "config.invalid", f"{where}: at.length_field: hex_chars or bytes", key="at.length_field"
-            )
-    models = data.get("models", [])
-    if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-        raise ConfigError("config.invalid", f"{where}: 'models' must be a list of strings", key="models")
-    return Profile(
-        name=data["name"],
-        kind=kind,
-        summary=data["summary"],
-        vendor=data.get("vendor", ""),
-        models=tuple(models),
-        source=where,
-        **sections,
-    )
+        defaults.update(
+            at=profile.at or AtDialect(), ims=profile.ims or ImsReporting(), port=profile.port or PortHint()
+        )
+    return replace(profile, **defaults)
 
 
 def load_profile_file(path: str | Path | Traversable) -> Profile:

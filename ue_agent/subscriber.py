@@ -12,27 +12,36 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
+from ue_agent.config import config_error
+from ue_agent.convert import Check, ConvertError, Hex, Len, Range, convert
 from ue_agent.crypto.milenage import opc_from_op
 from ue_agent.errors import ConfigError
 from ue_agent.secret import Secret
 
-_KNOWN = {
-    "imsi",
-    "impi",
-    "impu",
-    "domain",
-    "k",
-    "opc",
-    "op",
-    "amf",
-    "sqn",
-    "pcscf",
-    "iccid",
-    "mnc_length",
-    "isim",
-    "gba_u",
-}
+Text = Annotated[str, Len(1)]
+Key128 = Annotated[bytes, Hex(16)]
+
+
+@dataclass
+class SubscriberFile:
+    """The file's keys as typed by the converter (K and OPc become :class:`Secret` in :class:`Subscriber`)."""
+
+    imsi: Annotated[str, Check(lambda s: s.isdigit() and 6 <= len(s) <= 15, "must be 6-15 digits")]
+    impi: Text
+    impu: Annotated[list[Text], Len(1)] | Text
+    domain: Text
+    k: Key128 = field(repr=False)
+    amf: Annotated[bytes, Hex(2)]
+    sqn: Annotated[int, Range(0, 2**48 - 1)]  # TS 33.102 C.3.2: SQN is 48 bits
+    opc: Key128 | None = field(default=None, repr=False)
+    op: Key128 | None = field(default=None, repr=False)
+    pcscf: list[Text] = field(default_factory=list)
+    iccid: Text = "8988211000000000001"
+    mnc_length: Literal[2, 3] = 2
+    isim: bool = True
+    gba_u: bool = False
 
 
 @dataclass
@@ -64,60 +73,31 @@ class Subscriber:
         return f"Subscriber(impi={self.impi!r}, imsi={self.imsi!r}, source={self.source!r})"
 
 
-def _hex(data: dict, key: str, length: int, where: str) -> bytes:
+def parse_subscriber(data: dict[str, Any], where: str = "<subscriber>") -> Subscriber:
     try:
-        value = bytes.fromhex(str(data[key]))
-    except KeyError:
-        raise ConfigError("config.missing_key", f"{where}: missing key '{key}'", key=key) from None
-    except ValueError:
-        raise ConfigError("config.invalid", f"{where}: '{key}' is not hex", key=key) from None
-    if len(value) != length:
-        raise ConfigError("config.invalid", f"{where}: '{key}' must be {length} bytes", key=key)
-    return value
-
-
-def parse_subscriber(data: dict, where: str = "<subscriber>") -> Subscriber:
-    unknown = sorted(set(data) - _KNOWN)
-    if unknown:
-        raise ConfigError("config.unknown_key", f"{where}: unknown key '{unknown[0]}'", key=unknown[0])
-    for key in ("imsi", "impi", "impu", "domain", "k", "amf", "sqn"):
-        if key not in data:
-            raise ConfigError("config.missing_key", f"{where}: missing key '{key}'", key=key)
-    imsi = str(data["imsi"])
-    if not (imsi.isdigit() and 6 <= len(imsi) <= 15):
-        raise ConfigError("config.invalid", f"{where}: 'imsi' must be 6-15 digits", key="imsi")
-    k = _hex(data, "k", 16, where)
-    if "opc" in data:
-        opc = _hex(data, "opc", 16, where)
-    elif "op" in data:
-        opc = opc_from_op(k, _hex(data, "op", 16, where))
+        f = convert(SubscriberFile, data)
+    except ConvertError as exc:
+        raise config_error(exc, where) from None
+    if f.opc is not None:
+        opc = f.opc
+    elif f.op is not None:
+        opc = opc_from_op(f.k, f.op)
     else:
         raise ConfigError("config.missing_key", f"{where}: missing key 'opc' (or 'op')", key="opc")
-    impu = data["impu"]
-    if isinstance(impu, str):
-        impu = [impu]
-    if not impu or not all(isinstance(u, str) for u in impu):
-        raise ConfigError("config.invalid", f"{where}: 'impu' must be a list of URIs", key="impu")
-    sqn = data["sqn"]
-    if not isinstance(sqn, int) or not 0 <= sqn < 2**48:
-        raise ConfigError("config.invalid", f"{where}: 'sqn' must be an integer < 2^48", key="sqn")
-    mnc_length = int(data.get("mnc_length", 2))
-    if mnc_length not in (2, 3):
-        raise ConfigError("config.invalid", f"{where}: 'mnc_length' must be 2 or 3", key="mnc_length")
     return Subscriber(
-        imsi=imsi,
-        impi=str(data["impi"]),
-        impu=list(impu),
-        domain=str(data["domain"]),
-        k=Secret(k, "K"),
+        imsi=f.imsi,
+        impi=f.impi,
+        impu=[f.impu] if isinstance(f.impu, str) else f.impu,
+        domain=f.domain,
+        k=Secret(f.k, "K"),
         opc=Secret(opc, "OPc"),
-        amf=_hex(data, "amf", 2, where),
-        sqn=sqn,
-        pcscf=list(data.get("pcscf", [])),
-        iccid=str(data.get("iccid", "8988211000000000001")),
-        mnc_length=mnc_length,
-        isim=bool(data.get("isim", True)),
-        gba_u=bool(data.get("gba_u", False)),
+        amf=f.amf,
+        sqn=f.sqn,
+        pcscf=f.pcscf,
+        iccid=f.iccid,
+        mnc_length=f.mnc_length,
+        isim=f.isim,
+        gba_u=f.gba_u,
         source=where,
     )
 

@@ -10,14 +10,13 @@ sockets here, so the whole surface a peer can reach is testable with bytes alone
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from ue_agent import __version__
 from ue_agent.api import errors as E
 from ue_agent.api.protocol import (
     EVENTS,
     MAX_LINE,
-    OPS,
     PROTOCOL_VERSION,
     SUPPORTED_VERSIONS,
     LineFramer,
@@ -27,12 +26,25 @@ from ue_agent.api.protocol import (
 )
 from ue_agent.api.schema import check_id, validate
 from ue_agent.errors import AgentError
+from ue_agent.ops.protocol import Hello, Subscribe
+from ue_agent.ops.registry import OPERATIONS
 
 log = logging.getLogger(__name__)
 
 
+class Peer(NamedTuple):
+    """The peer of a connection, from SO_PEERCRED / SO_PEERGROUPS."""
+
+    pid: int
+    uid: int
+    gid: int
+    groups: tuple[int, ...] = ()
+    conn: int = 0
+
+
 class Request:
-    """A valid request for the agent; ``params`` are already checked and decoded.
+    """A valid request for the agent; ``params`` is the operation's typed request, checked
+    and decoded (see :mod:`ue_agent.ops.declare`).
 
     A plain slotted class (one is made per request): cheaper to build than a frozen
     dataclass, and its repr leaves the parameters out.
@@ -40,7 +52,7 @@ class Request:
 
     __slots__ = ("id", "op", "params")
 
-    def __init__(self, id: str | int, op: str, params: dict[str, Any]) -> None:
+    def __init__(self, id: str | int, op: str, params: Any) -> None:
         self.id = id
         self.op = op
         self.params = params
@@ -93,7 +105,8 @@ class ConnectionCore:
         op = msg.get("op")
         if not isinstance(op, str):
             return self._error(req_id, E.BAD_REQUEST, "'op' must be a string", param="op")
-        if op not in OPS:
+        decl = OPERATIONS.get(op)
+        if decl is None:
             return self._error(req_id, E.UNKNOWN_OP, f"unknown operation '{op[:64]}'")
         if req_id in self.inflight:
             return self._error(req_id, E.BAD_REQUEST, "a request with this id is in progress", param="id")
@@ -101,12 +114,12 @@ class ConnectionCore:
         msg.pop("id", None)
         del msg["op"]
         try:
-            params = validate(op, msg)
+            params = validate(decl, msg)
         except AgentError as exc:
             return encode(E.error_reply(req_id, exc))
-        if op == "hello":
+        if isinstance(params, Hello):
             return self._hello(req_id, params)
-        if op == "subscribe":
+        if isinstance(params, Subscribe):
             return self._subscribe(req_id, params)
         if len(self.inflight) >= self.max_inflight:
             return self._error(
@@ -116,8 +129,8 @@ class ConnectionCore:
         return Request(req_id, op, params)
 
     # -- the protocol's own operations ---------------------------------------------------
-    def _hello(self, req_id: str | int, params: dict[str, Any]) -> bytes:
-        wanted = params.get("protocols", [PROTOCOL_VERSION])
+    def _hello(self, req_id: str | int, params: Hello) -> bytes:
+        wanted = params.protocols if params.protocols is not None else [PROTOCOL_VERSION]
         common = [v for v in SUPPORTED_VERSIONS if v in wanted]
         if not common:
             return self._error(
@@ -126,7 +139,8 @@ class ConnectionCore:
                 f"this agent speaks protocol {', '.join(map(str, SUPPORTED_VERSIONS))}",
                 supported=list(SUPPORTED_VERSIONS),
             )
-        self.client = params.get("client", self.client)
+        if params.client is not None:
+            self.client = params.client
         return encode(
             {
                 "id": req_id,
@@ -134,15 +148,15 @@ class ConnectionCore:
                 "protocol": max(common),
                 "agent": "ue-agent",
                 "version": __version__,
-                "ops": list(OPS),
+                "ops": list(OPERATIONS),
                 "events": list(EVENTS),
                 "max_line": self.max_line,
                 "max_inflight": self.max_inflight,
             }
         )
 
-    def _subscribe(self, req_id: str | int, params: dict[str, Any]) -> bytes:
-        events = params.get("events", list(EVENTS))
+    def _subscribe(self, req_id: str | int, params: Subscribe) -> bytes:
+        events = params.events if params.events is not None else list(EVENTS)
         unknown = [e for e in events if e not in EVENTS]
         if unknown:
             return self._error(req_id, E.BAD_REQUEST, f"unknown event '{unknown[0][:64]}'", param="events")

@@ -11,27 +11,16 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+from ue_agent.ops.registry import OPERATIONS
+
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MAX_LINE = 65536
 #: deepest JSON nesting a request may have (requests are flat; this is generous).
 MAX_DEPTH = 16
 
-OPS = (
-    "hello",
-    "status",
-    "subscribe",
-    "capabilities",
-    "ims.authenticate",
-    "sdes.offer",
-    "sdes.answer",
-    "mikey.offer",
-    "mikey.answer",
-    "mikey.complete",
-    "session.keys",
-    "session.report",
-    "session.close",
-)
+#: operation names, from their declarations (:mod:`ue_agent.ops.registry`)
+OPS = tuple(OPERATIONS)
 EVENTS = ("card", "bootstrap", "handover", "security.warning")
 
 

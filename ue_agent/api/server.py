@@ -27,10 +27,10 @@ import stat
 import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ue_agent.api import errors as E
-from ue_agent.api.core import ConnectionCore, Request
+from ue_agent.api.core import ConnectionCore, Peer, Request
 from ue_agent.api.protocol import encode
 from ue_agent.config import ApiConfig
 from ue_agent.errors import AgentError
@@ -40,16 +40,6 @@ log = logging.getLogger(__name__)
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
 #: a peer that stops reading: drop it when this much output is waiting.
 MAX_WRITE_BUFFER = 1 << 20
-
-
-class Peer(NamedTuple):
-    """The peer of a connection, from SO_PEERCRED / SO_PEERGROUPS."""
-
-    pid: int
-    uid: int
-    gid: int
-    groups: tuple[int, ...] = ()
-    conn: int = 0
 
 
 #: Runs one request: returns the result dict at once, or an awaitable of it (which then

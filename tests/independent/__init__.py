@@ -1,0 +1,1 @@
+"""Implementations written independently of ue_agent, from primary texts only, for interoperability tests."""

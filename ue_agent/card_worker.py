@@ -1,0 +1,186 @@
+"""The card worker: ONE thread owns the card; every card access is a job on its queue.
+
+Jobs run one at a time. A job asked for while another runs is refused with ``card.busy``
+at once (oFono's explicit Busy), so no request waits behind a slow card. A transport
+failure closes the card; the next job opens it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ue_agent.config import Config
+from ue_agent.errors import AgentError, CardError
+
+if TYPE_CHECKING:
+    from ue_agent.card.results import AkaMacFailure, AkaOutcome, AkaSyncFailure, GbaBootstrapRes
+    from ue_agent.card.session import Card
+    from ue_agent.secret import Secret
+
+log = logging.getLogger("ue_agent.agent")
+T = TypeVar("T")
+
+#: transport failures after which the card is re-opened on the next job.
+REOPEN_CODES = frozenset(
+    {"card.absent", "card.removed", "card.reader_gone", "card.pcsc_unavailable", "modem.gone"}
+)
+
+#: the card's presence as ``status`` and the ``card`` event show it
+CardState = dict[str, Any]
+Job = Callable[["Card"], Any]
+
+
+class CardWorker:
+    """One thread owns the card; jobs are functions of the Card run there, one at a time."""
+
+    def __init__(self, opener: Callable[[], Card], on_state: Callable[[CardState], None]) -> None:
+        self._opener = opener
+        self._on_state = on_state
+        self._jobs: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._cv = threading.Condition()
+        self._busy = False
+        self._stop = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._main, name="ue-agent-card", daemon=True)
+        self.card: Card | None = None
+        self.state: CardState = {"present": False, "error": None}
+
+    def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._thread.start()
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    async def call(self, job: Callable[[Card], T]) -> T:
+        if self._busy:
+            raise CardError("card.busy", "the card is serving another request; retry")
+        if self._stop:
+            raise CardError("card.closed", "the agent is stopping")
+        assert self._loop is not None, "CardWorker.start() first"
+        self._busy = True
+        fut: asyncio.Future[T] = self._loop.create_future()
+        with self._cv:
+            self._jobs.append((job, fut))
+            self._cv.notify()
+        return await fut
+
+    def stop(self, timeout: float = 5.0) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- worker thread ----------------------------------------------------------------------
+    def _main(self) -> None:
+        while True:
+            with self._cv:
+                while not self._jobs and not self._stop:
+                    self._cv.wait()
+                if self._stop:
+                    pending, self._jobs = self._jobs, []
+                    break
+                job, fut = self._jobs.pop(0)
+            self._run(job, fut)
+        for _job, fut in pending:
+            self._deliver(fut, None, CardError("card.closed", "the agent is stopping"))
+        self._close_card()
+
+    def _run(self, job: Job, fut: asyncio.Future[Any]) -> None:
+        result: Any = None
+        exc: BaseException | None = None
+        try:
+            if self.card is None:
+                self.card = self._opener()
+                self._set_state({"present": True, "error": None})
+            result = job(self.card)
+        except AgentError as e:
+            exc = e
+            if e.code in REOPEN_CODES:
+                self._close_card()
+                self._set_state({"present": False, "error": e.code})
+        except Exception as e:  # noqa: BLE001 - a driver bug must not kill the worker
+            log.error("card job failed: %s", type(e).__name__)
+            exc = AgentError("card.error", "card access failed")
+        self._deliver(fut, result, exc)
+
+    def _deliver(self, fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
+        def settle() -> None:
+            self._busy = False
+            if fut.cancelled():
+                if hasattr(result, "zeroize"):
+                    result.zeroize()  # nobody will take these keys any more
+                return
+            if exc is not None:
+                fut.set_exception(exc)
+            else:
+                fut.set_result(result)
+
+        assert self._loop is not None
+        try:
+            self._loop.call_soon_threadsafe(settle)
+        except RuntimeError:  # loop closed: shutting down
+            if hasattr(result, "zeroize"):
+                result.zeroize()
+
+    def _set_state(self, state: CardState) -> None:
+        changed = state.get("present") != self.state.get("present")
+        self.state = state
+        if changed and self._loop is not None:
+            self._loop.call_soon_threadsafe(self._on_state, dict(state))
+
+    def _close_card(self) -> None:
+        card, self.card = self.card, None
+        if card is not None:
+            try:
+                card.transport.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def open_card(cfg: Config, on_urc: Callable[[str], None] | None = None) -> Card:
+    """Open the configured card path and the Card facade (runs in the worker thread).
+
+    When the card is reached over the [modem] port itself, that port's URC lines
+    (+CIREPH) come through the card transport and go to ``on_urc``.
+    """
+    from ue_agent.card.session import Card
+    from ue_agent.transports import open_transport
+
+    shared = cfg.card.transport == "at" and cfg.modem.port == cfg.card.port
+    transport = open_transport(cfg.card, on_urc=on_urc if shared else None)
+    if shared:  # no separate watcher opens this port: ask for the SRVCC reports here
+        from ue_agent.drivers.at_modem import CglaTransport, CsimTransport, enable_ims_reporting
+
+        assert isinstance(transport, CsimTransport | CglaTransport)
+        refused = enable_ims_reporting(transport.port)
+        if refused:
+            log.warning("modem %s refused %s: no handover reports", cfg.modem.port, ", ".join(refused))
+    return Card(transport)
+
+
+class CardOps:
+    """GbaClient's ``card_ops``: the card calls, each through the one card worker."""
+
+    def __init__(self, worker: CardWorker) -> None:
+        self.worker = worker
+
+    async def authenticate(self, rand: bytes, autn: bytes) -> AkaOutcome:
+        return await self.worker.call(lambda card: card.authenticate(rand, autn))
+
+    async def gba_bootstrap(
+        self, rand: bytes, autn: bytes
+    ) -> GbaBootstrapRes | AkaMacFailure | AkaSyncFailure:
+        return await self.worker.call(lambda card: card.gba_bootstrap(rand, autn))
+
+    async def gba_naf_derive(self, naf_id: bytes, impi: str) -> Secret:
+        return await self.worker.call(lambda card: card.gba_naf_derive(naf_id, impi))
+
+    async def store_gba_bootstrap(self, rand: bytes, btid: str, lifetime: str) -> None:
+        await self.worker.call(lambda card: card.store_gba_bootstrap(rand, btid, lifetime))

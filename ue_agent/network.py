@@ -1,0 +1,148 @@
+"""The agent's network side: GBA (Ub), the NAF client (Ua) and the KMS client, built on first use.
+
+The HTTP client and the GBA/NAF/KMS modules are imported only here, when an operation
+needs the network, so an agent that never keys a MIKEY session never loads them.
+:class:`KmsReachability` wraps the KMS client's network calls to record, for ``status``,
+whether the KMS answered.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ue_agent.config import NetworkConfig
+from ue_agent.errors import AgentError, CardError, KmsError
+
+if TYPE_CHECKING:
+    from ue_agent.card.results import CardIdentities
+    from ue_agent.card_worker import CardWorker
+    from ue_agent.gba.client import GbaClient
+    from ue_agent.httpclient import HttpClient
+    from ue_agent.kms.client import AnswerResult, KmsClient, OfferResult
+    from ue_agent.kms.session import PendingOffer
+    from ue_agent.kms.streams import SrtpStream, TlsStream
+    from ue_agent.media.keys import MediaKeys
+
+T = TypeVar("T")
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class NetworkSide:
+    """GBA, NAF and KMS clients for one agent, made with the first MIKEY operation.
+
+    ``network`` gives the current [network] settings (a reload may change them);
+    ``identities`` reads the card's identities when they are not known yet (None: no card).
+    """
+
+    def __init__(
+        self,
+        network: Callable[[], NetworkConfig],
+        card: CardWorker,
+        identities: Callable[[], Awaitable[CardIdentities | None]],
+        emit: Emit,
+    ) -> None:
+        self._network = network
+        self._card = card
+        self._identities = identities
+        self._emit = emit
+        self.http: HttpClient | None = None
+        self.gba: GbaClient | None = None
+        self.kms_client: KmsClient | None = None
+        #: "unused", "reachable" or "unreachable": what the last KMS exchange showed
+        self.kms_state = "unused"
+
+    def _require(self) -> tuple[str, str, str, str]:
+        net = self._network()
+        if not (net.bsf_url and net.kms_url):
+            raise KmsError("kms.not_configured", "[network] bsf_url and kms_url are needed for MIKEY-TICKET")
+        return net.bsf_url, net.bsf_host or "", net.kms_url, net.kms_host or ""
+
+    async def kms(self) -> KmsReachability:
+        if self.kms_client is not None:
+            return KmsReachability(self.kms_client, self)
+        bsf_url, bsf_fqdn, kms_url, kms_fqdn = self._require()
+        ids = await self._identities()
+        if ids is None:
+            error = self._card.state.get("error") or "card.absent"
+            raise CardError(error, "the card is not available")
+        from ue_agent.card_worker import CardOps
+        from ue_agent.gba.client import GbaClient
+        from ue_agent.gba.naf_client import NafClient
+        from ue_agent.httpclient import HttpClient
+        from ue_agent.kms.client import KmsClient
+
+        self.http = HttpClient()
+        self.gba = GbaClient(
+            CardOps(self._card),
+            bsf_url,
+            bsf_fqdn,
+            ids.impi,
+            self.http,
+            gba_u=ids.gba_u,
+            on_event=self._gba_event,
+        )
+        naf = NafClient(self.gba, self.http)
+        self.kms_client = KmsClient(naf, kms_url, kms_fqdn, ids.impus[0], gba=self.gba)
+        return KmsReachability(self.kms_client, self)
+
+    def _gba_event(self, kind: str, info: dict[str, Any]) -> None:
+        self._emit("bootstrap", dict(info))
+
+    def status(self) -> dict[str, Any]:
+        net = self._network()
+        out: dict[str, Any] = {
+            "kms": {
+                "url": net.kms_url,
+                "fqdn": net.kms_host,
+                "state": self.kms_state if net.kms_url else "off",
+            }
+        }
+        gba = self.gba
+        st = gba.state if gba is not None else None
+        boot: dict[str, Any] = {"bsf": net.bsf_url, "state": "bootstrapped" if st else "none"}
+        if gba is not None and st is not None:
+            boot.update(btid=st.btid, expires=st.lifetime_text, gba_u=st.gba_u, runs=gba.runs)
+        out["bootstrap"] = boot
+        return out
+
+    async def close(self) -> None:
+        if self.kms_client is not None:
+            self.kms_client.forget()
+        if self.gba is not None:
+            self.gba.close()
+        if self.http is not None:
+            await self.http.close()
+
+
+class KmsReachability:
+    """KmsClient calls that record whether the KMS answered (for status)."""
+
+    def __init__(self, client: KmsClient, side: NetworkSide) -> None:
+        self.client, self.side = client, side
+
+    async def offer(
+        self,
+        responder: str,
+        streams: list[SrtpStream | TlsStream],
+        *,
+        recipients: list[str] | None = None,
+        group: bool = False,
+    ) -> OfferResult:
+        return await self._track(self.client.offer(responder, streams, recipients=recipients, group=group))
+
+    async def answer(self, transfer_init: bytes) -> AnswerResult:
+        return await self._track(self.client.answer(transfer_init))
+
+    def complete(self, pending: PendingOffer, transfer_resp: bytes) -> list[MediaKeys]:
+        return self.client.complete(pending, transfer_resp)
+
+    async def _track(self, call: Awaitable[T]) -> T:
+        try:
+            result = await call
+        except AgentError as exc:
+            if exc.code.startswith(("gba.", "kms.")) and "unreachable" in exc.code:
+                self.side.kms_state = "unreachable"
+            raise
+        self.side.kms_state = "reachable"
+        return result

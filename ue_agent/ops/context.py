@@ -1,0 +1,105 @@
+"""What the operation handlers share: the card worker, the network side, the media sessions.
+
+One :class:`Context` per agent, built by :class:`ue_agent.agent.Agent` (the composition
+root). Handlers take it, a typed request and the :class:`~ue_agent.api.core.Peer`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from ue_agent.config import Config
+from ue_agent.errors import AgentError
+from ue_agent.handover.state import HandoverTracker
+from ue_agent.secret import Secret
+
+if TYPE_CHECKING:
+    from ue_agent.card.results import CardIdentities
+    from ue_agent.card_worker import CardWorker
+    from ue_agent.kms.session import PendingOffer
+    from ue_agent.media.sdes import LocalOffer
+    from ue_agent.media.store import KeyStore
+    from ue_agent.network import NetworkSide
+
+log = logging.getLogger("ue_agent.agent")
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+class KeyRegistry:
+    """Every Secret the agent holds, so shutdown can zeroize all of them and say so."""
+
+    def __init__(self) -> None:
+        self._keys: list[Secret] = []
+        self._lock = threading.Lock()
+
+    def add(self, *secrets: Secret | None) -> None:
+        with self._lock:
+            self._keys.extend(s for s in secrets if s is not None)
+            self._keys = [s for s in self._keys if not s.zeroized]
+
+    def zeroize_all(self) -> tuple[int, int]:
+        """Zeroize every key; returns (how many were live, how many are still not zero)."""
+        with self._lock:
+            live = [s for s in self._keys if not s.zeroized]
+            for s in live:
+                s.zeroize()
+            left = sum(1 for s in self._keys if not s.zeroized)
+            self._keys.clear()
+        return len(live), left
+
+
+class Context:
+    """The agent's state as the operations see it."""
+
+    def __init__(self, cfg: Config, emit: Emit, card: CardWorker, network: NetworkSide) -> None:
+        self.cfg = cfg
+        self.emit = emit
+        self.card = card
+        self.network = network
+        self.keys = KeyRegistry()
+        self.handover = HandoverTracker()
+        self.identities: CardIdentities | None = None
+        self.started = time.time()
+        self.counters = {"authentications": 0, "mac_failures": 0, "sync_failures": 0}
+        self.extra_status: list[Callable[[], dict[str, Any]]] = []
+        self._store: KeyStore | None = None  # made with the first media session (see store)
+        #: SDES offers waiting for their answer: session id -> (LocalOffer, owner uid)
+        self.pending_offers: dict[str, tuple[LocalOffer, int]] = {}
+        #: MIKEY offers waiting for TRANSFER_RESP: session id -> (PendingOffer, media, owner uid)
+        self.pending_mikey: dict[str, tuple[PendingOffer, list[str], int]] = {}
+        #: who negotiated each session: only that uid (or root) may use it
+        self.owners: dict[str, int] = {}
+        #: (kms_url, capabilities on the wire), built on the first capabilities request
+        self.caps: tuple[str | None, dict[str, Any]] | None = None
+
+    @property
+    def store(self) -> KeyStore:
+        """The media KeyStore. Built (and its modules imported) on first use, not at start-up:
+        an agent that has negotiated no session has nothing in it."""
+        if self._store is None:
+            from ue_agent.media.store import KeyStore
+
+            self._store = KeyStore(self.emit)
+        return self._store
+
+    @property
+    def store_if_any(self) -> KeyStore | None:
+        """The KeyStore if a session was ever negotiated (status must not build it)."""
+        return self._store
+
+    async def read_identities(self) -> None:
+        try:
+            self.identities = await self.card.call(lambda card: card.identities())
+        except AgentError as exc:
+            log.warning("card not ready: %s", exc.code)
+            self.card.state = {"present": False, "error": exc.code}
+
+    async def require_identities(self) -> CardIdentities | None:
+        """The card's identities, read now if they are not known yet (None: no card)."""
+        if self.identities is None:
+            await self.read_identities()
+        return self.identities

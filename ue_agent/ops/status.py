@@ -1,0 +1,71 @@
+"""``status`` and ``capabilities``: what the agent is and can do (memory only, answered at once)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+from ue_agent import __version__
+from ue_agent.ops.declare import Reply, operation, request
+
+if TYPE_CHECKING:
+    from ue_agent.api.core import Peer
+    from ue_agent.ops.context import Context
+
+
+@request
+class Status:
+    pass
+
+
+@request
+class Capabilities:
+    pass
+
+
+@operation("status", Status)
+def status(ctx: Context, req: Status, peer: Peer) -> Reply:
+    return status_of(ctx)
+
+
+def status_of(ctx: Context) -> Reply:
+    ids = ctx.identities
+    card: dict[str, Any] = {
+        "transport": ctx.cfg.card.transport,
+        "present": bool(ctx.card.state.get("present")),
+        "busy": ctx.card.busy,
+    }
+    if ctx.card.state.get("error"):
+        card["error"] = ctx.card.state["error"]
+    if ids is not None:
+        card.update(application=ids.application, impi=ids.impi, impus=list(ids.impus), domain=ids.domain)
+    out: Reply = {
+        "agent": {"version": __version__, "uptime_s": int(time.time() - ctx.started)},
+        "card": card,
+        "counters": dict(ctx.counters),
+        "handover": ctx.handover.snapshot(),
+    }
+    store = ctx.store_if_any  # None: no session was ever negotiated
+    by_state = store.count_by_state() if store is not None else {}
+    out.update(ctx.network.status())
+    out["sessions"] = {
+        "open": len(store) if store is not None else 0,
+        "pending_offers": len(ctx.pending_offers) + len(ctx.pending_mikey),
+        "by_state": by_state,
+    }
+    for extra in ctx.extra_status:
+        out.update(extra())
+    return out
+
+
+@operation("capabilities", Capabilities)
+def capabilities(ctx: Context, req: Capabilities, peer: Peer) -> Reply:
+    kms_url = ctx.cfg.network.kms_url
+    if ctx.caps is None or ctx.caps[0] != kms_url:  # first call, or a reload changed it
+        from ue_agent.media.capabilities import device_capabilities
+
+        ctx.caps = (kms_url, device_capabilities(kms_url=kms_url).to_wire())
+    # The cached inner objects are shared between replies: they are only serialized.
+    caps = dict(ctx.caps[1])
+    caps["aka"] = {"application": ctx.identities.application if ctx.identities else None}
+    return caps

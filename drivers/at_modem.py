@@ -53,8 +53,14 @@ def _default_profile() -> Profile | None:
         return None
 
 
+#: commands whose parameters are passwords (TS 27.007 8.3 +CPIN, 7.5 +CLCK, 7.5 +CPWD)
+_SECRET_PARAMS = re.compile(r"^(\s*AT\s*\+(?:CPIN|CPWD|CLCK)\s*=).*$", re.IGNORECASE)
+
+
 def redact(line: str) -> str:
-    """A line fit for logs and error text: hex runs of 8+ digits become ``<hex:N>``."""
+    """A line fit for logs and error text: hex runs of 8+ digits become ``<hex:N>`` and the
+    parameters of AT+CPIN= / +CPWD= / +CLCK= (a PIN or PUK) become ``<redacted>``."""
+    line = _SECRET_PARAMS.sub(lambda m: f"{m.group(1)}<redacted>", line)
     return _HEX_RUN.sub(lambda m: f"<hex:{len(m.group())}>", line)
 
 

@@ -25,8 +25,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+#: fixtures that need pcscd and the vpcd driver: a test using one (directly or through another
+#: fixture) is marked ``pcsc`` here, so ``-m "not pcsc"`` never waits for the machine's readers
+PCSC_FIXTURES = frozenset({"pcscd"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m selects by markers
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests marked ``install`` are deselected (not skipped) without --install-tests."""
+    """The ``pcsc`` marker from the fixtures a test uses; tests marked ``install`` are
+    deselected (not skipped) without --install-tests."""
+    for item in items:
+        if PCSC_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.pcsc)
     if config.getoption("--install-tests"):
         return
     kept = [i for i in items if i.get_closest_marker("install") is None]

@@ -9,6 +9,7 @@ import pytest
 
 from tests.fixtures.daemon import ALICE
 from ue_agent.api.client import ApiCallError
+from ue_agent.kms import mikey, sdp
 
 BOB = ALICE.parent / "bob.toml"
 BOB_URI = "sip:bob@ims.mnc001.mcc001.3gppnetwork.org"
@@ -42,8 +43,11 @@ def test_mikey_ticket_end_to_end(networked) -> None:
         kb = b.request("session.keys", session=ans["session"])
         st_a = a.request("status")
     assert ka["kind"] == kb["kind"] == "mikey"
-    ta, tb = ka["streams"][0]["tx"], kb["streams"][0]["tx"]
-    assert ta["master_key"] == tb["master_key"] and ta["master_salt"] == tb["master_salt"]
+    # each direction its own crypto session (RFC 6043 6.1.1): A's tx is B's rx and the reverse
+    ta, tb = ka["streams"][0]["tx"], kb["streams"][0]["rx"]
+    assert ta == tb and ka["streams"][0]["rx"] == kb["streams"][0]["tx"]
+    assert ta["master_key"] != ka["streams"][0]["rx"]["master_key"]
+    assert ka["streams"][0]["rx"]["ssrc"] != ta["ssrc"]
     assert len(base64.b64decode(ta["master_key"])) == 16
     assert st_a["bootstrap"]["state"] == "bootstrapped" and st_a["bootstrap"]["btid"] == ev["btid"]
     assert st_a["kms"]["state"] == "reachable"
@@ -64,9 +68,16 @@ def test_mikey_errors(networked, daemon_factory) -> None:
             r = b.call("mikey.answer", transfer_init=bad)
             assert r["ok"] is False and r["error"]["code"].startswith(code), r
         ans = b.request("mikey.answer", transfer_init=offer["transfer_init"])
-        # the same TRANSFER_INIT again is a replay
+        # the same TRANSFER_INIT again is a replay: refused, with the Error message of RFC 6043 5.4
         r = b.call("mikey.answer", transfer_init=offer["transfer_init"])
-        assert r["ok"] is False and r["error"]["code"].startswith(("mikey.", "kms.")), r
+        assert r["ok"] is False and r["error"]["code"] == "mikey.replay", r
+        err_line = r["error"]["details"]["key_mgmt"]
+        err = mikey.Message.decode(sdp.parse(err_line))
+        assert (
+            err.header.data_type == mikey.DT_ERROR and err.one(mikey.Error).error_no == mikey.ERR_INVALID_TS
+        )
+        r = a.call("mikey.complete", session=offer["session"], transfer_resp=err_line)
+        assert r["error"]["code"] == "mikey.peer_error" and r["error"]["details"]["error_no"] == [1], r
         r = a.call("mikey.complete", session="s-unknown", transfer_resp=ans["transfer_resp"])
         assert r["error"]["code"] == "media.unknown_session"
         tampered = bytearray(base64.b64decode(ans["transfer_resp"]))

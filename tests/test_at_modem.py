@@ -181,7 +181,7 @@ def test_power_on_echo_is_ignored(modem_factory):
         assert sim.echo
         resp = CsimTransport(port, probe=False).transmit(bytes.fromhex("00A40004023F00"))
         assert resp[0] == 0x61
-        assert port.command("ATI").lines == ["Quectel", "EC25"]
+        assert port.command("ATI").lines == ["Quectel", "EC25", "Revision: EC25EFAR06A06M4G"]
     finally:
         port.close()
 

@@ -4,7 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from ue_agent.handover.state import HandoverTracker, SessionState, SrvccPhase, parse_cireph
+from ue_agent.handover.state import HandoverState, HandoverTracker, SrvccPhase, parse_cireph
+
+
+def tracker(*sessions: str) -> HandoverTracker:
+    """A tracker over a registry holding ``sessions`` (with keys: active)."""
+    t = HandoverTracker()
+    for sid in sessions:
+        add_session(t, sid)
+    return t
+
+
+def add_session(t: HandoverTracker, sid: str) -> None:
+    t.sessions.activate(sid, 1000, "sdes")
 
 
 @pytest.mark.parametrize(
@@ -16,51 +28,45 @@ def test_parse_cireph(line: str, value: int | None) -> None:
 
 
 def test_srvcc_success_releases_keys() -> None:
-    t = HandoverTracker()
-    t.add_session("s1")
-    t.add_session("s2")
+    t = tracker("s1", "s2")
     r = t.on_cireph(0)
     assert t.phase is SrvccPhase.STARTED and not any(d.release_keys for d in r.decisions)
     assert r.event["sessions"] == {"s1": "handover_pending", "s2": "handover_pending"}
     r = t.on_cireph(1)
     assert t.phase is SrvccPhase.CS
     assert {d.session for d in r.decisions if d.release_keys} == {"s1", "s2"}
-    assert t.state_of("s1") is SessionState.HANDED_OVER
+    assert t.state_of("s1") is HandoverState.HANDED_OVER
     # back on PS: a new session is set up with fresh keys; old ones stay handed over
-    t.add_session("s3")
-    assert t.phase is SrvccPhase.PS and t.state_of("s1") is SessionState.HANDED_OVER
+    add_session(t, "s3")
+    assert t.phase is SrvccPhase.PS and t.state_of("s1") is HandoverState.HANDED_OVER
 
 
 @pytest.mark.parametrize("value", [2, 3])
 def test_cancel_or_failure_keeps_the_call_on_ps(value: int) -> None:
-    t = HandoverTracker()
-    t.add_session("s1")
+    t = tracker("s1")
     t.on_cireph(0)
     r = t.on_cireph(value)
-    assert t.phase is SrvccPhase.PS and t.state_of("s1") is SessionState.ACTIVE
+    assert t.phase is SrvccPhase.PS and t.state_of("s1") is HandoverState.ACTIVE
     assert not any(d.release_keys for d in r.decisions)
     assert r.event["meaning"] == ("cancelled" if value == 2 else "failure")
 
 
 def test_success_without_start_still_releases() -> None:
-    t = HandoverTracker()
-    t.add_session("s1")
+    t = tracker("s1")
     assert [d.release_keys for d in t.on_cireph(1).decisions] == [True]
 
 
 def test_unknown_value_changes_nothing() -> None:
-    t = HandoverTracker()
-    t.add_session("s1")
+    t = tracker("s1")
     r = t.on_cireph(9)
     assert r.decisions == [] and r.event["meaning"] == "unknown" and t.phase is SrvccPhase.PS
 
 
 def test_ip_change_marks_rekey() -> None:
-    t = HandoverTracker()
-    t.add_session("s1")
+    t = tracker("s1")
     assert t.on_ip_change("wlan0", "address_added").decisions == []
     r = t.on_ip_change("wlan0", "address_removed")
     assert r.event["sessions"] == {"s1": "rekey_required"}
     assert t.snapshot() == {"phase": "ps", "last_cireph": None, "sessions": {"rekey_required": 1}}
-    t.remove_session("s1")
+    t.sessions.drop("s1")
     assert t.snapshot()["sessions"] == {}

@@ -435,12 +435,10 @@ def test_short_rand_is_refused_by_the_kms() -> None:
     err = decode(lab.kms.handle(ri))
     assert err.name == "Error"
     assert lab.kms.events[-1].clause == "RFC 6043 12.1"
-    verify_mac(
-        err,
-        protection_keys(
-            1, lab.psks[b"btid-a"], err.msg.header.csb_id, 1, decode(ri).get("RANDRi").rand, None, mac_alg=2
-        ).auth,
-    )  # type: ignore[union-attr]
+    randri = decode(ri).get("RANDRi")
+    assert isinstance(randri, wire.RandR)
+    key = protection_keys(1, lab.psks[b"btid-a"], err.msg.header.csb_id, 1, randri.rand, None, mac_alg=2)
+    verify_mac(err, key.auth)  # 5.4: the Error MAC is under the auth_key of the refused REQUEST_INIT
 
 
 def test_secrets_are_not_in_reprs_or_errors() -> None:
@@ -476,5 +474,205 @@ def test_the_package_never_imports_ue_agent() -> None:
             elif isinstance(node, ast.ImportFrom) and node.level == 0:
                 names = [node.module or ""]
             for n in names:
-                assert n.split(".")[0] in {"__future__", "cryptography", "hashlib", "hmac", "os", "time",
-                                           "collections", "dataclasses", "typing"}, (f.name, n)
+                assert n.split(".")[0] in {
+                    "__future__",
+                    "cryptography",
+                    "hashlib",
+                    "hmac",
+                    "os",
+                    "time",
+                    "collections",
+                    "dataclasses",
+                    "typing",
+                }, (f.name, n)
+
+
+def test_kms_hooks_identity_skew_flags_validity_and_transcript() -> None:
+    import dataclasses
+    import time
+
+    lab = Lab()
+    alice = lab.peer(ID_I, b"btid-a")
+    lab.kms._owns = lambda psk_id, ident: False
+    err = decode(lab.kms.handle(alice.request_init([ID_R])))
+    assert err.name == "Error" and [p.error_no for p in err.msg.all(wire.Err)] == [7]  # type: ignore[attr-defined]
+    lab.kms._owns = lambda psk_id, ident: True
+    lab.kms.max_skew = 30
+    lab.kms._now = lambda: time.time() + 3600
+    err = decode(lab.kms.handle(alice.request_init([ID_R])))
+    assert [p.error_no for p in err.msg.all(wire.Err)] == [1]  # type: ignore[attr-defined]
+    lab.kms._now = time.time
+    lab.kms._grant_flags = lambda f: dataclasses.replace(f, I=False, J=False)
+    lab.kms.max_validity = 60
+    ri = alice.request_init(
+        [ID_R],
+        flags=Flags(D=True, E=True, F=True, G=True, H=True, I=True, J=True, N=True, O=True),
+        validity=7200,
+    )
+    issued = alice.accept_request_resp(ri, lab.kms.handle(ri))
+    f = issued.ticket.head.flags
+    assert (f.I, f.J, f.K) == (False, False, True)
+    tre = [p for p in issued.ticket.tp_payloads if isinstance(p, wire.TR) and p.role == 3]
+    assert len(tre) == 1 and int.from_bytes(tre[0].value, "big") - 2208988800 <= time.time() + 61
+    assert len(lab.kms.transcript) == 3 and lab.kms.transcript[-1][0] == ri
+    rr = decode(lab.kms.transcript[-1][1])
+    idrkms = rr.get("IDRkms")
+    assert isinstance(idrkms, wire.IDR) and idrkms.id_type == 1  # the request's IDRkms ID Type is kept
+
+
+def test_f_flag_zero_means_no_transfer_resp() -> None:
+    lab = Lab()
+    alice, bob = lab.peer(ID_I, b"btid-a"), lab.peer(ID_R, b"btid-b")
+    flags = Flags(D=True, E=True, F=False, G=False, H=True, J=True, N=True, O=True)
+    ri = alice.request_init([ID_R], flags=flags)
+    issued = alice.accept_request_resp(ri, lab.kms.handle(ri))
+    ti = alice.transfer_init(issued, responder=ID_R, sessions=[srtp_cs(1, ssrc=5, policies=(1,))], sps=SPS)
+    assert decode(ti).msg.header.v_flag is False  # V agrees with F (4.2.2.1)
+    tr, kb = bob.respond(ti, lab.kms.handle)
+    assert tr is None
+    ka = alice.initiator_keys_without_response(ti, issued)
+    assert [(k.tek, k.salt) for k in ka] == [(k.tek, k.salt) for k in kb]
+
+
+def test_absent_identities_either_reading_verifies() -> None:
+    """4.2.2.1: IDRi / IDRr MAY be left out; the MAC then covers either the empty string or the identities
+    known by other means (5.5 does not say): the checker accepts both."""
+    lab = Lab()
+    alice, bob = lab.peer(ID_I, b"btid-a"), lab.peer(ID_R, b"btid-b")
+    ri = alice.request_init([ID_R])
+    issued = alice.accept_request_resp(ri, lab.kms.handle(ri))
+    for ids in (None, (ID_I, ID_R)):
+        ti = alice.transfer_init(
+            issued,
+            responder=None,
+            include_idri=False,
+            mac_identities=ids,
+            sessions=[srtp_cs(1, ssrc=5, policies=(1,))],
+            sps=SPS,
+        )
+        tr, kb = bob.respond(ti, lab.kms.handle)
+        assert tr is not None
+        assert alice.accept_transfer_resp(ti, tr, issued)[0].tek == kb[0].tek
+
+
+def test_short_rands_in_the_transfer_are_refused() -> None:
+    """12.1: RANDRi + RANDRr at least as long as the longest MPK/TGK (32 bytes with PRF-HMAC-SHA-256)."""
+    from tests.independent.rfc6043 import check_transfer
+
+    lab = Lab()
+    alice = lab.peer(ID_I, b"btid-a")
+    ri = alice.request_init(
+        [ID_R], flags=Flags(D=True, E=True, F=True, G=False, H=True, J=True, N=True, O=True)
+    )
+    issued = alice.accept_request_resp(ri, lab.kms.handle(ri))
+    alice._random = lambda n: os.urandom(16)
+    ti = alice.transfer_init(
+        issued, responder=ID_R, sessions=[srtp_cs(1, ssrc=5, policies=(1,))], sps=SPS, csb_id=7
+    )
+    with pytest.raises(MikeyReject) as e:
+        check_transfer(ti, None, ticket_prf=1, mpki=issued.mpki, mpkr=None, session_keys=issued.session_keys)
+    assert e.value.clause == "RFC 6043 12.1"
+
+
+def _all_messages() -> list[tuple[bytes, bytes | None]]:
+    """(message, the message it answers) for every type, from a forking round through the package."""
+    lab = Lab()
+    alice, bob = lab.peer(ID_I, b"btid-a"), lab.peer(ID_R, b"btid-b")
+    flags = Flags(D=True, E=True, F=True, G=True, H=True, I=True, J=True, N=True, O=True)
+    ri = alice.request_init([ID_R], flags=flags)
+    issued = alice.accept_request_resp(ri, lab.kms.handle(ri))
+    ti = alice.transfer_init(
+        issued,
+        responder=ID_R,
+        sessions=[srtp_cs(1, ssrc=1, policies=(1,)), srtp_cs(2, policies=(1,))],
+        sps=SPS,
+    )
+    tr, _ = bob.respond(ti, lab.kms.handle)
+    assert tr is not None
+    out: list[tuple[bytes, bytes | None]] = [(ti, None), (tr, ti)]
+    for req, resp in lab.kms.transcript:
+        out += [(req, None), (resp, req)]
+    bad = bytearray(ri)
+    bad[-1] ^= 1
+    out.append((lab.kms.handle(bytes(bad)), None))  # an Error message
+    return out
+
+
+def test_every_message_type_round_trips_and_refuses_every_truncation() -> None:
+    msgs = _all_messages()
+    assert {decode(m, initial=i).name for m, i in msgs} == {
+        "REQUEST_INIT_PSK",
+        "REQUEST_RESP",
+        "TRANSFER_INIT",
+        "TRANSFER_RESP",
+        "RESOLVE_INIT_PSK",
+        "RESOLVE_RESP",
+        "Error",
+    }
+    for m, i in msgs:
+        d = decode(m, initial=i)
+        assert wire.encode_message(d.msg.header, d.msg.payloads) == m
+        for n in range(len(m)):
+            with pytest.raises(MikeyReject):
+                decode(m[:n], initial=i)
+        with pytest.raises(MikeyReject):
+            decode(m + b"\x00", initial=i)
+
+
+def test_byte_changes_in_every_message_type_raise_only_mikey_reject() -> None:
+    for m, i in _all_messages():
+        for pos in range(len(m)):
+            for delta in (1, 0x80):
+                bad = bytearray(m)
+                bad[pos] = (bad[pos] + delta) & 0xFF
+                try:
+                    decode(bytes(bad), initial=i)
+                except MikeyReject:
+                    pass
+
+
+def test_random_bytes_raise_only_mikey_reject() -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    @settings(max_examples=300, derandomize=True, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+    @given(st.binary(max_size=200), st.sampled_from([6, 11, 13, 14, 15, 16, 18]))
+    def run(tail: bytes, dt: int) -> None:
+        try:
+            decode(bytes([1, dt]) + tail)
+        except MikeyReject:
+            pass
+
+    run()
+
+
+def test_kms_does_not_answer_an_error_message_with_an_error() -> None:
+    """5.4: Error messages report errors in initial and response messages, but not in Error messages."""
+    lab = Lab()
+    err = lab.kms.handle(b"\x01\x0b\x05\x01\x00\x00\x00\x09\x00")
+    assert decode(err).name == "Error"
+    assert lab.kms.handle(err) == b""
+    assert lab.kms.events[-1].clause == "RFC 6043 5.4"
+
+
+def test_transfer_init_v_flag_readings() -> None:
+    """4.2.2.1 (V = F) and 6.1 (V = 0 outside CSB updates) are both accepted; V = 1 with F = 0 is not."""
+    lab = Lab()
+    alice = lab.peer(ID_I, b"btid-a")
+    for f_flag in (True, False):
+        flags = Flags(D=True, E=True, F=f_flag, G=f_flag, H=True, J=True, N=True, O=True)
+        ri = alice.request_init([ID_R], flags=flags)
+        issued = alice.accept_request_resp(ri, lab.kms.handle(ri))
+        ti = alice.transfer_init(
+            issued, responder=ID_R, sessions=[srtp_cs(1, ssrc=5, policies=(1,))], sps=SPS
+        )
+        d = decode(ti)
+        assert d.msg.header.v_flag is f_flag
+        flipped = bytearray(ti)
+        flipped[3] ^= 0x80
+        if f_flag:
+            assert decode(bytes(flipped)).msg.header.v_flag is False
+        else:
+            with pytest.raises(MikeyReject) as e:
+                decode(bytes(flipped))
+            assert e.value.code == "rfc6043.hdr.v_flag"

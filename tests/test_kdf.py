@@ -45,3 +45,26 @@ def test_kms_naf_id_second_computation():
         + len(nid).to_bytes(2, "big")
     )
     assert ks_naf(KS, RAND, IMPI, nid) == hmac.new(KS, s, hashlib.sha256).digest()
+
+
+def test_naf_fqdn_enters_the_kdf_as_given():
+    # TS 33.220 Annex H / B.3: NAF_Id = FQDN of the NAF || Ua security protocol identifier, and
+    # P1 = NAF_Id in Ks_NAF = KDF(Ks, "gba-me", RAND, IMPI, NAF_Id): the FQDN is taken as given.
+    mixed = "KMS.Ims.Example.org"
+    nid = naf_id(mixed, UA_KMS)
+    assert nid == b"KMS.Ims.Example.org" + b"\x01\x00\x00\x00\x06"
+    want = hmac.new(
+        KS,
+        b"\x01"
+        + b"gba-me"
+        + b"\x00\x06"
+        + RAND
+        + b"\x00\x10"
+        + IMPI.encode()
+        + bytes([0, len(IMPI)])
+        + nid
+        + len(nid).to_bytes(2, "big"),
+        hashlib.sha256,
+    ).digest()
+    assert ks_naf(KS, RAND, IMPI, nid) == want
+    assert ks_naf(KS, RAND, IMPI, naf_id(mixed.lower(), UA_KMS)) != want

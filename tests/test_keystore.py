@@ -1,4 +1,5 @@
-"""The session key store: hand-out, ROC bookkeeping, the key-stream reuse guard, limits, SRVCC."""
+"""The session key store: hand-out, ROC bookkeeping, the key-stream reuse guard, limits, SRVCC
+(the registry decides, the store releases)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ue_agent.errors import MediaError
+from ue_agent.handover.state import HandoverTracker
 from ue_agent.media import sdes
 from ue_agent.media.keys import SrtpKeys, StreamKeys
-from ue_agent.media.store import SRTCP_LIMIT, SRTP_LIMIT, KeyStore, SessionState
+from ue_agent.media.sessions import SessionRegistry, Srvcc
+from ue_agent.media.store import SRTCP_LIMIT, SRTP_LIMIT, KeyState, KeyStore
 from ue_agent.media.tls_psk import tls_psk_keys
 from ue_agent.secret import Secret
 
@@ -93,7 +96,7 @@ def test_index_going_back_withdraws_keys(store: KeyStore, events: Events) -> Non
     assert e.value.code == "media.key_reuse"
     assert events.kinds() == ["key_reuse"]
     assert all(s.tx.master_key.zeroized and s.rx.master_key.zeroized for s in streams)
-    assert store.state(sid) is SessionState.COMPROMISED
+    assert store.state(sid) is KeyState.COMPROMISED
     for call in (lambda: store.keys(sid), lambda: store.report(sid, 7, 80_000)):
         with pytest.raises(MediaError) as e:
             call()
@@ -187,7 +190,7 @@ def test_bad_reports(store: KeyStore, ssrc: int, index: int, srtcp: int | None) 
     with pytest.raises(MediaError) as e:
         store.report(sid, ssrc, index, srtcp_index=srtcp)
     assert e.value.code == "media.bad_session"
-    assert store.state(sid) is SessionState.ACTIVE
+    assert store.state(sid) is KeyState.ACTIVE
 
 
 def test_unknown_session_and_bad_ids(store: KeyStore) -> None:
@@ -219,15 +222,33 @@ def test_too_many_sessions(store: KeyStore) -> None:
     assert extra[0].tx.master_key.zeroized
 
 
+def srvcc(tracker: HandoverTracker, store: KeyStore, value: int) -> list[str]:
+    """One +CIREPH through the tracker, applied to the store as the agent does; the ids moved."""
+    report = tracker.on_cireph(value)
+    for d in report.decisions:
+        if d.release_keys:
+            store.release(d.session)
+    return [d.session for d in report.decisions]
+
+
+def registered(store: KeyStore, reg: SessionRegistry, streams: list[StreamKeys]) -> str:
+    sid = store.add(streams, kind="sdes")
+    reg.activate(sid, 0, "sdes")
+    return sid
+
+
 def test_srvcc_success_releases_ps_contexts(store: KeyStore) -> None:
+    reg = SessionRegistry()
+    tracker = HandoverTracker(reg)
     a, b = negotiated(), negotiated()
-    sa = store.add(a, kind="sdes")
-    sb = store.add(b, kind="sdes")
+    sa = registered(store, reg, a)
+    sb = registered(store, reg, b)
     raw = key_bytes(a)
-    assert store.on_handover("started") == [sa, sb]
-    assert store.state(sa) is SessionState.HANDOVER_PENDING
+    assert srvcc(tracker, store, 0) == [sa, sb]
+    session_a = reg.get(sa)
+    assert session_a is not None and session_a.key_state == "handover_pending"
     store.keys(sa)  # still on PS until success
-    assert store.on_handover("success") == [sa, sb]
+    assert srvcc(tracker, store, 1) == [sa, sb]
     assert a[0].tx.master_key.zeroized and b[0].rx.master_key.zeroized
     with pytest.raises(MediaError) as e:
         store.keys(sa)
@@ -240,30 +261,45 @@ def test_srvcc_success_releases_ps_contexts(store: KeyStore) -> None:
         )
     assert e.value.code == "media.key_reuse"
     store.add(negotiated(), kind="sdes", session_id=sa)
-    assert store.state(sa) is SessionState.ACTIVE
+    assert store.state(sa) is KeyState.ACTIVE
     store.close(sb)  # closing a released session is accepted once
 
 
-@pytest.mark.parametrize("outcome", ["cancelled", "failed"])
-def test_srvcc_cancel_or_failure_keeps_keys(store: KeyStore, outcome: str) -> None:
+@pytest.mark.parametrize("outcome", [2, 3])  # cancelled, failure
+def test_srvcc_cancel_or_failure_keeps_keys(store: KeyStore, outcome: int) -> None:
+    reg = SessionRegistry()
+    tracker = HandoverTracker(reg)
     streams = negotiated()
-    sid = store.add(streams, kind="sdes")
+    sid = registered(store, reg, streams)
     store.report(sid, 3, 1000)
-    store.on_handover("started", [sid])
-    assert store.on_handover(outcome) == [sid]
-    assert store.state(sid) is SessionState.ACTIVE
+    srvcc(tracker, store, 0)
+    assert srvcc(tracker, store, outcome) == [sid]
+    session = reg.get(sid)
+    assert session is not None and session.key_state == "active"
+    assert store.state(sid) is KeyState.ACTIVE
     assert not streams[0].tx.master_key.zeroized
     assert store.keys(sid)["ssrcs"][0]["index"] == 1000
 
 
 def test_handover_bad_state_and_release_one(store: KeyStore) -> None:
-    with pytest.raises(MediaError):
-        store.on_handover("maybe")
+    with pytest.raises(ValueError):
+        Srvcc("maybe")
     s1 = store.add(negotiated(), kind="sdes")
     s2 = store.add(negotiated(), kind="sdes")
     store.release(s1)
-    assert store.state(s1) is SessionState.RELEASED and store.state(s2) is SessionState.ACTIVE
+    assert store.state(s1) is KeyState.RELEASED and store.state(s2) is KeyState.ACTIVE
     store.release("unknown")  # a hook for a session we never had is a no-op
+
+
+def test_a_withdrawal_closes_the_session_in_the_registry(events: Events) -> None:
+    reg = SessionRegistry()
+    store = KeyStore(events, on_withdrawn=reg.withdrawn)
+    sid = registered(store, reg, negotiated())
+    store.report(sid, 1, 100)
+    with pytest.raises(MediaError):
+        store.report(sid, 1, 99)
+    session = reg.get(sid)
+    assert session is not None and session.key_state == "compromised" and len(reg) == 0
 
 
 def test_mikey_ssrc_and_roc_seed_the_floor(store: KeyStore) -> None:
@@ -343,11 +379,17 @@ def test_guard_accepts_exactly_monotonic_reports(reports: list[tuple[int, int]])
 
 
 def test_count_by_state_agrees_with_the_summaries(store: KeyStore) -> None:
-    a = store.add(negotiated(), kind="sdes")
-    store.add(negotiated(), kind="sdes")
-    store.on_handover("started", [a])
+    reg = SessionRegistry()
+    tracker = HandoverTracker(reg)
+    a = registered(store, reg, negotiated())
+    registered(store, reg, negotiated())
+    reg.srvcc(Srvcc.STARTED)
+    reg.srvcc(Srvcc.CANCELLED)
+    reg.get(a).rekey_required = True  # type: ignore[union-attr]
+    reg.srvcc(Srvcc.STARTED)  # moves only the other one
     counted: dict[str, int] = {}
-    for summary in store.snapshot():
-        counted[summary["state"]] = counted.get(summary["state"], 0) + 1
-    assert store.count_by_state() == counted
+    for s in reg.sessions():
+        counted[s.key_state] = counted.get(s.key_state, 0) + 1
+    assert reg.count_by_state() == counted
     assert sum(counted.values()) == 2 and len(counted) == 2
+    assert tracker.snapshot()["sessions"] == {"rekey_required": 1, "handover_pending": 1}

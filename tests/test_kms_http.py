@@ -33,7 +33,12 @@ def uri(name: str) -> str:
 
 
 def wire(keys):
-    return [k.to_wire() for k in keys]
+    return [(k.tx.to_wire(), k.rx.to_wire() if k.rx is not None else None) for k in keys]
+
+
+def peer_view(keys):
+    """The keys as the other side holds them: its tx is our rx (SRTP); a TLS PSK is shared."""
+    return [(rx, tx) if rx is not None else (tx, None) for tx, rx in wire(keys)]
 
 
 STREAMS = [SrtpStream("AES_CM_128_HMAC_SHA1_80", ssrc=0x1234), TlsStream("TCP/TLS/MSRP")]
@@ -46,9 +51,9 @@ def test_offer_answer_complete_same_keys_and_ticket_reuse(lab_network):
             offer = await a.offer(uri("bob"), STREAMS)
             ans = await b.answer(offer.transfer_init)
             keys_a = a.complete(offer.pending, ans.transfer_resp)
-            assert wire(keys_a) == wire(ans.keys)
+            assert wire(keys_a) == peer_view(ans.keys)
             assert ans.peer_uri == uri("alice")
-            assert keys_a[0].ssrc == 0x1234 and keys_a[1].identity
+            assert keys_a[0].tx.ssrc == 0x1234 and keys_a[0].rx.ssrc != 0x1234 and keys_a[1].tx.identity
             # second call A -> B: no KMS request at all
             before = lab_network.requests["kms"]
             offer2 = await a.offer(uri("bob"), STREAMS)
@@ -56,7 +61,7 @@ def test_offer_answer_complete_same_keys_and_ticket_reuse(lab_network):
             keys2 = a.complete(offer2.pending, ans2.transfer_resp)
             assert lab_network.requests["kms"] == before
             assert offer2.reused_ticket and not ans2.resolved_now
-            assert wire(keys2) == wire(ans2.keys) and wire(keys2) != wire(keys_a)
+            assert wire(keys2) == peer_view(ans2.keys) and wire(keys2) != wire(keys_a)
 
     run(go())
 
@@ -81,8 +86,8 @@ def test_forked_responders_get_different_keys(lab_network):
             offer = await a.offer(uri("bob"), STREAMS, recipients=[f"*@{domain}"])
             ans_b = await b.answer(offer.transfer_init)
             ans_c = await c.answer(offer.transfer_init)
-            assert wire(a.complete(offer.pending, ans_b.transfer_resp)) == wire(ans_b.keys)
-            assert wire(a.complete(offer.pending, ans_c.transfer_resp)) == wire(ans_c.keys)
+            assert wire(a.complete(offer.pending, ans_b.transfer_resp)) == peer_view(ans_b.keys)
+            assert wire(a.complete(offer.pending, ans_c.transfer_resp)) == peer_view(ans_c.keys)
             assert wire(ans_b.keys) != wire(ans_c.keys)
 
     run(go())
@@ -119,7 +124,7 @@ def test_tampered_ticket_and_transfer_init(lab_network):
         async with HttpClient() as http:
             a, b = ue(lab_network, http, "alice"), ue(lab_network, http, "bob")
             offer = await a.offer(uri("bob"), STREAMS)
-            ticket = mikey.Message.decode(offer.transfer_init).one(mikey.Ticket).data
+            ticket = mikey.Message.decode(offer.transfer_init).one(mikey.Ticket).ticket_data
             at = offer.transfer_init.index(ticket)
             with pytest.raises(KmsError) as exc:
                 await b.answer(_flip(offer.transfer_init, at + len(ticket) // 2))
@@ -130,7 +135,7 @@ def test_tampered_ticket_and_transfer_init(lab_network):
             assert exc2.value.code == "mikey.bad_mac"
             assert not b._resolved
             ans = await b.answer(offer.transfer_init)  # the genuine one still works
-            assert wire(a.complete(offer.pending, ans.transfer_resp)) == wire(ans.keys)
+            assert wire(a.complete(offer.pending, ans.transfer_resp)) == peer_view(ans.keys)
             with pytest.raises(MikeyError) as exc3:
                 await b.answer(offer.transfer_init)  # replayed
             assert exc3.value.code == "mikey.replay"
@@ -208,7 +213,7 @@ async def main():
         offer = await a.offer(bob.impu[0], [SrtpStream("AES_CM_128_HMAC_SHA1_80", ssrc=1)])
         ans = await b.answer(offer.transfer_init)
         keys = a.complete(offer.pending, ans.transfer_resp)
-        assert [k.to_wire() for k in keys] == [k.to_wire() for k in ans.keys]
+        assert [k.tx.to_wire() for k in keys] == [k.rx.to_wire() for k in ans.keys]
 
 
 asyncio.run(main())

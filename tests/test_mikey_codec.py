@@ -37,11 +37,23 @@ def sample() -> mikey.Message:
             mikey.RandRole(mikey.RAND_ROLE_I, bytes(range(20))),
             mikey.Id(mikey.ID_URI, b"sip:a@b"),
             mikey.IdRole(mikey.ROLE_KMS, mikey.ID_NAI, b"kms.example"),
-            mikey.TicketPolicy(0xFF01, b"\x00\x00\x0e\x10\x00"),
-            mikey.Ticket(0xFF01, b"opaque"),
+            mikey.TicketPolicy(
+                mikey.TICKET_MIKEY_BASE, 1, 1, 1, mikey.F_D | mikey.F_O, [mikey.IdRole(2, 1, b"sip:b@c")]
+            ),
+            mikey.Ticket(
+                mikey.TICKET_3GPP_BASE,
+                7,
+                9,
+                0,
+                mikey.F_I,
+                [mikey.TimestampRole(3, mikey.TS_NTP_UTC_32, 5)],
+                3,
+                b"opaque",
+                mikey.encode_chain([mikey.Verification(1, bytes(20)), mikey.Verification(1, bytes(20))]),
+            ),
             mikey.SecurityPolicy(0, mikey.PROT_SRTP, ((0, b"\x01"), (11, b"\x0a"))),
             mikey.Kemac(mikey.ENCR_NULL, mikey.KeyData.encode_all(kd)),
-            mikey.GeneralExt(0xF0, b"x"),
+            mikey.GeneralExt(mikey.EXT_DIVERT, b"x"),
             mikey.Error(mikey.ERR_UNSPECIFIED),
             mikey.Verification(mikey.MAC_HMAC_SHA1_160, bytes(20)),
         ],
@@ -87,9 +99,9 @@ def test_trailing_bytes_version_unknown_payload_lengths():
     with pytest.raises(MikeyError) as e:
         mikey.Message.decode(raw[:2] + b"\x63" + raw[3:])  # next payload 99
     assert e.value.code == "mikey.unsupported"
-    short_rand = bytes.fromhex("01000b00000000010001") + b"\x00\x04abcd"  # RAND of 4 octets
-    with pytest.raises(MikeyError, match="RAND shorter") as e:
-        mikey.Message.decode(short_rand)
+    long_rand = bytes.fromhex("01000b00000000010001") + b"\x00\x05abcd"  # RAND length 5, 4 octets
+    with pytest.raises(MikeyError, match="truncated RAND") as e:
+        mikey.Message.decode(long_rand)
     assert e.value.code == "mikey.malformed"
     with pytest.raises(MikeyError):
         mikey.Id(mikey.ID_URI, b"x" * (mikey.MAX_ID + 1)).body()
@@ -147,7 +159,7 @@ def test_encode_decode_round_trip_property(csb, prf, ssrcs, rand, idr, ticket, t
     )
     payloads = [mikey.Timestamp(mikey.TS_NTP_UTC, ts), mikey.RandRole(1, rand)]
     payloads += [mikey.IdRole(r, t, d) for r, t, d in idr]
-    payloads.append(mikey.Ticket(0xFF01, ticket))
+    payloads.append(mikey.Ticket(1, 1, 1, prf, 0, [], 0, ticket))
     msg = mikey.Message(hdr, payloads)
     again = mikey.Message.decode(msg.encode())
     assert again == msg

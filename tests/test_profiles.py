@@ -154,6 +154,8 @@ def test_docs_describe_every_key():
         profiles.CardAccess,
         profiles.AtDialect,
         profiles.ImsReporting,
+        profiles.PinQuery,
+        profiles.Match,
     ):
         for f in fields(cls):
             assert f"`{f.name}`" in section, f"{cls.__name__}.{f.name} undocumented"

@@ -89,12 +89,14 @@ def test_unknown_suite_and_key_method_parse_but_are_not_acceptable() -> None:
         ("UNENCRYPTED_SRTP", False),
         ("UNAUTHENTICATED_SRTP", False),
         ("FEC_ORDER=FEC_SRTP", False),
-        ("-FOO", False),
+        ("-FOO", True),  # RFC 4568 6.3.7: "-" prefix = optional, MAY be ignored
+        ("-FOO=1 KDR=1", False),
+        ("WSH=64 -X-EXT=abc", True),
     ],
 )
 def test_session_params(params: str, acceptable: bool) -> None:
     a = sdes.parse_crypto(RFC_LINE + " " + params)
-    assert a.session_params == (params,)
+    assert a.session_params == tuple(params.split(" "))
     assert a.acceptable is acceptable
 
 
@@ -109,7 +111,6 @@ KEY30 = base64.b64encode(bytes(30)).decode()
         "a=crypto:1 AES_CM_128_HMAC_SHA1_80",
         "a=crypto:x AES_CM_128_HMAC_SHA1_80 inline:" + KEY30,
         "a=crypto:1234567890 AES_CM_128_HMAC_SHA1_80 inline:" + KEY30,
-        "a=crypto:1  AES_CM_128_HMAC_SHA1_80 inline:" + KEY30,
         "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + KEY30[:-4],  # 27 octets
         "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:" + KEY30 + "AAAA",  # 33 octets
         "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:!!notbase64!!",
@@ -395,3 +396,27 @@ def test_format_parse_roundtrip(suite: str, tag: int, lifetime: int | None, mki:
     back = a.srtp_keys()
     assert (a.tag, a.suite, a.keys[0].lifetime, back.mki) == (tag, suite, lifetime, mki)
     assert back.master_key == k.master_key and back.master_salt == k.master_salt
+
+
+@pytest.mark.parametrize("sep", ["  ", "\t", " \t ", "\t\t"])
+def test_fields_separated_by_1_wsp(sep: str) -> None:
+    # RFC 4568 9.1: "a=crypto:" tag 1*WSP crypto-suite 1*WSP key-params *(1*WSP session-param),
+    # WSP = SP / HTAB (RFC 4234)
+    line = sep.join(["a=crypto:1", "AES_CM_128_HMAC_SHA1_80", "inline:" + KEY30, "WSH=64", "-EXT"])
+    a = sdes.parse_crypto(line)
+    assert (a.tag, a.suite, a.session_params) == (1, "AES_CM_128_HMAC_SHA1_80", ("WSH=64", "-EXT"))
+    assert a.acceptable
+
+
+def test_one_bad_line_does_not_kill_the_answer() -> None:
+    good = sdes.format_crypto(2, sdes.new_key("AES_CM_128_HMAC_SHA1_80"))
+    offer = [
+        "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:!!notbase64!!",  # malformed
+        "a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:" + KEY30 + " KDR=1",  # mandatory param we lack
+        good + " -UNKNOWN_OPTIONAL",  # optional parameter: ignored, line usable
+    ]
+    lines, keys = sdes.answer_stream(offer)
+    assert lines[0].startswith("a=crypto:2 ") and keys.tag == 2
+    with pytest.raises(MediaError) as e:  # nothing parseable at all is still malformed
+        sdes.answer_stream(offer[:1])
+    assert e.value.code == "media.sdes_malformed"

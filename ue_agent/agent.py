@@ -16,10 +16,12 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ue_agent.api.core import Peer, Request
+from ue_agent.card.pin import PinGate
 from ue_agent.card_worker import CardState, CardWorker, open_card
 from ue_agent.config import Config
 from ue_agent.errors import AgentError
 from ue_agent.handover.state import HandoverReport
+from ue_agent.media.sessions import Phase
 from ue_agent.network import NetworkSide
 from ue_agent.ops.context import Context, Emit
 from ue_agent.ops.registry import OPERATIONS
@@ -54,9 +56,12 @@ def _stream_secrets(store: KeyStore, sid: str) -> list[Secret]:
 class Agent:
     def __init__(self, cfg: Config, emit: Emit, opener: Callable[[], Card] | None = None) -> None:
         self._urc: Callable[[str], None] | None = None
-        card = CardWorker(opener or (lambda: open_card(self.ctx.cfg, self._urc)), self._card_state)
+        #: PIN1 across card (re)opens: status shows it, a refused PIN is never sent twice
+        pin = PinGate(cfg.card.pin_credential, cfg.card.pin_allow_last_try)
+        card = CardWorker(opener or (lambda: open_card(self.ctx.cfg, self._urc, pin)), self._card_state)
         network = NetworkSide(lambda: self.ctx.cfg.network, card, self._identities, emit)
         self.ctx = Context(cfg, emit, card, network)
+        self.ctx.pin = pin
 
     # the pieces the daemon uses
     @property
@@ -89,20 +94,23 @@ class Agent:
         """Zeroize every key; returns (key objects zeroized, keys left non-zero)."""
         ctx = self.ctx
         await asyncio.get_running_loop().run_in_executor(None, ctx.card.stop)
-        held = [k for _, (offer, _) in ctx.pending_offers.items() for k in _offer_keys(offer)]
+        sessions = ctx.sessions.clear()
+        sdes_offers: list[LocalOffer] = []
+        if any(s.kind == "sdes" and s.phase is Phase.OFFERED for s in sessions):
+            from ue_agent.media.sdes import LocalOffer
+
+            sdes_offers = [s.offer for s in sessions if isinstance(s.offer, LocalOffer)]
+        held = [k for offer in sdes_offers for k in _offer_keys(offer)]
         store = ctx.store_if_any
         if store is not None:
-            held += [k for sid in list(ctx.owners) if sid in store for k in _stream_secrets(store, sid)]
+            held += [k for s in sessions if s.id in store for k in _stream_secrets(store, s.id)]
         ctx.keys.add(*held)
         zeroized, left = ctx.keys.zeroize_all()
-        ctx.pending_mikey.clear()
         await ctx.network.close()
-        for offer, _ in ctx.pending_offers.values():
+        for offer in sdes_offers:
             offer.zeroize()
-        ctx.pending_offers.clear()
         if store is not None:
             store.zeroize_all()
-        ctx.owners.clear()
         return zeroized, left + sum(1 for k in held if not k.zeroized)
 
     def _card_state(self, state: CardState) -> None:
@@ -124,16 +132,9 @@ class Agent:
         self._apply(self.ctx.handover.on_ip_change(ev.ifname, what))
 
     def _apply(self, report: HandoverReport) -> None:
-        from ue_agent.handover.state import SessionState as HoState
-
         for d in report.decisions:
-            store = self.ctx.store  # decisions exist only for sessions, so it exists
-            if d.release_keys:
-                store.release(d.session)  # SRVCC done: the session's keys are zeroized
-            elif d.new is HoState.HANDOVER_PENDING:
-                store.on_handover("started", [d.session])
-            elif d.new is HoState.ACTIVE:
-                store.on_handover("cancelled", [d.session])
+            if d.release_keys:  # SRVCC done: the session's keys are zeroized
+                self.ctx.store.release(d.session)
         self.ctx.emit("handover", report.event)
 
     # -- dispatch -----------------------------------------------------------------------------

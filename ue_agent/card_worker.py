@@ -17,6 +17,7 @@ from ue_agent.config import Config
 from ue_agent.errors import AgentError, CardError
 
 if TYPE_CHECKING:
+    from ue_agent.card.pin import PinGate
     from ue_agent.card.results import AkaMacFailure, AkaOutcome, AkaSyncFailure, GbaBootstrapRes
     from ue_agent.card.session import Card
     from ue_agent.secret import Secret
@@ -144,7 +145,9 @@ class CardWorker:
                 pass
 
 
-def open_card(cfg: Config, on_urc: Callable[[str], None] | None = None) -> Card:
+def open_card(
+    cfg: Config, on_urc: Callable[[str], None] | None = None, pin_gate: PinGate | None = None
+) -> Card:
     """Open the configured card path and the Card facade (runs in the worker thread).
 
     When the card is reached over the [modem] port itself, that port's URC lines
@@ -162,7 +165,16 @@ def open_card(cfg: Config, on_urc: Callable[[str], None] | None = None) -> Card:
         refused = enable_ims_reporting(transport.port)
         if refused:
             log.warning("modem %s refused %s: no handover reports", cfg.modem.port, ", ".join(refused))
-    return Card(transport)
+    card = Card(transport)
+    if pin_gate is not None:  # PIN1: VERIFY / AT+CPIN from the credential (ue_agent.pin_unlock)
+        from ue_agent.pin_unlock import unlock
+
+        try:
+            unlock(card, pin_gate)
+        except BaseException:
+            transport.close()
+            raise
+    return card
 
 
 class CardOps:

@@ -25,14 +25,17 @@ def render(ids: dict, transport: str) -> str:
 
 
 def main(args: argparse.Namespace) -> int:
+    from ue_agent.card.pin import PinGate
     from ue_agent.card.session import Card
     from ue_agent.config import load_config
+    from ue_agent.pin_unlock import unlock
     from ue_agent.transports import open_transport
 
     cfg = load_config(args.config)
     transport = open_transport(cfg.card)
     try:
         card = Card(transport)
+        unlock(card, PinGate(cfg.card.pin_credential, cfg.card.pin_allow_last_try))
         ids = card.identities().to_dict()
     finally:
         transport.close()

@@ -98,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_handler("ue_agent.api.status_cmd:main"))
 
+    doctor = sub.add_parser("doctor", help="bring-up report: readers, ports, modem, card, PIN, AKA, network")
+    doctor.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config (default %(default)s)")
+    doctor.add_argument("--json", action="store_true")
+    doctor.set_defaults(func=_handler("ue_agent.doctor:main"))
+
     profiles = sub.add_parser("profiles", help="the hardware profiles this agent knows")
     profiles.add_argument("--json", action="store_true")
     profiles.set_defaults(func=_handler("ue_agent.profiles:main"))

@@ -39,6 +39,8 @@ SocketPath = Annotated[
     Check(lambda p: len(p.encode()) <= 107, "is longer than a Unix socket path may be (107 bytes)"),
 ]
 
+Seconds = Annotated[float, Check(lambda s: 0 < s <= 3600, "must be > 0 and at most 3600 seconds")]
+
 
 @dataclass
 class CardConfig:
@@ -49,6 +51,8 @@ class CardConfig:
     port: Text | None = None  # at: the modem's AT port for card access
     profile: Text | None = None  # hardware profile name (hw_profiles/)
     subscriber: Text | None = None  # lab: the subscriber file the in-process soft UICC uses
+    pin_credential: Text | None = None  # credential holding PIN1: a name in $CREDENTIALS_DIRECTORY, or a path
+    pin_allow_last_try: bool = False  # VERIFY even when one try is left (or the count is unknown)
 
 
 @dataclass
@@ -82,6 +86,12 @@ class ApiConfig:
         float, Check(lambda s: 0 < s <= 86400, "must be > 0 and at most 86400 seconds")
     ] = 300.0
     max_line: Annotated[int, Range(1024, PROTOCOL_MAX_LINE)] = PROTOCOL_MAX_LINE
+    #: one uid's connections at most (root is not capped, and has places beyond max_clients)
+    max_clients_per_uid: Annotated[int, Range(1, 1024)] = 8
+    #: an unfinished line must end within this many seconds of its first byte
+    line_timeout_s: Seconds = 10.0
+    #: a peer must read its replies within this many seconds once they pile up
+    write_timeout_s: Seconds = 10.0
 
 
 @dataclass

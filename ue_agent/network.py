@@ -21,8 +21,7 @@ if TYPE_CHECKING:
     from ue_agent.httpclient import HttpClient
     from ue_agent.kms.client import AnswerResult, KmsClient, OfferResult
     from ue_agent.kms.session import PendingOffer
-    from ue_agent.kms.streams import SrtpStream, TlsStream
-    from ue_agent.media.keys import MediaKeys
+    from ue_agent.kms.streams import SrtpStream, StreamKeyPair, TlsStream
 
 T = TypeVar("T")
 Emit = Callable[[str, dict[str, Any]], None]
@@ -134,7 +133,7 @@ class KmsReachability:
     async def answer(self, transfer_init: bytes) -> AnswerResult:
         return await self._track(self.client.answer(transfer_init))
 
-    def complete(self, pending: PendingOffer, transfer_resp: bytes) -> list[MediaKeys]:
+    def complete(self, pending: PendingOffer, transfer_resp: bytes) -> list[StreamKeyPair]:
         return self.client.complete(pending, transfer_resp)
 
     async def _track(self, call: Awaitable[T]) -> T:

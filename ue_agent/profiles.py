@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
@@ -41,6 +42,7 @@ class PortHint:
 
     by_id: tuple[str, ...] = ()  # glob patterns under /dev/serial/by-id/
     usb_ids: tuple[str, ...] = ()  # "vvvv:pppp"
+    pci_ids: tuple[str, ...] = ()  # "vvvv:dddd" (PCIe modules whose AT port is /dev/wwan*)
     baudrate: int = 115200
     note: str = ""
 
@@ -88,6 +90,38 @@ class AtDialect:
 
 
 @dataclass(frozen=True)
+class PinQuery:
+    """How this family reports the PIN1 tries left (kind = "at"); TS 27.007 has AT+CPINR (8.65),
+    many modems answer a vendor command instead. ``retries_answer`` is the answer's layout
+    with ``{pin}``/``{puk}`` (the simulator replays it); the driver reads field
+    ``retries_index`` (0 = the first after the prefix) of the line starting ``retries_prefix``."""
+
+    retries_command: str = ""
+    retries_prefix: str = ""
+    retries_index: int = 0
+    retries_answer: str = ""
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Match:
+    """How a modem is recognised (auto-detection when the config names no profile).
+
+    ``manufacturer`` / ``model``: regular expressions searched, case-insensitively, in the
+    answers to AT+CGMI / AT+CGMM (and in ATI's lines). A family matches when a manufacturer
+    pattern and a model pattern both match, or when the port's USB/PCI id is one of
+    ``[port] usb_ids`` / ``pci_ids``. ``cgmi`` / ``cgmm`` / ``ati``: what the family answers
+    (recorded examples); the lab simulator replays them."""
+
+    manufacturer: tuple[str, ...] = ()
+    model: tuple[str, ...] = ()
+    cgmi: str = ""
+    cgmm: str = ""
+    ati: tuple[str, ...] = ()
+    note: str = ""
+
+
+@dataclass(frozen=True)
 class ImsReporting:
     commands: tuple[str, ...] = ()  # e.g. AT+CIREP=1, AT+CIREG=2
     urcs: tuple[str, ...] = STANDARD_URCS
@@ -105,6 +139,8 @@ class Profile:
     reader: ReaderHint | None = None
     at: AtDialect | None = None
     ims: ImsReporting | None = None
+    pin: PinQuery | None = None
+    match: Match | None = None
     source: Annotated[str, INTERNAL] = ""
 
     @property
@@ -117,8 +153,12 @@ class Profile:
 
 # --- validation ---------------------------------------------------------------------------------------
 
-_SECTIONS_BY_KIND = {"at": {"port", "card", "at", "ims"}, "pcsc": {"reader", "card"}, "lab": {"card"}}
-_ALL_SECTIONS = {"port", "reader", "card", "at", "ims"}
+_SECTIONS_BY_KIND = {
+    "at": {"port", "card", "at", "ims", "pin", "match"},
+    "pcsc": {"reader", "card"},
+    "lab": {"card"},
+}
+_ALL_SECTIONS = {"port", "reader", "card", "at", "ims", "pin", "match"}
 
 
 def parse_profile(data: dict[str, Any], where: str = "<profile>") -> Profile:
@@ -149,9 +189,30 @@ def parse_profile(data: dict[str, Any], where: str = "<profile>") -> Profile:
     defaults: dict[str, Any] = {"source": where}
     if kind == "at":
         defaults.update(
-            at=profile.at or AtDialect(), ims=profile.ims or ImsReporting(), port=profile.port or PortHint()
+            at=profile.at or AtDialect(),
+            ims=profile.ims or ImsReporting(),
+            port=profile.port or PortHint(),
+            pin=profile.pin or PinQuery(),
+            match=profile.match or Match(),
         )
+        _check_match(defaults["match"], defaults["port"], where)
     return replace(profile, **defaults)
+
+
+_ID = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{4}$")
+
+
+def _check_match(match: Match, port: PortHint, where: str) -> None:
+    for key, patterns in (("match.manufacturer", match.manufacturer), ("match.model", match.model)):
+        for pattern in patterns:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError("config.invalid", f"{where}: {key}: bad pattern ({exc})", key=key) from None
+    for key, ids in (("port.usb_ids", port.usb_ids), ("port.pci_ids", port.pci_ids)):
+        for value in ids:
+            if not _ID.match(value):
+                raise ConfigError("config.invalid", f"{where}: {key}: 'vvvv:pppp' in lower-case hex", key=key)
 
 
 def load_profile_file(path: str | Path | Traversable) -> Profile:
@@ -243,6 +304,92 @@ def resolve(profile: Profile | str | None, default: str | None = None) -> Profil
     if profile is None:
         return get_profile(default) if default else None
     return get_profile(profile)
+
+
+# --- auto-detection -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModemIdentity:
+    """What a modem says about itself (AT+CGMI, AT+CGMM, AT+CGMR, ATI) and the bus id of its port."""
+
+    manufacturer: str = ""
+    model: str = ""
+    revision: str = ""
+    ati: tuple[str, ...] = ()
+    usb_id: str | None = None  # "vvvv:pppp" of the USB device the port belongs to
+    pci_id: str | None = None  # "vvvv:dddd" of a PCIe modem (/dev/wwan*)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """The profile chosen for a modem, and why."""
+
+    profile: Profile
+    reason: str
+    matched: tuple[str, ...] = ()  # every family whose rules matched (more than one: ambiguous)
+
+
+def _ati_texts(lines: tuple[str, ...]) -> list[str]:
+    """ATI's lines, and for "Label: value" lines (Sierra, SIMCom) the value too."""
+    out: list[str] = []
+    for line in lines:
+        out.append(line)
+        if ":" in line:
+            out.append(line.split(":", 1)[1].strip())
+    return out
+
+
+def _hits(patterns: tuple[str, ...], texts: list[str]) -> bool:
+    return any(re.search(p, t, re.IGNORECASE) for p in patterns for t in texts if t)
+
+
+def match_profile(identity: ModemIdentity, profiles: list[Profile] | None = None) -> Detection:
+    """The AT profile whose ``[match]`` rules fit ``identity``; generic-at when none or several do.
+
+    A family fits when a manufacturer pattern and a model pattern both match (the answers
+    to AT+CGMI / AT+CGMM, or ATI's lines), or when the port's USB/PCI id is one of the
+    family's. Both ways agreeing ranks above one; a tie between families is ambiguous.
+    """
+    profiles = [p for p in (profiles if profiles is not None else load_all()) if p.kind == "at"]
+    scored: list[tuple[int, Profile, str]] = []
+    for p in profiles:
+        m, port = p.match, p.port
+        if m is None or port is None:
+            continue
+        by_id = (identity.usb_id is not None and identity.usb_id in port.usb_ids) or (
+            identity.pci_id is not None and identity.pci_id in port.pci_ids
+        )
+        ati = _ati_texts(identity.ati)
+        man = bool(m.manufacturer) and _hits(m.manufacturer, [identity.manufacturer, *ati])
+        model = bool(m.model) and _hits(m.model, [identity.model, *ati])
+        score = (2 if man and model else 0) + (1 if by_id else 0)
+        if score:
+            why = " and ".join(
+                x
+                for x, hit in (
+                    ("AT+CGMI/AT+CGMM", man and model),
+                    ("bus id " + str(identity.usb_id or identity.pci_id), by_id),
+                )
+                if hit
+            )
+            scored.append((score, p, why))
+    fallback = next((p for p in profiles if p.name == "generic-at"), None) or get_profile("generic-at")
+    said = " ".join(x for x in (identity.manufacturer, identity.model) if x) or "no identity"
+    if not scored:
+        return Detection(fallback, f"no profile matches '{said}': generic-at")
+    best = max(s for s, _, _ in scored)
+    top = [(p, why) for s, p, why in scored if s == best]
+    names = tuple(p.name for _, p, _ in scored)
+    if len(top) > 1:
+        return Detection(
+            fallback, f"'{said}' matches {', '.join(p.name for p, _ in top)}: ambiguous, generic-at", names
+        )
+    profile, why = top[0]
+    return Detection(profile, f"'{said}' matches {profile.name} ({why})", names)
 
 
 def main(args: argparse.Namespace) -> int:

@@ -5,6 +5,11 @@ Keys (design.md contract): imsi, impi, impu (list of URIs), domain, k, opc or op
 (list of addresses). Optional lab-only keys: iccid, mnc_length (2 or 3,
 default 2), isim (bool, default true: the card
 has an ISIM), gba_u (bool, default false: the ISIM service table offers GBA, i.e. GBA_U).
+
+PIN1 of the soft UICC (lab only, TS 102 221 9.5): pin1 (4-8 digits as a string; absent:
+the card has no PIN1 enabled), puk1 (8 digits, required with pin1), pin1_enabled (bool,
+default true when pin1 is set), pin1_tries (tries left at power-up, 0-3, default 3; 0 is
+a blocked PIN) and puk1_tries (0-10, default 10). The values are Secrets: never in a repr.
 """
 
 from __future__ import annotations
@@ -22,6 +27,10 @@ from ue_agent.secret import Secret
 
 Text = Annotated[str, Len(1)]
 Key128 = Annotated[bytes, Hex(16)]
+Pin = Annotated[
+    str, Check(lambda s: s.isascii() and s.isdigit() and 4 <= len(s) <= 8, "must be 4 to 8 digits")
+]
+Puk = Annotated[str, Check(lambda s: s.isascii() and s.isdigit() and len(s) == 8, "must be 8 digits")]
 
 
 @dataclass
@@ -42,6 +51,11 @@ class SubscriberFile:
     mnc_length: Literal[2, 3] = 2
     isim: bool = True
     gba_u: bool = False
+    pin1: Pin | None = field(default=None, repr=False)
+    puk1: Puk | None = field(default=None, repr=False)
+    pin1_enabled: bool | None = None
+    pin1_tries: Annotated[int, Range(0, 3)] = 3
+    puk1_tries: Annotated[int, Range(0, 10)] = 10
 
 
 @dataclass
@@ -59,6 +73,11 @@ class Subscriber:
     mnc_length: int = 2
     isim: bool = True
     gba_u: bool = False
+    pin1: Secret | None = None
+    puk1: Secret | None = None
+    pin1_enabled: bool = False
+    pin1_tries: int = 3
+    puk1_tries: int = 10
     source: str = ""
 
     @property
@@ -84,6 +103,10 @@ def parse_subscriber(data: dict[str, Any], where: str = "<subscriber>") -> Subsc
         opc = opc_from_op(f.k, f.op)
     else:
         raise ConfigError("config.missing_key", f"{where}: missing key 'opc' (or 'op')", key="opc")
+    if (f.pin1 is None) != (f.puk1 is None):
+        raise ConfigError("config.missing_key", f"{where}: 'pin1' and 'puk1' go together", key="puk1")
+    if f.pin1_enabled and f.pin1 is None:
+        raise ConfigError("config.invalid", f"{where}: 'pin1_enabled' needs pin1", key="pin1_enabled")
     return Subscriber(
         imsi=f.imsi,
         impi=f.impi,
@@ -98,6 +121,11 @@ def parse_subscriber(data: dict[str, Any], where: str = "<subscriber>") -> Subsc
         mnc_length=f.mnc_length,
         isim=f.isim,
         gba_u=f.gba_u,
+        pin1=Secret(f.pin1.encode("ascii"), "PIN1") if f.pin1 else None,
+        puk1=Secret(f.puk1.encode("ascii"), "PUK1") if f.puk1 else None,
+        pin1_enabled=f.pin1 is not None if f.pin1_enabled is None else f.pin1_enabled,
+        pin1_tries=f.pin1_tries,
+        puk1_tries=f.puk1_tries,
         source=where,
     )
 

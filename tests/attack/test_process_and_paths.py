@@ -103,9 +103,7 @@ def test_socket_directory_of_other_owner_is_refused_in_process(tmp_path: Path) -
 
 
 def _readable_by_capless_same_uid(pid: int) -> tuple[int, str]:
-    out = subprocess.run(
-        [*NO_CAPS, "cat", f"/proc/{pid}/environ"], capture_output=True, timeout=10
-    )
+    out = subprocess.run([*NO_CAPS, "cat", f"/proc/{pid}/environ"], capture_output=True, timeout=10)
     return out.returncode, out.stderr.decode(errors="replace")
 
 

@@ -86,6 +86,25 @@ class ConnectionCore:
                 actions.append(self._line(item))
         return actions
 
+    def push(self, data: bytes) -> None:
+        """Buffer received bytes; :meth:`next_action` parses them one line at a time."""
+        self.framer.push(data)
+
+    def next_action(self) -> Action | None:
+        """The action for the next buffered line, or None when no whole line is buffered.
+
+        One line at a time, so the caller runs (and finishes) a request before the next
+        line is parsed: pipelined synchronous requests never count as in flight together,
+        and the caller decides how many lines a turn may take.
+        """
+        framer = self.framer
+        while (item := framer.next()) is not None:
+            if isinstance(item, LineTooLong):
+                return self._error(None, E.LINE_TOO_LONG, f"line longer than {self.max_line} bytes dropped")
+            if item.strip():
+                return self._line(item)
+        return None
+
     def _error(self, req_id: Any, code: str, message: str, **details: Any) -> bytes:
         return encode(E.error_reply(req_id, E.api_error(code, message, **details)))
 

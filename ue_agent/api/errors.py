@@ -22,6 +22,7 @@ TOO_MANY_CLIENTS = "api.too_many_clients"
 FORBIDDEN = "api.forbidden"
 UNSUPPORTED_VERSION = "api.unsupported_version"
 IDLE_TIMEOUT = "api.idle_timeout"
+EVICTED = "api.evicted"
 SHUTTING_DOWN = "api.shutting_down"
 INTERNAL = "agent.internal"
 
@@ -32,10 +33,14 @@ API_CODES: dict[str, str] = {
     LINE_TOO_LONG: "the line exceeded the line limit (65536 bytes); it was discarded up to its newline",
     UNKNOWN_OP: "no such operation in this protocol version",
     TOO_MANY_REQUESTS: "this connection already has max_inflight requests in progress",
-    TOO_MANY_CLIENTS: "max_clients connections are open; the connection closes",
-    FORBIDDEN: "the peer's uid/gid is not allowed; the connection closes",
+    TOO_MANY_CLIENTS: "max_clients connections are open, or max_clients_per_uid of this uid, and none "
+    "could be evicted; the connection closes",
+    FORBIDDEN: "the peer's uid/gid is not allowed (or no longer, after a reload); the connection closes",
     UNSUPPORTED_VERSION: "hello asked only for protocol versions the agent does not speak",
-    IDLE_TIMEOUT: "no request for idle_timeout_s seconds; the connection closes",
+    IDLE_TIMEOUT: "no request for idle_timeout_s seconds, or a line unfinished for line_timeout_s; "
+    "the connection closes",
+    EVICTED: "the clients table was full and this connection held nothing (no subscription, "
+    "no request in progress); it was closed to make room",
     SHUTTING_DOWN: "the agent is stopping",
     INTERNAL: "an unexpected failure inside the agent (see its log)",
 }

@@ -40,39 +40,57 @@ class LineFramer:
         self._skipped = 0
 
     def feed(self, data: bytes) -> list[bytes | LineTooLong]:
+        """Every whole line ``data`` completes (the rest stays buffered)."""
         if not self._buf and not self._skipping:
             # The usual case: one whole request in one read, nothing buffered. No copy
             # through the bytearray; anything else takes the general path below.
             nl = data.find(b"\n")
             if nl >= 0 and nl == len(data) - 1 and nl < self.max_line:
                 return [data[:nl]]
+        self.push(data)
         out: list[bytes | LineTooLong] = []
+        while (item := self.next()) is not None:
+            out.append(item)
+        return out
+
+    def push(self, data: bytes) -> None:
+        """Buffer ``data``; :meth:`next` takes the lines out one at a time. The buffer holds
+        what was pushed and not yet taken: the caller bounds it by pushing only after it
+        took the lines (a server pauses reading meanwhile)."""
         self._buf += data
+
+    def next(self) -> bytes | LineTooLong | None:
+        """The next whole line (or a LineTooLong marker), or None until more is pushed."""
+        buf = self._buf
         while True:
-            nl = self._buf.find(b"\n")
+            nl = buf.find(b"\n")
             if self._skipping:
                 if nl < 0:
-                    self._skipped += len(self._buf)
-                    self._buf.clear()
-                    return out
+                    self._skipped += len(buf)
+                    buf.clear()
+                    return None
                 self._skipped += nl + 1
-                del self._buf[: nl + 1]
+                del buf[: nl + 1]
                 self._skipping = False
-                out.append(LineTooLong(self._skipped))
-                continue
+                return LineTooLong(self._skipped)
             if nl < 0:
-                if len(self._buf) >= self.max_line:
+                if len(buf) >= self.max_line:
                     # No newline within the limit: start skipping; report when the line ends.
-                    self._skipping, self._skipped = True, len(self._buf)
-                    self._buf.clear()
-                return out
+                    self._skipping, self._skipped = True, len(buf)
+                    buf.clear()
+                    continue
+                return None
             if nl + 1 > self.max_line:
-                out.append(LineTooLong(nl + 1))
-                del self._buf[: nl + 1]
-                continue
-            line = bytes(self._buf[:nl])
-            del self._buf[: nl + 1]
-            out.append(line)
+                del buf[: nl + 1]
+                return LineTooLong(nl + 1)
+            line = bytes(buf[:nl])
+            del buf[: nl + 1]
+            return line
+
+    @property
+    def partial(self) -> bool:
+        """True inside an unfinished line (buffered bytes without a newline, or skipping)."""
+        return self._skipping or (bool(self._buf) and self._buf.find(b"\n") < 0)
 
     @property
     def pending(self) -> int:

@@ -7,12 +7,16 @@ Root is always allowed: it can read the agent's memory anyway, so refusing it pr
 nothing and would only break maintenance tools. A refused peer gets one ``api.forbidden``
 line and the connection closes.
 
-Each connection is an :class:`asyncio.Protocol`: received bytes go through the
-:class:`~ue_agent.api.core.ConnectionCore` in the same event-loop step that read them,
-and an operation whose handler answers at once (a dict, not an awaitable) is replied to
-in that step too, with the replies of one read written together. Only operations that
-really wait (the card, the network) get a task. The idle timeout is one timer per
-connection that re-arms itself from the time of the last activity, not a timer per read.
+Each connection is an :class:`asyncio.Protocol`: received bytes are buffered in the
+:class:`~ue_agent.api.core.ConnectionCore` and taken one line at a time, at most
+``LINES_PER_TURN`` per event-loop turn and only while the replies queued for the peer stay
+under ``HIGH_WATER``; past either, reading pauses. An operation whose handler answers at
+once (a dict, not an awaitable) is replied to before the next line is parsed, so
+pipelined synchronous requests are answered in order and never count as in flight. Only
+operations that really wait (the card, the network) get a task. Admission is fair (a cap
+per uid, eviction of connections that hold nothing, places kept for root), and a SIGHUP
+that removes a peer from the allow lists closes its open connections. One timer per
+connection keeps three deadlines: idle, an unfinished line, a peer that does not read.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ import os
 import socket
 import stat
 import struct
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -38,8 +43,15 @@ from ue_agent.errors import AgentError
 log = logging.getLogger(__name__)
 
 SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13
-#: a peer that stops reading: drop it when this much output is waiting.
-MAX_WRITE_BUFFER = 1 << 20
+#: replies queued for a peer above which its input waits (counted before each line)
+HIGH_WATER = 64 * 1024
+#: a peer that stops reading: drop it when this much output (replies of work in progress
+#: and events, which cannot wait) is queued.
+MAX_WRITE_BUFFER = 256 * 1024
+#: lines of one connection taken per event-loop turn; the rest waits for the next turn
+LINES_PER_TURN = 64
+#: connections root may open beyond max_clients when no connection can be evicted
+ROOT_RESERVE = 4
 
 
 #: Runs one request: returns the result dict at once, or an awaitable of it (which then
@@ -193,7 +205,22 @@ def activated_socket() -> socket.socket | None:
 
 
 class _Connection(asyncio.Protocol):
-    """One client connection: authorization, framing via the core, replies, idle timer."""
+    """One client connection: authorization, admission, paced framing via the core, replies,
+    deadlines.
+
+    Input is taken a bounded number of lines per event-loop turn (:data:`LINES_PER_TURN`),
+    and only while the replies waiting in the transport stay under :data:`HIGH_WATER`:
+    before each line the queued bytes (the transport's buffer plus the replies of this turn
+    not yet written) are counted. When either limit stops the turn, reading pauses, so the
+    unread input is at most one read (256 KiB) plus a line: memory per connection is
+    bounded before any reply is produced. Reading resumes when the lines are taken (next
+    turn) or the peer has read its replies (``resume_writing``).
+
+    One timer per connection enforces three deadlines: ``idle_timeout_s`` since the last
+    whole request (no subscription, nothing in progress), ``line_timeout_s`` for an
+    unfinished line (a byte a second does not keep a connection), and ``write_timeout_s``
+    for a peer that does not read its replies.
+    """
 
     def __init__(self, server: ApiServer, cfg: ApiConfig) -> None:
         self.server = server
@@ -204,9 +231,12 @@ class _Connection(asyncio.Protocol):
         self.peer: Peer | None = None
         self.conn_id = 0
         self.tasks: set[asyncio.Task] = set()
-        self._last = 0.0  # loop time of the last request or reply (idle timeout)
-        self._idle: asyncio.TimerHandle | None = None
-        self._paused = False  # the peer does not read: we stopped reading its requests
+        self._last = 0.0  # loop time of the last whole request or reply (idle, eviction)
+        self._timer: asyncio.TimerHandle | None = None
+        self._write_blocked_since: float | None = None  # the peer does not read its replies
+        self._partial_since: float | None = None  # an unfinished line is buffered
+        self._reading = True
+        self._turn: asyncio.Handle | None = None  # the next turn of input, scheduled
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -224,40 +254,35 @@ class _Connection(asyncio.Protocol):
             log.warning("conn %d: refused uid %d gid %d (pid %d)", conn_id, peer.uid, peer.gid, peer.pid)
             self._refuse(E.FORBIDDEN, "this uid/gid may not use the agent")
             return
-        if len(server._conns) >= cfg.max_clients:
-            log.warning("conn %d: refused, %d clients connected", conn_id, len(server._conns))
-            self._refuse(E.TOO_MANY_CLIENTS, f"at most {cfg.max_clients} clients")
+        refusal = server._admit(peer)
+        if refusal is not None:
+            log.warning("conn %d: refused uid %d: %s", conn_id, peer.uid, refusal)
+            self._refuse(E.TOO_MANY_CLIENTS, refusal)
             return
         self.peer = peer
         self.core = ConnectionCore(cfg.max_line, cfg.max_inflight)
         server._conns[conn_id] = self
+        transport.set_write_buffer_limits(high=HIGH_WATER, low=HIGH_WATER // 4)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("conn %d: uid %d gid %d pid %d", conn_id, peer.uid, peer.gid, peer.pid)
         self._last = self.loop.time()
-        self._idle = self.loop.call_later(cfg.idle_timeout_s, self._idle_check)
+        self._arm(self._last + cfg.idle_timeout_s)
 
     def data_received(self, data: bytes) -> None:
         core = self.core
         if core is None:
             return
-        self._last = self.loop.time()
-        out: list[bytes] = []
-        for action in core.receive(data):
-            if isinstance(action, bytes):
-                out.append(action)
-            else:
-                line = self._dispatch(action)
-                if line is not None:
-                    out.append(line)
-        if out:
-            self.send(out[0] if len(out) == 1 else b"".join(out))
+        core.push(data)
+        if self._turn is None and self._write_blocked_since is None:
+            self._take_input()
+        else:  # a turn is due or the peer must read first: read no more meanwhile
+            self._pause_reading()
 
     def eof_received(self) -> bool:
         return False  # the peer is gone: close (requests in progress are cancelled)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
+        self._cancel_timers()
         if self.core is None:
             return
         self.server._conns.pop(self.conn_id, None)
@@ -267,15 +292,69 @@ class _Connection(asyncio.Protocol):
             log.debug("conn %d: closed", self.conn_id)
 
     def pause_writing(self) -> None:
-        # Replies pile up in the transport: read no more requests until the peer catches up.
-        self._paused = True
-        if self.transport is not None:
-            self.transport.pause_reading()
+        # Replies pile up in the transport (above HIGH_WATER): take no more input until the
+        # peer reads, and give it write_timeout_s to do so.
+        if self._write_blocked_since is None:
+            self._write_blocked_since = now = self.loop.time()
+            self._arm(now + self.cfg.write_timeout_s)
+        self._pause_reading()
 
     def resume_writing(self) -> None:
-        self._paused = False
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.resume_reading()
+        self._write_blocked_since = None
+        t = self.transport
+        if t is not None and not t.is_closing() and self._turn is None:
+            self._take_input()
+
+    # -- input, a bounded amount per turn ------------------------------------------------
+    def _pause_reading(self) -> None:
+        if self._reading and self.transport is not None and not self.transport.is_closing():
+            self._reading = False
+            self.transport.pause_reading()
+
+    def _take_input(self) -> None:
+        self._turn = None
+        core, t = self.core, self.transport
+        if core is None or t is None or t.is_closing():
+            return
+        out: list[bytes] = []
+        queued = t.get_write_buffer_size()
+        more = False
+        taken = 0
+        while True:
+            if queued > HIGH_WATER or taken >= LINES_PER_TURN:
+                more = True
+                break
+            action = core.next_action()
+            if action is None:
+                break
+            taken += 1
+            if isinstance(action, bytes):
+                line: bytes | None = action
+            else:
+                line = self._dispatch(action)
+            if line is not None:
+                out.append(line)
+                queued += len(line)
+        if taken:
+            self._last = self.loop.time()
+        if out:
+            self.send(out[0] if len(out) == 1 else b"".join(out))
+        if t.is_closing():
+            return
+        if more:
+            self._pause_reading()
+            if self._write_blocked_since is None:  # else resume_writing takes the next turn
+                self._turn = self.loop.call_soon(self._take_input)
+            return
+        if core.framer.partial:
+            if self._partial_since is None:
+                self._partial_since = now = self.loop.time()
+                self._arm(now + self.cfg.line_timeout_s)
+        else:
+            self._partial_since = None
+        if not self._reading and self._write_blocked_since is None:
+            self._reading = True
+            t.resume_reading()
 
     # -- requests ------------------------------------------------------------------------
     def _dispatch(self, req: Request) -> bytes | None:
@@ -316,7 +395,8 @@ class _Connection(asyncio.Protocol):
         t = self.transport
         if t is None or t.is_closing():
             return
-        if t.get_write_buffer_size() > MAX_WRITE_BUFFER:
+        if t.get_write_buffer_size() + len(line) > MAX_WRITE_BUFFER:
+            # only replies of work in progress and events get here past HIGH_WATER
             log.warning("conn %d: peer does not read its replies; closing", self.conn_id)
             t.abort()
             return
@@ -330,25 +410,70 @@ class _Connection(asyncio.Protocol):
     def close(self, line: bytes | None = None) -> None:
         for t in self.tasks:
             t.cancel()
+        self._cancel_timers()
         if line is not None:
             self.send(line)
         if self.transport is not None:
             self.transport.close()
 
-    def _idle_check(self) -> None:
-        self._idle = None
+    @property
+    def evictable(self) -> bool:
+        """Holds nothing for its peer: no subscription, no request in progress."""
+        core = self.core
+        return core is not None and not core.subscriptions and not core.inflight and not self.tasks
+
+    # -- deadlines -----------------------------------------------------------------------
+    def _cancel_timers(self) -> None:
+        for h in (self._timer, self._turn):
+            if h is not None:
+                h.cancel()
+        self._timer = self._turn = None
+
+    def _arm(self, when: float) -> None:
+        """Make the connection's one timer fire at ``when`` at the latest."""
+        if self._timer is not None:
+            if self._timer.when() <= when:
+                return
+            self._timer.cancel()
+        self._timer = self.loop.call_at(when, self._check)
+
+    def _check(self) -> None:
+        self._timer = None
         core, t = self.core, self.transport
         if core is None or t is None or t.is_closing():
             return
-        wait = self.cfg.idle_timeout_s
-        # Subscribers wait for events; a connection with work in progress waits for it.
-        if not (core.subscriptions or core.inflight or self._paused):
-            left = self._last + wait - self.loop.time()
-            if left <= 0:
-                self.close(encode(E.error_reply(None, E.api_error(E.IDLE_TIMEOUT, "idle connection closed"))))
+        now, cfg = self.loop.time(), self.cfg
+        if self._write_blocked_since is not None:
+            due = self._write_blocked_since + cfg.write_timeout_s
+            if now >= due:
+                log.warning(
+                    "conn %d: peer has not read its replies for %gs; closing",
+                    self.conn_id,
+                    cfg.write_timeout_s,
+                )
+                self.close()
+                t.abort()  # what is queued will never be read
                 return
-            wait = left
-        self._idle = self.loop.call_later(wait, self._idle_check)
+            self._arm(due)
+        if self._partial_since is not None:
+            due = self._partial_since + cfg.line_timeout_s
+            if now >= due:
+                self.close(_closing_line(E.IDLE_TIMEOUT, f"no end of line within {cfg.line_timeout_s:g} s"))
+                return
+            self._arm(due)
+        # Subscribers wait for events; a connection with work in progress waits for it.
+        if core.subscriptions or core.inflight:
+            self._arm(now + cfg.idle_timeout_s)
+        else:
+            due = self._last + cfg.idle_timeout_s
+            if now >= due:
+                self.close(_closing_line(E.IDLE_TIMEOUT, "idle connection closed"))
+                return
+            self._arm(due)
+
+
+def _closing_line(code: str, message: str) -> bytes:
+    return encode(E.error_reply(None, E.api_error(code, message)))
 
 
 def _log_failure(req: Request, exc: Exception) -> None:
@@ -378,12 +503,76 @@ class ApiServer:
         self._server = await loop.create_unix_server(lambda: _Connection(self, self.cfg), sock=sock)
 
     def reconfigure(self, cfg: ApiConfig) -> None:
-        """New allow lists and limits (SIGHUP) for new connections; the socket path stays as bound."""
+        """New allow lists and limits (SIGHUP); the socket path stays as bound. Open
+        connections are checked against the new allow lists at once: a peer no longer
+        allowed gets one ``api.forbidden`` line and is closed, its requests in progress
+        cancelled, and nothing else (no reply, no event) reaches it."""
         self.cfg = cfg
-
-    def broadcast(self, name: str, body: dict[str, Any]) -> None:
         for conn in list(self._conns.values()):
-            assert conn.core is not None
+            peer = conn.peer
+            if peer is not None and not is_allowed(peer, cfg, self.own_uid):
+                log.warning("conn %d: uid %d no longer allowed; closing", conn.conn_id, peer.uid)
+                self._conns.pop(conn.conn_id, None)
+                conn.close(_closing_line(E.FORBIDDEN, "this uid/gid may no longer use the agent"))
+
+    def _admit(self, peer: Peer) -> str | None:
+        """Room for a new allowed peer, evicting a connection when needed; None = admitted,
+        else why not.
+
+        - One uid holds at most ``max_clients_per_uid`` connections (root is not capped);
+          past that its own least recently active connection that holds nothing (no
+          subscription, nothing in progress) makes room, else it is refused.
+        - When ``max_clients`` are open, a connection that holds nothing is evicted from
+          a uid holding at least two more connections than the newcomer's (so nobody can
+          push out a uid with a smaller share), or from the newcomer's own uid: the
+          largest share first, the least recently active in it.
+        - Otherwise root still gets one of ``ROOT_RESERVE`` extra places (the admin's
+          ``ue-agent status`` is never locked out).
+        """
+        cfg = self.cfg
+        conns = [c for c in self._conns.values() if c.peer is not None]
+        mine = [c for c in conns if c.peer is not None and c.peer.uid == peer.uid]
+        if peer.uid != 0 and len(mine) >= cfg.max_clients_per_uid:
+            victim = min((c for c in mine if c.evictable), key=lambda c: c._last, default=None)
+            if victim is None:
+                return f"at most {cfg.max_clients_per_uid} connections per uid"
+            self._evict(victim, peer)
+            return None
+        if len(conns) < cfg.max_clients:
+            return None
+        counts = Counter(c.peer.uid for c in conns if c.peer is not None)
+        own = counts[peer.uid]
+        candidates = [
+            c
+            for c in conns
+            if c.evictable and c.peer is not None and (c.peer.uid == peer.uid or counts[c.peer.uid] > own + 1)
+        ]
+        if candidates:
+            victim = max(candidates, key=lambda c: (counts[c.peer.uid] if c.peer else 0, -c._last))
+            self._evict(victim, peer)
+            return None
+        if peer.uid == 0 and len(conns) < cfg.max_clients + ROOT_RESERVE:
+            return None
+        return f"at most {cfg.max_clients} clients"
+
+    def _evict(self, victim: _Connection, newcomer: Peer) -> None:
+        assert victim.peer is not None
+        log.info(
+            "conn %d: evicted (uid %d, idle) to make room for uid %d",
+            victim.conn_id,
+            victim.peer.uid,
+            newcomer.uid,
+        )
+        self._conns.pop(victim.conn_id, None)
+        victim.close(_closing_line(E.EVICTED, "closed to make room for another client"))
+
+    def broadcast(self, name: str, body: dict[str, Any], uid: int | None = None) -> None:
+        """``name`` to every subscriber of it; with ``uid``, only to that uid's connections
+        (an event about a session goes to the session's owner only)."""
+        for conn in list(self._conns.values()):
+            assert conn.core is not None and conn.peer is not None
+            if uid is not None and conn.peer.uid != uid:
+                continue
             line = conn.core.event(name, body)
             if line is not None:
                 conn.send(line)

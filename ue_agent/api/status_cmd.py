@@ -17,6 +17,10 @@ def render(st: dict[str, Any]) -> str:
     present = "present" if card.get("present") else f"absent ({card.get('error') or 'not opened'})"
     app = f", application {card['application']}" if card.get("application") else ""
     lines.append(f"card:       {card.get('transport', '?')}, {present}{app}")
+    pin = card.get("pin")
+    if pin and pin.get("state") not in (None, "unknown"):
+        left = f", {pin['retries']} tries left" if pin.get("retries") is not None else ""
+        lines.append(f"  pin:      {pin['state']}{left}")
     if card.get("impi"):
         lines.append(f"  impi:     {card['impi']}")
     for impu in card.get("impus", []):

@@ -24,8 +24,9 @@ import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
-from ue_agent.card import auth, ef
+from ue_agent.card import auth, ef, pin
 from ue_agent.card.apdu import Apdu, ApduLink, Response, cla_for_channel
+from ue_agent.card.pin import PinStatus
 from ue_agent.card.results import (
     AkaMacFailure,
     AkaOutcome,
@@ -147,6 +148,19 @@ class Card:
             chunk = body[off : off + 255]
             resp = self._app_send(INS_UPDATE_BINARY, off >> 8, off & 0xFF, chunk)
             self._expect_ok(resp, "UPDATE BINARY EF_GBABP")
+
+    def pin_status(self) -> PinStatus:
+        """PIN1's state from VERIFY without data on the basic channel (TS 102 221 11.1.9)."""
+        return pin.status_from_sw(self._link.send(pin.verify_apdu()).sw)
+
+    def puk_retries(self) -> int | None:
+        """The PUK tries left (UNBLOCK PIN without data); None when the card does not say."""
+        return pin.puk_retries_from_sw(self._link.send(pin.unblock_query_apdu()).sw)
+
+    def verify_pin(self, value: Secret) -> PinStatus:
+        """VERIFY PIN1 with ``value``: ready, or CardError card.pin_wrong / card.pin_blocked.
+        The policy (one try left, unknown count) is the caller's: :func:`ue_agent.card.pin.plan_verify`."""
+        return pin.verify_result(self._link.send(pin.verify_apdu(value)).sw)
 
     def close(self) -> None:
         """Close the ISIM's channel (if this facade opened one) and the transport. Idempotent."""

@@ -43,10 +43,13 @@ def kdf(key: bytes, fc: int, *params: bytes | str) -> bytes:
 
 
 def naf_id(naf_fqdn: str, ua_id: bytes) -> bytes:
-    """NAF_Id = FQDN of the NAF || Ua security protocol identifier (5 octets)."""
+    """NAF_Id = FQDN of the NAF || Ua security protocol identifier (5 octets).
+
+    TS 33.220 Annex H / B.3: the FQDN goes into the KDF as given (no case folding): a
+    UE and a NAF that spell it differently derive different keys, as the TS has it."""
     if len(ua_id) != 5:
         raise ValueError("Ua security protocol identifier must be 5 octets")
-    return _octets(naf_fqdn.lower()) + ua_id
+    return _octets(naf_fqdn) + ua_id
 
 
 def ks_naf(ks: bytes, rand: bytes, impi: str, nafid: bytes) -> bytes:

@@ -62,12 +62,13 @@ class NafClient:
         naf_fqdn: str,
         ua_id: bytes = UA_KMS,
     ) -> NafResponse:
-        naf_fqdn = naf_fqdn.lower()
+        # the FQDN goes into Ks_NAF as given (TS 33.220 B.3); only the nonce cache folds case
+        cache_key = naf_fqdn.lower()
         uri = request_target(url)  # what the HTTP client puts on the request line
         realm = f"3GPP-bootstrapping@{naf_fqdn}"
         stale_retried = rebootstrapped = False
         auth: tuple[digest.Credentials, Secret] | None = None
-        cached = self._nonces.get(naf_fqdn)
+        cached = self._nonces.get(cache_key)
         if cached is not None:
             auth = await self._answer(cached, method, uri, body, naf_fqdn, ua_id)
         try:
@@ -90,7 +91,7 @@ class NafClient:
                             "gba.naf_unauthorized", "the NAF refused a fresh bootstrap", naf=naf_fqdn
                         )
                     auth[1].zeroize()
-                entry = self._nonces[naf_fqdn] = _Nonce(challenge)
+                entry = self._nonces[cache_key] = _Nonce(challenge)
                 auth = await self._answer(entry, method, uri, body, naf_fqdn, ua_id)
             raise GbaError("gba.naf_unauthorized", "the NAF keeps challenging", naf=naf_fqdn)
         finally:
@@ -153,7 +154,7 @@ class NafClient:
                 first_error = first_error or exc.message
         if not parsed:
             raise GbaError("gba.bad_response", f"NAF WWW-Authenticate: {first_error}")
-        ch = next((c for c in parsed if c.realm == realm), None)
+        ch = next((c for c in parsed if c.realm.lower() == realm.lower()), None)  # DNS names fold case
         if ch is None:
             raise GbaError(
                 "gba.wrong_realm",

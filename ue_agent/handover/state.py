@@ -1,26 +1,35 @@
-"""SRVCC and IP-mobility state, per media session (sans-IO: inputs in, decisions out).
+"""SRVCC and IP-mobility inputs, turned into session decisions (sans-IO: inputs in, decisions out).
 
 Inputs: the modem's ``+CIREPH: <srvcch>`` values (TS 27.007 +CIREP: 0 handover started,
 1 successful, 2 cancelled, 3 general failure) and address/link changes on the media
-interfaces. Outputs: :class:`Decision` values the agent applies to the media key store.
+interfaces. The sessions and their transitions are the session registry's
+(:meth:`ue_agent.media.sessions.SessionRegistry.srvcc`); this tracker keeps the UE's SRVCC
+phase, reads the inputs and builds the ``handover`` event. Outputs: :class:`Decision`
+values the agent applies to the media key store (release the keys of handed-over sessions).
 
-Policy (spec-digest 4.4 and 6.3; the 33.328 text says nothing SRVCC-specific, so this
-is ours, documented in docs/api.md "handover"):
-- started: sessions keep their keys (the call is still on PS until success).
-- success: the voice leg is on CS now; each session's SRTP keys are released and
-  zeroized, and the session cannot hand keys out again. A return to PS needs a new
-  offer/answer with fresh keys: reusing a master key with a reset index is a two-time pad.
-- cancelled / failure: the call stays on PS; sessions go back to ``active``, keys kept.
-- an address removed or a link down on a watched interface: every active session is
-  marked ``rekey_required`` and the softphone is told; keys stay until it closes them,
-  so a media stack that keeps its SRTP context (same SSRC, continuing index) is not cut.
-- values outside 0-3 (vSRVCC / CS-to-PS values are not confirmed): reported, no change.
+Policy (TS 33.328 says nothing SRVCC-specific, so this is ours, documented in docs/api.md
+"handover"): see :meth:`~ue_agent.media.sessions.SessionRegistry.srvcc` and
+:meth:`~ue_agent.media.sessions.SessionRegistry.ip_lost`; values outside 0-3 (vSRVCC /
+CS-to-PS values are not confirmed) are reported and change nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Any
+
+from ue_agent.media.sessions import Decision, HandoverState, MediaSession, SessionRegistry, Srvcc
+
+__all__ = [
+    "CIREPH_MEANING",
+    "Decision",
+    "HandoverReport",
+    "HandoverState",
+    "HandoverTracker",
+    "SrvccPhase",
+    "parse_cireph",
+]
 
 
 class SrvccPhase(StrEnum):
@@ -29,24 +38,8 @@ class SrvccPhase(StrEnum):
     CS = "cs"  # +CIREPH: 1 seen: the call went to the CS domain
 
 
-class SessionState(StrEnum):
-    ACTIVE = "active"
-    HANDOVER_PENDING = "handover_pending"
-    HANDED_OVER = "handed_over"  # keys released: on CS now
-    REKEY_REQUIRED = "rekey_required"
-
-
-CIREPH_MEANING = {0: "started", 1: "success", 2: "cancelled", 3: "failure"}
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What the agent must do for one session after an input."""
-
-    session: str
-    old: SessionState
-    new: SessionState
-    release_keys: bool = False
+#: TS 27.007 +CIREPH <srvcch>
+CIREPH_MEANING = {0: Srvcc.STARTED, 1: Srvcc.SUCCESS, 2: Srvcc.CANCELLED, 3: Srvcc.FAILURE}
 
 
 @dataclass
@@ -54,58 +47,40 @@ class HandoverReport:
     """Result of one input: decisions plus the event body for subscribers."""
 
     decisions: list[Decision]
-    event: dict
+    event: dict[str, Any]
 
 
 @dataclass
 class HandoverTracker:
+    sessions: SessionRegistry = field(default_factory=SessionRegistry)
     phase: SrvccPhase = SrvccPhase.PS
-    sessions: dict[str, SessionState] = field(default_factory=dict)
     last_cireph: int | None = None
 
-    def add_session(self, session: str) -> None:
+    def __post_init__(self) -> None:
+        self.sessions.on_new = self._new_session
+
+    def _new_session(self, session: MediaSession) -> None:
         """A new media session: set up on PS, so any finished SRVCC is behind us."""
         if self.phase is SrvccPhase.CS:
             self.phase = SrvccPhase.PS
-        self.sessions[session] = SessionState.ACTIVE
 
-    def remove_session(self, session: str) -> None:
-        self.sessions.pop(session, None)
-
-    def state_of(self, session: str) -> SessionState | None:
-        return self.sessions.get(session)
-
-    def _move(
-        self, new: SessionState, only: tuple[SessionState, ...], release: bool = False
-    ) -> list[Decision]:
-        out = []
-        for sid, old in self.sessions.items():
-            if old in only and old is not new:
-                out.append(Decision(sid, old, new, release))
-                self.sessions[sid] = new
-        return out
+    def state_of(self, session: str) -> HandoverState | None:
+        s = self.sessions.get(session)
+        return s.handover if s is not None else None
 
     def on_cireph(self, value: int) -> HandoverReport:
         self.last_cireph = value
         meaning = CIREPH_MEANING.get(value)
         decisions: list[Decision] = []
-        if meaning == "started":
-            self.phase = SrvccPhase.STARTED
-            decisions = self._move(SessionState.HANDOVER_PENDING, (SessionState.ACTIVE,))
-        elif meaning == "success":
-            self.phase = SrvccPhase.CS
-            decisions = self._move(
-                SessionState.HANDED_OVER,
-                (SessionState.ACTIVE, SessionState.HANDOVER_PENDING, SessionState.REKEY_REQUIRED),
-                release=True,
+        if meaning is not None:
+            self.phase = {Srvcc.STARTED: SrvccPhase.STARTED, Srvcc.SUCCESS: SrvccPhase.CS}.get(
+                meaning, SrvccPhase.PS
             )
-        elif meaning in ("cancelled", "failure"):
-            self.phase = SrvccPhase.PS
-            decisions = self._move(SessionState.ACTIVE, (SessionState.HANDOVER_PENDING,))
+            decisions = self.sessions.srvcc(meaning)
         event = {
             "kind": "srvcc",
             "srvcch": value,
-            "meaning": meaning or "unknown",
+            "meaning": meaning.value if meaning is not None else "unknown",
             "phase": self.phase.value,
             "sessions": {d.session: d.new.value for d in decisions},
         }
@@ -115,9 +90,7 @@ class HandoverTracker:
         """``what``: "address_removed", "link_down", "address_added", "link_up"."""
         decisions: list[Decision] = []
         if what in ("address_removed", "link_down"):
-            decisions = self._move(
-                SessionState.REKEY_REQUIRED, (SessionState.ACTIVE, SessionState.HANDOVER_PENDING)
-            )
+            decisions = self.sessions.ip_lost()
         event = {
             "kind": "ip",
             "interface": ifname,
@@ -127,11 +100,12 @@ class HandoverTracker:
         }
         return HandoverReport(decisions, event)
 
-    def snapshot(self) -> dict:
-        counts: dict[str, int] = {}
-        for s in self.sessions.values():
-            counts[s.value] = counts.get(s.value, 0) + 1
-        return {"phase": self.phase.value, "last_cireph": self.last_cireph, "sessions": counts}
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "phase": self.phase.value,
+            "last_cireph": self.last_cireph,
+            "sessions": self.sessions.count_by_handover(),
+        }
 
 
 def parse_cireph(line: str) -> int | None:

@@ -16,21 +16,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ue_agent.crypto.kdf import UA_KMS
 from ue_agent.crypto.mikey_prf import PRF_HMAC_SHA_256
 from ue_agent.errors import GbaError, KmsError
-from ue_agent.kms import ids, mikey, session
-from ue_agent.kms.streams import SrtpStream, Stream, TlsStream
-from ue_agent.media.keys import MediaKeys
+from ue_agent.kms import ids, mikey, session, ts33328
+from ue_agent.kms.streams import SrtpStream, Stream, StreamKeyPair, TlsStream
 from ue_agent.secret import Secret
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE = "application/mikey"
-KMS_PATH = "/mikey"
+CONTENT_TYPE = ts33328.CONTENT_TYPE
+KMS_PATH = ts33328.HTTP_PATH
+UA_KMS = ts33328.UA_PROTOCOL_ID
 REUSE_MARGIN_S = 30.0  # do not start a session on a ticket this close to its expiry
 
-__all__ = ["AnswerResult", "KmsClient", "OfferResult", "SrtpStream", "TlsStream"]
+__all__ = ["AnswerResult", "KmsClient", "OfferResult", "SrtpStream", "StreamKeyPair", "TlsStream"]
 
 
 @dataclass
@@ -42,8 +41,8 @@ class OfferResult:
 
 @dataclass
 class AnswerResult:
-    transfer_resp: bytes
-    keys: list[MediaKeys]
+    transfer_resp: bytes | None  # None when the ticket's F flag is clear (RFC 6043 6.10)
+    keys: list[StreamKeyPair]
     peer_uri: str  # the initiator, as the KMS vouched for it
     resolved_now: bool = True  # False when the ticket came from the cache
 
@@ -65,7 +64,7 @@ class KmsClient:
         self.naf = naf
         self.gba = gba if gba is not None else naf.gba
         self.url = kms_url.rstrip("/") + KMS_PATH
-        self.kms_fqdn = kms_fqdn.lower()
+        self.kms_fqdn = kms_fqdn  # as given: it enters Ks_NAF (TS 33.220 B.3)
         self.own = ids.canonical(own_uri)
         self.clock = clock
         self.prf_func = prf_func
@@ -92,17 +91,18 @@ class KmsClient:
         key = (peer, pats, group)
         now = self.clock()
         issued = self._issued.get(key)
-        reused = issued is not None and issued.expiry - now > REUSE_MARGIN_S
+        # RFC 6043 5.3 / 6.10: a ticket whose policy forbids reuse (J flag clear) is used once
+        reused = issued is not None and issued.expiry - now > REUSE_MARGIN_S and issued.ticket.flag(mikey.F_J)
         if not reused:
             if issued is not None:
-                issued.key.zeroize()
+                issued.zeroize()
             issued = await self._request_ticket(list(pats), group, validity or self.ticket_validity)
             self._issued[key] = issued
         assert issued is not None
         pending = session.build_transfer_init(issued, self.own, peer, streams, self.kms_fqdn, now)
         return OfferResult(pending.transfer_init, pending, reused)
 
-    def complete(self, pending: session.PendingOffer, transfer_resp: bytes) -> list[MediaKeys]:
+    def complete(self, pending: session.PendingOffer, transfer_resp: bytes) -> list[StreamKeyPair]:
         """Verify the peer's TRANSFER_RESP; the same keys the peer derived (one call per fork)."""
         responder, keys = session.complete(pending, transfer_resp, self.clock())
         log.info("MIKEY-TICKET session %s -> %s keyed", self.own, responder)
@@ -121,8 +121,10 @@ class KmsClient:
             resolved = await self._resolve(ti)
         assert resolved is not None
         resp, keys = session.accept_transfer_init(ti, resolved, self.own, self.replay, self.clock())
-        if fresh:
+        if fresh and resolved.flags & mikey.F_J:  # kept for reuse only when the policy allows it (5.3)
             self._resolved[ti.ticket_ref] = resolved
+        elif fresh:
+            resolved.zeroize()
         self._prune(now)
         return AnswerResult(resp, keys, resolved.initiator, fresh)
 
@@ -143,17 +145,16 @@ class KmsClient:
                 prf_func=self.prf_func,
             )
 
-        await self._exchange(build, session.read_resolve_resp)
+        (await self._exchange(build, session.read_resolve_resp)).zeroize()  # an authorization only
 
     def forget(self, peer_uri: str | None = None) -> None:
         """Drop cached tickets (all, or those for one peer) and zeroize their keys."""
         peer = ids.canonical(peer_uri) if peer_uri else None
         for k in [k for k in self._issued if peer is None or k[0] == peer]:
-            self._issued.pop(k).key.zeroize()
+            self._issued.pop(k).zeroize()
         if peer is None:
             for r in self._resolved.values():
-                r.k_r.zeroize()
-                r.mpk_i.zeroize()
+                r.zeroize()
             self._resolved.clear()
 
     # -- KMS exchanges
@@ -174,10 +175,7 @@ class KmsClient:
                 prf_func=self.prf_func,
             )
 
-        def read(status, body, req, psk, kms_id):
-            return session.read_request_resp(status, body, req, psk, kms_id, group)
-
-        return await self._exchange(build, read)
+        return await self._exchange(build, session.read_request_resp)
 
     async def _resolve(self, ti: session.TransferInit) -> session.ResolvedTicket:
         def build(btid: str, psk: Secret):
@@ -185,20 +183,19 @@ class KmsClient:
                 self.own, ti, btid, psk, self.kms_fqdn, now=self.clock(), prf_func=self.prf_func
             )
 
-        resolved = await self._exchange(build, session.read_resolve_resp)
-        if resolved is None:
-            raise KmsError("kms.bad_response", "the KMS acknowledged a divert instead of resolving")
-        return resolved
+        return await self._exchange(build, session.read_resolve_resp)
 
     async def _exchange(self, build, read):
         """One KMS round trip; retried once when the KMS did not accept our Ks_NAF (new B-TID)."""
         for attempt in (1, 2):
             btid, psk = await self.gba.ks_naf(self.kms_fqdn, UA_KMS)
             try:
-                raw, req = build(btid, psk)
+                sent = build(btid, psk)
                 self.kms_requests += 1
                 try:
-                    resp = await self.naf.request("POST", self.url, raw, CONTENT_TYPE, self.kms_fqdn, UA_KMS)
+                    resp = await self.naf.request(
+                        "POST", self.url, sent.raw, CONTENT_TYPE, self.kms_fqdn, UA_KMS
+                    )
                 except GbaError as e:
                     if e.code in ("gba.naf_unreachable",):
                         raise KmsError("kms.unreachable", "the KMS cannot be reached", url=self.url) from None
@@ -211,7 +208,7 @@ class KmsClient:
                         "kms.bad_response", f"KMS answered HTTP {resp.status} with {ctype or 'no'} content"
                     )
                 try:
-                    return read(resp.status, resp.body, req, psk, self.kms_fqdn)
+                    return read(resp.status, resp.body, sent, psk, self.kms_fqdn)
                 except KmsError as e:
                     if attempt == 1 and e.details.get("kms_error") == mikey.ERR_AUTH_FAILURE:
                         log.info("KMS did not accept the Ks_NAF of %s: retrying once", btid)
@@ -225,6 +222,4 @@ class KmsClient:
 
     def _prune(self, now: float) -> None:
         for ref in [r for r, t in self._resolved.items() if t.expiry <= now]:
-            t = self._resolved.pop(ref)
-            t.k_r.zeroize()
-            t.mpk_i.zeroize()
+            self._resolved.pop(ref).zeroize()

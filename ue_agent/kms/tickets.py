@@ -1,161 +1,171 @@
-"""Ticket keys shared by the UEs and the KMS, and the KMS's sealed ticket format.
+"""The MIKEY base ticket (RFC 6043 Appendix A), as the KMS issues and resolves it.
 
-Key hierarchy (lab profile, docs/kms.md "Keys"): the KMS draws a 256-bit ticket key ``K_t``
-per ticket and gives it to the initiator. From it, with the MIKEY PRF (cs_id 0xFE, CSB ID 0):
+Ticket Data = THDR, T, RAND, KEMAC, IDRpsk, V under a Ticket Protection Key (TPK) that only
+the KMS holds (mode 1 of RFC 6043 4.1.1):
 
-- ``MPKi = PRF(K_t, "KMSI")``: authenticates TRANSFER_INIT (given to every resolver);
-- ``K_r = PRF(K_t, "KMSF" || identity)``: the forking key of responder ``identity``
-  (TR 33.828 7.1.4.4), or ``PRF(K_t, "KMSG")`` for every member of a group ticket;
-- ``TGK = PRF(K_r, "KMST")`` and ``MPKr = PRF(K_r, "KMSR")``.
+- THDR (A.3) with empty THDR Data; T = time of issue (NTP-UTC); RAND = 32 fresh octets;
+- KEMAC = E(encr_key, MPK || TGK), keys from the TPK (A.2.1), IV with CSB ID 0xFFFFFFFF and
+  the ticket's T, NULL MAC; MPK (key type 6) and TGK (type 0), each with a 4-octet SPI;
+- IDRpsk (ID type byte string) names the TPK, so keys can rotate;
+- V: MAC over the TICKET payload except its Next Payload, the Initiator Data length,
+  Initiator Data and the MAC field.
 
-A forked responder therefore never learns another responder's keys, while the initiator,
-holding ``K_t``, derives the keys of whoever answers.
-
-The ticket data is opaque to UEs: ``version(1) || key_id(4) || nonce(12) || AES-256-GCM(...)``
-under a key only the KMS holds, the associated data being version and key id.
+MPKi and MPKr come from the MPK and the ticket's RAND (A.2.2). UEs never open Ticket Data.
 """
 
 from __future__ import annotations
 
+import hmac
 import os
-import struct
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from ue_agent.crypto import mikey_prf
-from ue_agent.errors import KmsError
+from ue_agent.errors import KmsError, MikeyError
+from ue_agent.kms import mikey, protect
 from ue_agent.secret import Secret
 
-TICKET_TYPE_LAB = 0xFF01  # ticket type of the lab KMS's own format [U]: docs/kms.md
-TICKET_VERSION = 1
-FLAG_GROUP = 0x01
-
-_TICKET_CS = 0xFE
-_C_MPKI = 0x4B4D5349  # "KMSI"
-_C_FORK = 0x4B4D5346  # "KMSF"
-_C_GROUP = 0x4B4D5347  # "KMSG"
-_C_TGK = 0x4B4D5354  # "KMST"
-_C_MPKR = 0x4B4D5352  # "KMSR"
-KEY_LEN = 32
+TICKET_CSB_ID = 0xFFFFFFFF  # RFC 6043 A.1: CSB ID in the IV of the ticket's KEMAC
+SPI_LEN = 4
 
 
-def _d(key: Secret, const: int, data: bytes, prf_func: int, label: str) -> Secret:
-    return Secret(mikey_prf.derive(key.reveal(), const, _TICKET_CS, 0, data, KEY_LEN, prf_func), label)
+@dataclass(repr=False)
+class TicketKeys:
+    """What a base ticket encodes: the MPK and TGK with their SPIs, and the ticket's RAND."""
 
-
-def mpk_i(k_t: Secret, prf_func: int) -> Secret:
-    return _d(k_t, _C_MPKI, b"", prf_func, "MPKi")
-
-
-def responder_key(k_t: Secret, identity: str | None, prf_func: int) -> Secret:
-    """``K_r`` for ``identity`` (canonical), or the group key when ``identity`` is None."""
-    if identity is None:
-        return _d(k_t, _C_GROUP, b"", prf_func, "K_group")
-    return _d(k_t, _C_FORK, identity.encode("utf-8"), prf_func, "K_r")
-
-
-def tgk(k_r: Secret, prf_func: int) -> Secret:
-    return _d(k_r, _C_TGK, b"", prf_func, "TGK")
-
-
-def mpk_r(k_r: Secret, prf_func: int) -> Secret:
-    return _d(k_r, _C_MPKR, b"", prf_func, "MPKr")
-
-
-@dataclass
-class TicketContents:
-    """What the KMS sealed into a ticket."""
-
-    ticket_id: bytes
-    issued: int
-    expiry: int
-    flags: int
+    mpk: Secret
+    tgk: Secret
+    mpk_spi: bytes
+    tgk_spi: bytes
+    rand: bytes
     prf_func: int
-    key: Secret  # K_t
-    initiator: str
-    recipients: tuple[str, ...]
 
-    @property
-    def group(self) -> bool:
-        return bool(self.flags & FLAG_GROUP)
+    def mpk_pair(self) -> tuple[Secret, Secret]:
+        """(MPKi, MPKr) by RFC 6043 A.2.2."""
+        i, r = mikey_prf.mpk_split(self.mpk.reveal(), self.rand, self.prf_func)
+        return Secret(i, "MPKi"), Secret(r, "MPKr")
+
+    def zeroize(self) -> None:
+        self.mpk.zeroize()
+        self.tgk.zeroize()
+
+    def __repr__(self) -> str:
+        return f"<TicketKeys prf={self.prf_func}>"
 
 
-class KeyRing:
-    """The KMS-only ticket protection keys, by 32-bit key id (rotate by adding a key)."""
+class TpkRing:
+    """The KMS-only Ticket Protection Keys by identifier (rotate by adding one)."""
 
     def __init__(self) -> None:
-        self._keys: dict[int, Secret] = {}
-        self.current = 0
+        self._keys: dict[bytes, Secret] = {}
+        self.current = b""
 
-    def add(self, key_id: int, key: Secret | None = None) -> None:
-        self._keys[key_id] = key or Secret(os.urandom(32), "kms-ticket-key")
+    def add(self, key_id: bytes, key: Secret | None = None) -> None:
+        self._keys[key_id] = key or Secret(os.urandom(32), "TPK")
         self.current = key_id
 
-    def get(self, key_id: int) -> Secret | None:
+    def get(self, key_id: bytes) -> Secret | None:
         return self._keys.get(key_id)
 
     def __repr__(self) -> str:
-        return f"<KeyRing {len(self._keys)} keys, current {self.current}>"
+        return f"<TpkRing {len(self._keys)} keys>"
 
 
-def _pack_str(s: str) -> bytes:
-    b = s.encode("utf-8")
-    return struct.pack(">H", len(b)) + b
-
-
-def seal(ring: KeyRing, t: TicketContents) -> bytes:
-    key = ring.get(ring.current)
-    if key is None:
-        raise KmsError("kms.error", "the KMS has no ticket key")
-    if len(t.recipients) > 255:
-        raise KmsError("kms.bad_request", "too many recipients in one ticket")
-    plain = (
-        t.ticket_id
-        + struct.pack(">QQBB", t.issued, t.expiry, t.flags, t.prf_func)
-        + t.key.reveal()
-        + _pack_str(t.initiator)
-        + bytes([len(t.recipients)])
-        + b"".join(_pack_str(r) for r in t.recipients)
+def new_keys(prf_func: int) -> TicketKeys:
+    n = protect.family(prf_func).key_len
+    return TicketKeys(
+        Secret(os.urandom(n), "MPK"),
+        Secret(os.urandom(n), "TGK"),
+        os.urandom(SPI_LEN),
+        os.urandom(SPI_LEN),
+        os.urandom(protect.RAND_LEN),
+        prf_func,
     )
-    head = struct.pack(">BI", TICKET_VERSION, ring.current)
-    nonce = os.urandom(12)
-    return head + nonce + AESGCM(key.reveal()).encrypt(nonce, plain, head)
 
 
-def open_ticket(ring: KeyRing, data: bytes) -> TicketContents:
-    """Decrypt and authenticate a ticket (``kms.ticket_rejected`` when it is not ours or altered)."""
-    if len(data) < 5 + 12 + 16 or data[0] != TICKET_VERSION:
-        raise KmsError("kms.ticket_rejected", "not a ticket of this KMS")
-    key_id = struct.unpack(">I", data[1:5])[0]
-    key = ring.get(key_id)
-    if key is None:
-        raise KmsError("kms.ticket_rejected", "ticket under an unknown KMS key", key_id=key_id)
+def issue(ring: TpkRing, policy: mikey.TicketPolicy, keys: TicketKeys, now: float) -> mikey.Ticket:
+    """A TICKET payload (granted ``policy`` + base ticket data), without Initiator Data."""
+    tpk = ring.get(ring.current)
+    if tpk is None:
+        raise KmsError("kms.error", "the KMS has no ticket protection key")
+    mk = protect.MessageKeys.for_ticket(tpk, keys.rand, policy.prf_func)
     try:
-        plain = AESGCM(key.reveal()).decrypt(data[5:17], data[17:], data[:5])
-    except InvalidTag:
-        raise KmsError("kms.ticket_rejected", "ticket failed its integrity check") from None
+        t = protect.timestamp(now)
+        kemac = protect.seal_kemac(
+            mk,
+            TICKET_CSB_ID,
+            t,
+            [
+                mikey.KeyData(mikey.KEY_MPK, keys.mpk, kv_type=mikey.KV_SPI, kv_data=(keys.mpk_spi,)),
+                mikey.KeyData(mikey.KEY_TGK, keys.tgk, kv_type=mikey.KV_SPI, kv_data=(keys.tgk_spi,)),
+            ],
+        )
+        v = mikey.Verification(mk.family.mac_alg, bytes(mk.family.mac_len))
+        payloads: list[mikey.Payload] = [
+            t,
+            mikey.Rand(keys.rand),
+            kemac,
+            mikey.IdRole(mikey.ROLE_PSK, mikey.ID_BYTES, ring.current),
+            v,
+        ]
+        data = mikey.encode_base_ticket(mikey.TicketHeader(), payloads)
+        ticket = mikey.Ticket(
+            policy.ticket_type,
+            policy.subtype,
+            policy.version,
+            policy.prf_func,
+            policy.flags,
+            policy.tp_data,
+            policy.reserved,
+            data,
+        )
+        covered = ticket.body_without_initiator_data()[: -mk.family.mac_len]
+        v.mac = protect.mac(mk, covered)
+        ticket.ticket_data = data[: -mk.family.mac_len] + v.mac
+        return ticket
+    finally:
+        mk.zeroize()
+
+
+def resolve(ring: TpkRing, ticket: mikey.Ticket) -> TicketKeys:
+    """Verify and decrypt base ticket data (``kms.ticket_rejected`` when it is not ours or altered)."""
+    if (ticket.ticket_type, ticket.subtype, ticket.version) != (
+        mikey.TICKET_MIKEY_BASE,
+        mikey.BASE_SUBTYPE,
+        mikey.BASE_VERSION,
+    ):
+        raise KmsError("kms.ticket_rejected", "not a MIKEY base ticket (type 1, subtype 1, version 1)")
     try:
-        tid = plain[:16]
-        issued, expiry, flags, prf_func = struct.unpack(">QQBB", plain[16:34])
-        k = Secret(plain[34:66], "K_t")
-        pos = 66
-
-        def text() -> str:
-            nonlocal pos
-            (n,) = struct.unpack(">H", plain[pos : pos + 2])
-            if pos + 2 + n > len(plain):
-                raise ValueError("string runs past the ticket")
-            pos += 2 + n
-            return plain[pos - n : pos].decode("utf-8")
-
-        initiator = text()
-        count = plain[pos]
-        pos += 1
-        recipients = tuple(text() for _ in range(count))
-        if pos != len(plain) or len(k) != KEY_LEN:
-            raise ValueError("ticket length")
-    except (struct.error, IndexError, ValueError, UnicodeDecodeError):
-        raise KmsError("kms.ticket_rejected", "sealed ticket content is malformed") from None
-    return TicketContents(tid, issued, expiry, flags, prf_func, k, initiator, recipients)
+        _thdr, payloads = mikey.decode_base_ticket(ticket.ticket_data)
+        ts = [p for p in payloads if isinstance(p, mikey.Timestamp)]
+        rands = [p for p in payloads if isinstance(p, mikey.Rand)]
+        kemacs = [p for p in payloads if isinstance(p, mikey.Kemac)]
+        psks = [p for p in payloads if isinstance(p, mikey.IdRole) and p.role == mikey.ROLE_PSK]
+        v = payloads[-1] if payloads else None
+        if (
+            len(ts) != 1
+            or len(rands) != 1
+            or len(kemacs) != 1
+            or len(psks) > 1
+            or not isinstance(v, mikey.Verification)
+        ):
+            raise KmsError("kms.ticket_rejected", "base ticket data lacks T, RAND, KEMAC or V")
+        tpk = ring.get(psks[0].data if psks else ring.current)
+        if tpk is None:
+            raise KmsError("kms.ticket_rejected", "ticket under an unknown ticket protection key")
+        mk = protect.MessageKeys.for_ticket(tpk, rands[0].rand, ticket.prf_func)
+        try:
+            if v.mac_alg != mk.family.mac_alg:
+                raise KmsError("kms.ticket_rejected", "ticket V MAC alg is not the PRF's family")
+            covered = ticket.body_without_initiator_data()[: -len(v.mac)]
+            if not hmac.compare_digest(protect.mac(mk, covered), v.mac):
+                raise KmsError("kms.ticket_rejected", "ticket failed its integrity check")
+            items = protect.open_kemac(mk, kemacs[0], TICKET_CSB_ID, ts[0])
+        finally:
+            mk.zeroize()
+        mpk = [k for k in items if k.key_type == mikey.KEY_MPK]
+        tgk = [k for k in items if k.key_type == mikey.KEY_TGK]
+        if len(mpk) != 1 or len(tgk) != 1 or mpk[0].spi is None or tgk[0].spi is None:
+            raise KmsError("kms.ticket_rejected", "ticket KEMAC must hold one MPK and one TGK with SPIs")
+        return TicketKeys(mpk[0].key, tgk[0].key, mpk[0].spi, tgk[0].spi, rands[0].rand, ticket.prf_func)
+    except MikeyError as e:
+        raise KmsError("kms.ticket_rejected", "ticket data is malformed", reason=e.code) from None

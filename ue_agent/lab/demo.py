@@ -268,7 +268,7 @@ def srtp_roundtrip(tx_keys: dict, rx_keys: dict, count: int = 1000, ssrc: int = 
 
 
 def stream_keys(keys_reply: dict, media: str, direction: str) -> dict:
-    """One stream's key for ``direction`` ("tx"/"rx"); MIKEY's single key serves both."""
+    """One stream's key for ``direction`` ("tx"/"rx"); a TLS-PSK stream has one key for both."""
     for s in keys_reply["streams"]:
         if s.get("media", "audio") == media:
             return s.get(direction) or s["tx"]
@@ -524,14 +524,15 @@ def sc_kms_policy(lab: Lab) -> str:
     fork = a.call("mikey.offer", responder=b.impu, media=["audio"], recipients=[b.impu, c.impu])
     ab = b.call("mikey.answer", transfer_init=fork["key_mgmt"])
     ac = c.call("mikey.answer", transfer_init=fork["key_mgmt"])
-    kb = stream_keys(b.call("session.keys", session=ab["session"]), "audio", "tx")
+    keys_b = b.call("session.keys", session=ab["session"])
+    kb = stream_keys(keys_b, "audio", "tx")
     kc = stream_keys(c.call("session.keys", session=ac["session"]), "audio", "tx")
     differ = kb["master_key"] != kc["master_key"]
     lab.tl.event("lab", f"INVITE forked to B and C: both resolve; their keys differ: {differ}")
     assert differ
     a.call("mikey.complete", session=fork["session"], transfer_resp=ab["key_mgmt"])
     ka = a.call("session.keys", session=fork["session"])
-    assert srtp_roundtrip(stream_keys(ka, "audio", "tx"), kb, 100) == 100
+    assert srtp_roundtrip(stream_keys(ka, "audio", "tx"), stream_keys(keys_b, "audio", "rx"), 100) == 100
     lab.tl.event(a.name, "B answered first: A's keys match B's (and not C's)")
     for ue, sid in ((a, fork["session"]), (b, ab["session"]), (c, ac["session"])):
         ue.call("session.close", session=sid)

@@ -38,14 +38,18 @@ log = logging.getLogger(__name__)
 CME_NOT_ALLOWED = 3
 CME_NOT_SUPPORTED = 4
 CME_SIM_NOT_INSERTED = 10
+CME_SIM_PUK_REQUIRED = 12
 CME_SIM_FAILURE = 13
+CME_INCORRECT_PASSWORD = 16
 CME_INVALID_INDEX = 21
 CME_INCORRECT_PARAMETERS = 50
 _CME_TEXT = {
     CME_NOT_ALLOWED: "operation not allowed",
     CME_NOT_SUPPORTED: "operation not supported",
     CME_SIM_NOT_INSERTED: "SIM not inserted",
+    CME_SIM_PUK_REQUIRED: "SIM PUK required",
     CME_SIM_FAILURE: "SIM failure",
+    CME_INCORRECT_PASSWORD: "incorrect password",
     CME_INVALID_INDEX: "invalid index",
     CME_INCORRECT_PARAMETERS: "incorrect parameters",
 }
@@ -354,7 +358,11 @@ class ModemSimulator:
     def _handle(self, line: str) -> None:
         # APDU hex stays out of the record: SIM commands are kept by name only
         sim_cmd = re.match(r"^AT\+(CSIM|CGLA)=.*,", line, re.IGNORECASE)
-        self.commands.append(f"AT+{sim_cmd.group(1).upper()}" if sim_cmd else line)
+        secret = re.match(r"^(AT\+(?:CPIN|CPWD|CLCK)=)", line, re.IGNORECASE)  # a PIN/PUK: never recorded
+        if secret:
+            self.commands.append(secret.group(1).upper() + "<redacted>")
+        else:
+            self.commands.append(f"AT+{sim_cmd.group(1).upper()}" if sim_cmd else line)
         if self.echo:
             self._write(line + "\r")
         with self._lock:
@@ -424,8 +432,12 @@ class ModemSimulator:
             self._power_on()
             self.uicc.reset()
             return []
-        if ru in ("I", "I0", "+CGMI", "+CGMM"):
-            return [self.profile.vendor or "ue-agent lab", *(self.profile.models[:1] or ("modem",))]
+        identity = self._identity(ru)
+        if identity is not None:
+            return identity
+        query = self.profile.pin
+        if query is not None and query.retries_command and line.upper() == query.retries_command.upper():
+            return self._pin_retries(query.retries_answer)
         m = re.match(r"^([+^#$%*][A-Z0-9]+)(=\?|\?|=(.*))?$", rest, re.IGNORECASE | re.DOTALL)
         if not m:
             raise _Fail()
@@ -441,6 +453,7 @@ class ModemSimulator:
             "+CRSM": self._crsm,
             "+CIREP": self._cirep,
             "+CIREG": self._cireg,
+            "+CPIN": self._cpin,
         }.get(cmd)
         if handler is None:
             if self._forbidden(cmd):
@@ -633,6 +646,78 @@ class ModemSimulator:
             if resp[-2:] != b"\x90\x00":
                 return resp
         return resp
+
+    # --- identity (V.250 I, TS 27.007 5.1-5.3) and PIN1 (TS 27.007 8.3) ----------------------------
+
+    def _identity(self, ru: str) -> list[str] | None:
+        """ATI / AT+CGMI / AT+CGMM / AT+CGMR as this family answers them ([match] of the profile)."""
+        match = self.profile.match
+        vendor = (match.cgmi if match else "") or self.profile.vendor or "ue-agent lab"
+        model = (match.cgmm if match else "") or (self.profile.models[:1] or ("modem",))[0]
+        if ru in ("I", "I0"):
+            return list(match.ati) if match and match.ati else [vendor, model]
+        if ru == "+CGMI":
+            return [vendor]
+        if ru == "+CGMM":
+            return [model]
+        if ru == "+CGMR":
+            return ["ue-agent-lab-1"]
+        return None
+
+    def _verify_sw(self, data: bytes = b"") -> int:
+        """VERIFY PIN1 (key reference 01) as the ME sends it to the card; the status word."""
+        apdu = bytes([0x00, 0x20, 0x00, 0x01]) + (bytes([len(data)]) + data if data else b"\x00")
+        return int.from_bytes(self._card(apdu)[-2:], "big")
+
+    def _unblock_sw(self, data: bytes = b"") -> int:
+        apdu = bytes([0x00, 0x2C, 0x00, 0x01]) + (bytes([len(data)]) + data if data else b"\x00")
+        return int.from_bytes(self._card(apdu)[-2:], "big")
+
+    @staticmethod
+    def _block(text: str) -> bytes:
+        if not (text.isdigit() and 4 <= len(text) <= 8):
+            raise _Fail(CME_INCORRECT_PARAMETERS)
+        return text.encode("ascii") + b"\xff" * (8 - len(text))
+
+    def _cpin_code(self) -> str:
+        sw = self._verify_sw()
+        if sw == 0x9000:
+            return "READY"
+        if sw >> 4 == 0x63C and sw & 0x0F:
+            return "SIM PIN"
+        return "SIM PUK"
+
+    def _cpin(self, form: str, args: str | None) -> list[str]:
+        if form == "=?":
+            return []
+        if form == "?":
+            return [self._p("+CPIN", self._cpin_code())]
+        params = _params(args or "")
+        code = self._cpin_code()
+        if code == "READY":
+            raise _Fail(CME_NOT_ALLOWED)  # no PIN request pending (TS 27.007 8.3)
+        if code == "SIM PIN":
+            if len(params) != 1:
+                raise _Fail(CME_INCORRECT_PARAMETERS)
+            if self._verify_sw(self._block(params[0])) != 0x9000:
+                raise _Fail(CME_INCORRECT_PASSWORD)
+            return []
+        if len(params) != 2:
+            raise _Fail(CME_SIM_PUK_REQUIRED)
+        if self._unblock_sw(self._block(params[0]) + self._block(params[1])) != 0x9000:
+            raise _Fail(CME_INCORRECT_PASSWORD)
+        return []
+
+    def _pin_retries(self, template: str) -> list[str]:
+        """The profile's vendor answer with the card's PIN1 and PUK tries left."""
+        sw = self._verify_sw()
+        pin = sw & 0x0F if sw >> 4 == 0x63C else (0 if sw == 0x6983 else 3)
+        usw = self._unblock_sw()
+        puk = usw & 0x0F if usw >> 4 == 0x63C else 10
+        body = template.format(pin=pin, puk=puk)
+        if not self.dialect.colon_space:
+            body = body.replace(": ", ":", 1)
+        return [body]
 
     # --- IMS reporting ----------------------------------------------------------------------------
 

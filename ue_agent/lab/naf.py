@@ -87,7 +87,7 @@ class NafAuth:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.bsf = bsf
-        self.naf_fqdn = naf_fqdn.lower()
+        self.naf_fqdn = naf_fqdn  # as configured: it enters Ks_NAF (TS 33.220 B.3)
         self.ua_id = bytes(ua_id)
         self.naf_id = naf_id(self.naf_fqdn, self.ua_id)
         self.realm = f"3GPP-bootstrapping@{self.naf_fqdn}"

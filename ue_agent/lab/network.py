@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from ue_agent.crypto.kdf import UA_KMS
 from ue_agent.errors import ConfigError
@@ -50,8 +51,11 @@ class LabNetwork:
         lifetime_s: float = 3600,
         *,
         clock: Callable[[], float] = time.time,
+        kms_engine: Any = None,
     ) -> None:
         self.subscribers = list(subscribers)
+        #: a KmsEngine (``handle(bytes) -> bytes``) to run behind the KMS front instead of the lab's
+        self.kms_engine = kms_engine
         self.bsf_addr = bsf_addr
         self.kms_addr = kms_addr
         self.bsf_fqdn = bsf_fqdn.lower()
@@ -115,7 +119,7 @@ class LabNetwork:
                 raise
             return web.Application()
         self.kms_app_loaded = True
-        return create_kms_app(self.naf_auth, self)
+        return create_kms_app(self.naf_auth, self, engine=self.kms_engine)
 
     async def start(self) -> None:
         from aiohttp import web

@@ -22,6 +22,7 @@ from ue_agent.crypto.kdf import ks_int_naf, ks_naf
 from ue_agent.crypto.milenage import Milenage, gsm_kc, gsm_sres
 from ue_agent.errors import ConfigError, TransportError
 from ue_agent.lab.uicc_fs import ISIM_AID, USIM_AID, UST_SERVICES, Df, Ef, build_mf, isim_services, pad, tlv
+from ue_agent.lab.uicc_pin import PIN_INS, PinSw, SoftPin
 from ue_agent.secret import Secret
 from ue_agent.subscriber import Subscriber
 
@@ -32,6 +33,7 @@ INS_SELECT, INS_READ_BINARY, INS_READ_RECORD, INS_UPDATE_BINARY = 0xA4, 0xB0, 0x
 INS_GET_RESPONSE, INS_MANAGE_CHANNEL, INS_AUTHENTICATE, INS_STATUS = 0xC0, 0x70, 0x88, 0xF2
 _ISO_INS = {INS_SELECT, INS_READ_BINARY, INS_READ_RECORD, INS_UPDATE_BINARY}
 _ISO_INS |= {INS_GET_RESPONSE, INS_MANAGE_CHANNEL, INS_AUTHENTICATE}
+_ISO_INS |= PIN_INS  # VERIFY/CHANGE/DISABLE/ENABLE/UNBLOCK PIN (TS 102 221 10.1.2)
 _PROPRIETARY_INS = {INS_STATUS}
 
 
@@ -133,6 +135,10 @@ class SoftUicc:
         self.muted = False
         self.removed = False
         self.commands = 0  # commands processed since creation
+        #: PIN1 (None: the subscriber file gives none, the card has no PIN enabled)
+        self.pin1: SoftPin | None = self._make_pin(subscriber)
+        #: EFs of the ADFs: reading or updating them needs PIN1 (MF files are ALW)
+        self._pin_files = {id(ef) for adf in self.adfs for ef in adf.files.values()}
         self.reset()
 
     def __repr__(self) -> str:
@@ -143,6 +149,8 @@ class SoftUicc:
         """Cold/warm reset: close logical channels, select the MF on channel 0; return the ATR."""
         with self._lock:
             self._channels = {0: _Channel(df=self.mf)}
+            if self.pin1 is not None:
+                self.pin1.reset()
         return self.atr
 
     def inject_sw(self, sw: int, count: int = 1) -> None:
@@ -243,6 +251,8 @@ class SoftUicc:
         }.get(cmd.ins)
         if cmd.ins == INS_MANAGE_CHANNEL:
             return self._manage_channel(ch_no, ch, cmd)
+        if cmd.ins in PIN_INS:
+            return self._pin_command(cmd)
         assert handler is not None
         return handler(ch, cmd)
 
@@ -375,6 +385,7 @@ class SoftUicc:
     def _read_binary(self, ch: _Channel, cmd: _Command) -> bytes:
         sfi, offset = self._binary_target(cmd)
         ef = self._ef_for(ch, sfi)
+        self._pin_gate(ef)
         if ef.linear:
             raise SwError(0x6981)
         if offset >= ef.size:
@@ -387,6 +398,7 @@ class SoftUicc:
         if sfi == 0x1F:
             raise SwError(0x6A86)
         ef = self._ef_for(ch, sfi or None)
+        self._pin_gate(ef)
         if not ef.linear or ef.records is None:
             raise SwError(0x6981)
         if mode == 0x04:
@@ -404,6 +416,7 @@ class SoftUicc:
     def _update_binary(self, ch: _Channel, cmd: _Command) -> bytes:
         sfi, offset = self._binary_target(cmd)
         ef = self._ef_for(ch, sfi)
+        self._pin_gate(ef)
         if ef.linear:
             raise SwError(0x6981)
         if not ef.writable:
@@ -481,6 +494,7 @@ class SoftUicc:
             offered = {"3g"} | ({"gba"} if 2 in isim_services(self.subscriber) else set())
         if context not in offered:
             raise SwError(0x9864)
+        self._pin_gate(None)  # AUTHENTICATE needs PIN1 (TS 31.102 7.1.2.1, TS 31.103 7.1.2.1)
         if context == "gsm":
             return self._case4(ch, self._gsm(cmd.data), cmd.le)
         if context == "3g":
@@ -587,6 +601,36 @@ class SoftUicc:
         target = next((r for r in ef.records if r[2 : 2 + r[1]] == naf_id and r[0] == 0x80), None)
         target = target or next((r for r in ef.records if r[0] == 0xFF), ef.records[0])
         target[:] = pad(body, ef.record_len)
+
+    # --- PIN1 (ue_agent.lab.uicc_pin) -------------------------------------------------------
+    @staticmethod
+    def _make_pin(sub: Subscriber) -> SoftPin | None:
+        if sub.pin1 is None or sub.puk1 is None:
+            return None
+        pin = SoftPin(
+            sub.pin1.reveal().decode("ascii"),
+            sub.puk1.reveal().decode("ascii"),
+            enabled=sub.pin1_enabled,
+            tries=sub.pin1_tries,
+            puk_tries=sub.puk1_tries,
+        )
+        return pin
+
+    def _pin_command(self, cmd: _Command) -> bytes:
+        if self.pin1 is None:  # no PIN1 on this card: nothing to verify, key reference unknown
+            if cmd.ins == 0x20 and not cmd.data and cmd.p2 == 0x01:
+                return b"\x90\x00"
+            raise SwError(0x6A88)
+        return self.pin1.command(cmd.ins, cmd.p1, cmd.p2, cmd.data).to_bytes(2, "big")
+
+    def _pin_gate(self, ef: Ef | None) -> None:
+        """6982 when ``ef`` (None: AUTHENTICATE) needs PIN1 and it is not verified."""
+        if self.pin1 is None or (ef is not None and id(ef) not in self._pin_files):
+            return
+        try:
+            self.pin1.require()
+        except PinSw as exc:
+            raise SwError(exc.sw) from None
 
     def held_ks_int_naf(self, naf_id: bytes) -> Secret | None:
         """Lab/test view of the Ks_int_NAF the card holds for ``naf_id`` (never sent out)."""

@@ -60,7 +60,9 @@ class SecurityMechanism:
 
 def _split(value: str, sep: str) -> list[str]:
     """Split at ``sep`` outside quoted strings (backslash escapes inside quotes)."""
-    out, buf, quoted, escaped = [], [], False, False
+    out: list[str] = []
+    buf: list[str] = []
+    quoted = escaped = False
     for ch in value:
         if escaped:
             escaped = False

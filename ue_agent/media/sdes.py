@@ -57,6 +57,7 @@ _TAG = re.compile(r"[0-9]{1,9}")
 _TOKEN = re.compile(r"[!#$%&'*+\-.0-9A-Z^_`a-z{|}~]+")
 _B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 _DIGITS = re.compile(r"[0-9]{1,15}")
+_WSP = re.compile(r"[ \t]+")
 
 RandomBytes = Callable[[int], bytes]
 
@@ -98,7 +99,11 @@ class CryptoAttribute:
         """Whether we can use this line (known suite, inline key, no session parameter we refuse)."""
         if not self.known_suite or not self.keys:
             return False
-        return all(p.split("=", 1)[0] in IGNORED_SESSION_PARAMS for p in self.session_params)
+        # RFC 4568 6.3.7: a parameter prefixed with "-" is optional and MAY be ignored; any other
+        # one we do not implement makes this line invalid (the line only, not the SDP).
+        return all(
+            p.startswith("-") or p.split("=", 1)[0] in IGNORED_SESSION_PARAMS for p in self.session_params
+        )
 
     def srtp_keys(self) -> SrtpKeys:
         """The first key as :class:`SrtpKeys` (a copy: zeroizing this attribute leaves it intact)."""
@@ -210,9 +215,10 @@ def parse_crypto(line: str) -> CryptoAttribute:
         text = text[2:]
     if not text.startswith("crypto:"):
         raise _malformed("not a crypto attribute")
-    fields = text[len("crypto:") :].split(" ")
+    # RFC 4568 9.1: fields are separated by 1*WSP (spaces or horizontal tabs)
+    fields = _WSP.split(text[len("crypto:") :])
     if len(fields) < 3 or any(f == "" for f in fields):
-        raise _malformed("need '<tag> <suite> <key-params>' separated by single spaces")
+        raise _malformed("need '<tag> <suite> <key-params>' separated by white space")
     tag_s, suite, key_params, *session = fields
     if not _TAG.fullmatch(tag_s):
         raise _malformed("tag must be 1-9 digits")
@@ -384,8 +390,16 @@ def answer_stream(
     lines = crypto_lines(offer_lines)
     if not lines:
         raise MediaError(NO_COMMON_SUITE, "the offer has no a=crypto line", media=media)
-    parsed = [parse_crypto(line) for line in lines]
+    parsed: list[CryptoAttribute] = []
+    bad = 0
+    for line in lines:  # one line we cannot parse does not make the others unusable
+        try:
+            parsed.append(parse_crypto(line))
+        except MediaError:
+            bad += 1
     try:
+        if not parsed:
+            raise _malformed("no offered a=crypto line could be parsed", media=media, malformed=bad)
         tags = [a.tag for a in parsed]
         if len(set(tags)) != len(tags):
             raise _malformed("two a=crypto lines share a tag", media=media)

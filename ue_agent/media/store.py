@@ -17,9 +17,13 @@ with :meth:`KeyStore.keys` and reports how far each SSRC's packet index has gone
 - Limits: 2^48 SRTP / 2^31 SRTCP packets per master key (RFC 3711 §9.2), or the smaller
   SDES lifetime. Near the limit a ``security.warning`` asks for re-keying; at the limit the
   keys are refused (``media.key_exhausted``).
-- SRVCC (``on_handover``): ``started`` marks sessions pending and keeps keys; ``success``
-  releases and zeroizes the PS contexts (a return to PS needs a new offer/answer);
-  ``cancelled``/``failed`` return them to active with their keys.
+- SRVCC: the session registry (:mod:`ue_agent.media.sessions`) decides; a handed-over
+  session's keys are released here (:meth:`KeyStore.release`) and later ``keys()`` get
+  ``media.session_released`` (a return to PS needs a new offer/answer).
+
+The store keeps keys and the reuse guard only: who owns a session and which phase it is
+in are the registry's. A withdrawal (index back, limit reached) is reported to
+``on_withdrawn(session id, reason)`` so the registry closes the session.
 
 Events go through ``on_event(name, info)``; ``info`` never holds key bytes.
 All work per call is a dict lookup or two; fingerprints are computed once per key.
@@ -29,7 +33,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -39,36 +42,47 @@ from typing import Any
 
 from ue_agent.errors import MediaError
 from ue_agent.media.keys import SrtpKeys, StreamKeys, TlsPskKeys
+from ue_agent.media.sessions import (
+    BAD_SESSION,
+    SESSION_EXISTS,
+    TOO_MANY_SESSIONS,
+    UNKNOWN_SESSION,
+    check_session_id,
+    new_session_id,
+)
 
 SRTP_LIMIT = 2**48  # packets per master key (RFC 3711 §9.2)
 SRTCP_LIMIT = 2**31  # SRTCP index space (RFC 3711 §3.4)
 REKEY_MARGIN_FRACTION = 64  # warn when 1/64 of the key's packet budget is left
 
-UNKNOWN_SESSION = "media.unknown_session"
 KEY_REUSE = "media.key_reuse"
 KEY_EXHAUSTED = "media.key_exhausted"
 SESSION_RELEASED = "media.session_released"
-TOO_MANY_SESSIONS = "media.too_many_sessions"
-SESSION_EXISTS = "media.session_exists"
-BAD_SESSION = "media.bad_session"
+
+__all__ = [
+    "BAD_SESSION",
+    "KEY_EXHAUSTED",
+    "KEY_REUSE",
+    "SESSION_EXISTS",
+    "SESSION_RELEASED",
+    "SRTCP_LIMIT",
+    "SRTP_LIMIT",
+    "TOO_MANY_SESSIONS",
+    "UNKNOWN_SESSION",
+    "KeyState",
+    "KeyStore",
+]
 
 Emit = Callable[[str, dict[str, Any]], None]
-_SESSION_ID = re.compile(r"[A-Za-z0-9._:@+-]{1,128}")
 
 
-class SessionState(StrEnum):
+class KeyState(StrEnum):
+    """The state of a session's keys."""
+
     ACTIVE = "active"
-    HANDOVER_PENDING = "handover_pending"
     RELEASED = "released"  # SRVCC to CS done: keys zeroized
     COMPROMISED = "compromised"  # an index went backwards: keys zeroized
     EXHAUSTED = "exhausted"  # packet limit reached: keys zeroized
-
-
-class HandoverState(StrEnum):
-    STARTED = "started"
-    SUCCESS = "success"
-    CANCELLED = "cancelled"
-    FAILED = "failed"
 
 
 @dataclass
@@ -91,12 +105,14 @@ class SsrcState:
 
 
 @dataclass
-class Session:
+class Keys:
+    """One session's keys and their bookkeeping."""
+
     id: str
     kind: str  # "sdes" or "mikey"
     peer: str | None
     streams: list[StreamKeys]
-    state: SessionState = SessionState.ACTIVE
+    state: KeyState = KeyState.ACTIVE
     handed_out: int = 0
     ssrcs: dict[int, SsrcState] = field(default_factory=dict)
     fingerprints: list[bytes] = field(default_factory=list)
@@ -136,6 +152,7 @@ class KeyStore:
         self,
         on_event: Emit | None = None,
         *,
+        on_withdrawn: Callable[[str, str], None] | None = None,
         max_sessions: int = 64,
         max_retired: int = 4096,
         max_tombstones: int = 256,
@@ -143,15 +160,16 @@ class KeyStore:
         if max_sessions < 1 or max_retired < 1 or max_tombstones < 1:
             raise ValueError("limits must be positive")
         self._emit = on_event or (lambda name, info: None)
+        self._on_withdrawn = on_withdrawn
         self.max_sessions = max_sessions
-        self._sessions: dict[str, Session] = {}
+        self._sessions: dict[str, Keys] = {}
         # keyed fingerprints of every master key ever registered and then retired
         self._fp_key = secrets.token_bytes(32)
         self._live_fps: dict[bytes, str] = {}
         self._retired: OrderedDict[bytes, None] = OrderedDict()
         self._max_retired = max_retired
         # why a closed/released session is gone, so a late keys() gets a precise answer
-        self._tombstones: OrderedDict[str, SessionState] = OrderedDict()
+        self._tombstones: OrderedDict[str, KeyState] = OrderedDict()
         self._max_tombstones = max_tombstones
 
     # -- registration ---------------------------------------------------------------------------
@@ -180,10 +198,7 @@ class KeyStore:
                 raise MediaError(BAD_SESSION, "kind is 'sdes' or 'mikey'", kind=str(kind)[:20])
             if not streams:
                 raise MediaError(BAD_SESSION, "a session needs at least one stream")
-            if session_id is None:
-                session_id = "s-" + secrets.token_hex(8)
-            elif not isinstance(session_id, str) or not _SESSION_ID.fullmatch(session_id):
-                raise MediaError(BAD_SESSION, "session id: 1-128 of A-Z a-z 0-9 . _ : @ + -")
+            session_id = new_session_id() if session_id is None else check_session_id(session_id)
             if session_id in self._sessions:
                 raise MediaError(SESSION_EXISTS, "a session with this id exists", session=session_id)
             if len(self._sessions) >= self.max_sessions:
@@ -199,14 +214,14 @@ class KeyStore:
             for s in streams:
                 s.zeroize()
             raise
-        sess = Session(session_id, kind, peer, list(streams), fingerprints=fps)
+        sess = Keys(session_id, kind, peer, list(streams), fingerprints=fps)
         lifetimes = [s.max_packets for s in streams if s.max_packets is not None]
         sess.srtp_limit = min([SRTP_LIMIT, *lifetimes])
         for s in streams:  # MIKEY gives the sender's SSRC and ROC: start the floor there
-            for k in (s.tx, s.rx):
-                if isinstance(k, SrtpKeys) and k.ssrc is not None:
-                    st = sess.ssrcs.setdefault(k.ssrc, SsrcState())
-                    st.index = max(st.index, k.roc << 16)
+            for key in (s.tx, s.rx):
+                if isinstance(key, SrtpKeys) and key.ssrc is not None:
+                    st = sess.ssrcs.setdefault(key.ssrc, SsrcState())
+                    st.index = max(st.index, key.roc << 16)
         for fp in fps:
             self._live_fps[fp] = session_id
         self._sessions[session_id] = sess
@@ -214,20 +229,20 @@ class KeyStore:
         return session_id
 
     # -- hand-out and bookkeeping ----------------------------------------------------------------
-    def _get(self, session_id: str) -> Session:
+    def _get(self, session_id: str) -> Keys:
         sess = self._sessions.get(session_id)
         if sess is not None:
             return sess
         gone = self._tombstones.get(session_id)
-        if gone is SessionState.COMPROMISED:
+        if gone is KeyState.COMPROMISED:
             raise MediaError(
                 KEY_REUSE, "this session's keys were withdrawn (index went back)", session=session_id
             )
-        if gone is SessionState.RELEASED:
+        if gone is KeyState.RELEASED:
             raise MediaError(
                 SESSION_RELEASED, "the session moved to CS; negotiate fresh keys", session=session_id
             )
-        if gone is SessionState.EXHAUSTED:
+        if gone is KeyState.EXHAUSTED:
             raise MediaError(KEY_EXHAUSTED, "the keys reached their packet limit; re-key", session=session_id)
         raise MediaError(UNKNOWN_SESSION, "no such media session", session=str(session_id)[:128])
 
@@ -279,7 +294,7 @@ class KeyStore:
         sess = self._get(session_id)
         st = sess.ssrcs.setdefault(ssrc, SsrcState())
         if index < st.index or (srtcp_index is not None and srtcp_index < st.srtcp_index):
-            self._withdraw(sess, SessionState.COMPROMISED)
+            self._withdraw(sess, KeyState.COMPROMISED)
             self._warn(
                 sess.id,
                 "key_reuse",
@@ -296,7 +311,7 @@ class KeyStore:
             st.srtcp_index = srtcp_index
         limit = sess.srtp_limit
         if index >= limit - 1 or (srtcp_index is not None and srtcp_index >= SRTCP_LIMIT - 1):
-            self._withdraw(sess, SessionState.EXHAUSTED)
+            self._withdraw(sess, KeyState.EXHAUSTED)
             self._warn(sess.id, "key_exhausted", "the key reached its packet limit", ssrc=ssrc)
             raise MediaError(KEY_EXHAUSTED, "the key reached its packet limit; re-key", session=sess.id)
         near = index >= limit - limit // REKEY_MARGIN_FRACTION or (
@@ -323,17 +338,19 @@ class KeyStore:
         """SRVCC to CS done for this session: zeroize; later ``keys()`` get ``media.session_released``."""
         sess = self._sessions.get(session_id)
         if sess is not None:
-            self._withdraw(sess, SessionState.RELEASED)
+            self._withdraw(sess, KeyState.RELEASED)
 
-    def _withdraw(self, sess: Session, why: SessionState) -> None:
+    def _withdraw(self, sess: Keys, why: KeyState) -> None:
         sess.state = why
         self._retire(sess)
         self._sessions.pop(sess.id, None)
         self._tombstones[sess.id] = why
         while len(self._tombstones) > self._max_tombstones:
             self._tombstones.popitem(last=False)
+        if self._on_withdrawn is not None and why is not KeyState.RELEASED:
+            self._on_withdrawn(sess.id, why.value)
 
-    def _retire(self, sess: Session) -> None:
+    def _retire(self, sess: Keys) -> None:
         sess.zeroize()
         for fp in sess.fingerprints:
             self._live_fps.pop(fp, None)
@@ -349,24 +366,6 @@ class KeyStore:
         self._sessions.clear()
         return n
 
-    # -- handover ---------------------------------------------------------------------------------
-    def on_handover(self, state: str, session_ids: Iterable[str] | None = None) -> list[str]:
-        """Apply an SRVCC phase to the given sessions (default: all). Returns the ids affected."""
-        try:
-            phase = HandoverState(state)
-        except ValueError:
-            raise MediaError(BAD_SESSION, "handover state is started, success, cancelled or failed") from None
-        ids = list(self._sessions) if session_ids is None else [i for i in session_ids if i in self._sessions]
-        for sid in ids:
-            sess = self._sessions[sid]
-            if phase is HandoverState.STARTED:
-                sess.state = SessionState.HANDOVER_PENDING
-            elif phase is HandoverState.SUCCESS:
-                self._withdraw(sess, SessionState.RELEASED)
-            else:
-                sess.state = SessionState.ACTIVE
-        return ids
-
     # -- introspection ------------------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self._sessions)
@@ -374,7 +373,7 @@ class KeyStore:
     def __contains__(self, session_id: object) -> bool:
         return session_id in self._sessions
 
-    def state(self, session_id: str) -> SessionState:
+    def state(self, session_id: str) -> KeyState:
         if session_id in self._sessions:
             return self._sessions[session_id].state
         if session_id in self._tombstones:
@@ -384,14 +383,6 @@ class KeyStore:
     def snapshot(self) -> list[dict[str, Any]]:
         """Status view (no key bytes)."""
         return [s.summary() for s in self._sessions.values()]
-
-    def count_by_state(self) -> dict[str, int]:
-        """How many sessions are in each state (``status`` needs only this, not the summaries)."""
-        counts: dict[str, int] = {}
-        for sess in self._sessions.values():
-            state = str(sess.state)
-            counts[state] = counts.get(state, 0) + 1
-        return counts
 
     def _warn(self, session_id: str, kind: str, message: str, **info: Any) -> None:
         self._emit("security.warning", {"kind": kind, "session": session_id, "message": message, **info})

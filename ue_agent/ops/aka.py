@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from ue_agent.api.errors import BAD_REQUEST, api_error
 from ue_agent.errors import AgentError, CardError
-from ue_agent.ops.declare import Reply, operation, param, request
+from ue_agent.ops.declare import Bytes16, Reply, Text, operation, request
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
@@ -21,9 +21,9 @@ def b64(data: bytes) -> str:
 
 @request
 class ImsAuthenticate:
-    rand: bytes | None = param(lengths=(16,))
-    autn: bytes | None = param(lengths=(16,))
-    nonce: str | None = None
+    rand: Bytes16 | None = None
+    autn: Bytes16 | None = None
+    nonce: Text | None = None
 
 
 def split_nonce(nonce: str) -> tuple[bytes, bytes]:

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Any
 from ue_agent.config import Config
 from ue_agent.errors import AgentError
 from ue_agent.handover.state import HandoverTracker
+from ue_agent.media.sessions import SessionRegistry
 from ue_agent.secret import Secret
 
 if TYPE_CHECKING:
+    from ue_agent.card.pin import PinGate
     from ue_agent.card.results import CardIdentities
     from ue_agent.card_worker import CardWorker
-    from ue_agent.kms.session import PendingOffer
-    from ue_agent.media.sdes import LocalOffer
     from ue_agent.media.store import KeyStore
     from ue_agent.network import NetworkSide
 
@@ -61,18 +61,15 @@ class Context:
         self.card = card
         self.network = network
         self.keys = KeyRegistry()
-        self.handover = HandoverTracker()
+        #: every media session: id, owner, kind, phase, the offer's keys
+        self.sessions = SessionRegistry()
+        self.handover = HandoverTracker(self.sessions)
         self.identities: CardIdentities | None = None
         self.started = time.time()
         self.counters = {"authentications": 0, "mac_failures": 0, "sync_failures": 0}
         self.extra_status: list[Callable[[], dict[str, Any]]] = []
+        self.pin: PinGate | None = None  # PIN1's last known state (ue_agent.card.pin)
         self._store: KeyStore | None = None  # made with the first media session (see store)
-        #: SDES offers waiting for their answer: session id -> (LocalOffer, owner uid)
-        self.pending_offers: dict[str, tuple[LocalOffer, int]] = {}
-        #: MIKEY offers waiting for TRANSFER_RESP: session id -> (PendingOffer, media, owner uid)
-        self.pending_mikey: dict[str, tuple[PendingOffer, list[str], int]] = {}
-        #: who negotiated each session: only that uid (or root) may use it
-        self.owners: dict[str, int] = {}
         #: (kms_url, capabilities on the wire), built on the first capabilities request
         self.caps: tuple[str | None, dict[str, Any]] | None = None
 
@@ -83,7 +80,7 @@ class Context:
         if self._store is None:
             from ue_agent.media.store import KeyStore
 
-            self._store = KeyStore(self.emit)
+            self._store = KeyStore(self.emit, on_withdrawn=self.sessions.withdrawn)
         return self._store
 
     @property

@@ -1,24 +1,22 @@
-"""How an operation is declared: name, typed request, handler, sync or async, schema.
+"""How an operation is declared: name, typed request, handler, sync or async.
 
-A request is a dataclass (``@request``); each field is one parameter. The parameter's kind
-comes from the field's type (``str``, ``int``, ``bool``, ``bytes`` for base64,
-``list[str]``, ``list[int]``, ``list[list[str]]``; ``X | None`` for an optional one),
-its limits from :func:`param`. A field without a default is required. The schema the API
-checks (:class:`~ue_agent.api.schema.Param` per parameter) is derived from the dataclass
-once, when the operation is declared.
+A request is a dataclass (``@request``); each field is one parameter, its type says what
+the parameter may hold (:mod:`ue_agent.convert` hints; the aliases below carry the
+protocol's limits), a field without a default is required. The API checks a request by
+converting its JSON object into that dataclass (:func:`ue_agent.api.schema.validate`);
+docs/api.md is checked against the same declarations (tests/test_api_docs.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import inspect
-import types
 import typing
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
 
-from ue_agent.api.schema import Param
+from ue_agent.convert import Base64, Len, Range, describe
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
@@ -29,17 +27,21 @@ R = TypeVar("R")
 Reply = dict[str, Any]
 Handler = Callable[["Context", R, "Peer"], Reply | Awaitable[Reply]]
 
-#: Python type -> the schema's kind
-_KINDS: dict[Any, str] = {
-    str: "str",
-    int: "int",
-    bool: "bool",
-    bytes: "b64",
-    list[str]: "list[str]",
-    list[int]: "list[int]",
-    list[list[str]]: "list[list[str]]",
-    dict[str, Any]: "object",
-}
+MAX_STR = 16384
+MAX_LIST = 64
+
+#: the parameter types of the protocol (docs/api.md "Conventions")
+Text = Annotated[str, Len(1, MAX_STR)]
+TextList = Annotated[list[Text], Len(0, MAX_LIST)]
+IntList = Annotated[list[int], Len(0, MAX_LIST)]
+#: one list of SDP lines per media stream
+StreamLines = Annotated[list[Annotated[list[Text], Len(0, MAX_LIST)]], Len(1, MAX_LIST)]
+Bytes16 = Annotated[bytes, Base64(16)]
+SessionId = Text
+Ssrc = Annotated[int, Range(0, 2**32 - 1)]
+#: an SRTP packet index (48 bits, RFC 3711 §3.3.1) and an SRTCP index (31 bits, §3.4)
+SrtpIndex = Annotated[int, Range(0, 2**48 - 1)]
+SrtcpIndex = Annotated[int, Range(0, 2**31 - 1)]
 
 
 def request(cls: type[R]) -> type[R]:
@@ -48,62 +50,18 @@ def request(cls: type[R]) -> type[R]:
     return dataclass(slots=True, kw_only=True, repr=False)(cls)
 
 
-def param(
-    default: Any = None,
-    *,
-    lengths: tuple[int, ...] = (),
-    choices: tuple[str, ...] = (),
-    minimum: int | None = None,
-    maximum: int | None = None,
-    required: bool = False,
-) -> Any:
-    """A request field with limits. ``default`` may be a list (copied per request)."""
-    meta = {"lengths": lengths, "choices": choices, "minimum": minimum, "maximum": maximum}
-    if required:
-        return dataclasses.field(metadata=meta)
-    if isinstance(default, list):
-        return dataclasses.field(default_factory=lambda: list(default), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
+def listed(*values: str) -> Any:
+    """A list default, copied per request."""
+    return dataclasses.field(default_factory=lambda: list(values))
 
 
-def _kind(hint: Any) -> tuple[str, bool]:
-    """(kind, optional) of a field's type."""
-    optional = False
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        optional = len(args) < len(typing.get_args(hint))
-        if len(args) != 1:
-            raise TypeError(f"a parameter has one type (or that type | None), not {hint}")
-        hint = args[0]
-    kind = _KINDS.get(hint)
-    if kind is None:
-        raise TypeError(f"no schema kind for parameter type {hint}")
-    return kind, optional
+@dataclass(frozen=True)
+class Parameter:
+    """One parameter as docs/api.md describes it."""
 
-
-def schema_of(cls: type) -> dict[str, Param]:
-    """The parameter schema of a request dataclass."""
-    hints = typing.get_type_hints(cls)
-    out: dict[str, Param] = {}
-    for f in dataclasses.fields(cls):
-        kind, _optional = _kind(hints[f.name])
-        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        default: Any = None
-        if f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        elif f.default is not dataclasses.MISSING:
-            default = f.default
-        m = f.metadata
-        out[f.name] = Param(
-            kind,
-            required=required,
-            lengths=m.get("lengths", ()),
-            choices=m.get("choices", ()),
-            minimum=m.get("minimum"),
-            maximum=m.get("maximum"),
-            default=default,
-        )
-    return out
+    name: str
+    type: str
+    required: bool
 
 
 @dataclass(frozen=True, eq=False)
@@ -116,14 +74,22 @@ class Op(Generic[R]):
     handler: Handler[R] | None
     #: True when the handler is a coroutine function (it waits for the card or network)
     is_async: bool
-    schema: dict[str, Param]
-    family: str
 
-    def parse(self, params: dict[str, Any]) -> R:
-        """Checked parameters -> the typed request (see :func:`ue_agent.api.schema.validate`)."""
-        from ue_agent.api.schema import validate
+    @property
+    def family(self) -> str:
+        return self.name.split(".", 1)[0]
 
-        return validate(self, params)
+    @property
+    def parameters(self) -> list[Parameter]:
+        hints = typing.get_type_hints(self.request, include_extras=True)
+        return [
+            Parameter(
+                f.name,
+                describe(hints[f.name]),
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            )
+            for f in dataclasses.fields(self.request)  # type: ignore[arg-type]
+        ]
 
 
 #: every declared operation, in declaration order (:mod:`ue_agent.ops.registry` imports the
@@ -131,22 +97,13 @@ class Op(Generic[R]):
 DECLARED: list[Op[Any]] = []
 
 
-def _family(name: str) -> str:
-    return name.split(".", 1)[0] if "." in name else name
-
-
 def declare(name: str, request: type[R], handler: Handler[R] | None = None) -> Op[R]:
     """Declare ``name``; a second declaration of the same name is a programming error."""
     if any(op.name == name for op in DECLARED):
         raise ValueError(f"operation {name} declared twice")
-    op = Op(
-        name,
-        request,
-        handler,
-        handler is not None and inspect.iscoroutinefunction(handler),
-        schema_of(request),
-        _family(name),
-    )
+    if not dataclasses.is_dataclass(request):
+        raise TypeError(f"{name}: the request must be a dataclass")
+    op: Op[R] = Op(name, request, handler, handler is not None and inspect.iscoroutinefunction(handler))
     DECLARED.append(op)
     return op
 

@@ -7,15 +7,16 @@ import binascii
 from typing import TYPE_CHECKING
 
 from ue_agent.api.errors import BAD_REQUEST, api_error
-from ue_agent.errors import MediaError
+from ue_agent.errors import AgentError, MediaError
+from ue_agent.media.sessions import Phase
 from ue_agent.ops.aka import b64
-from ue_agent.ops.declare import Reply, operation, param, request
-from ue_agent.ops.session import check_pending_room, check_session_id, new_session_id, register
+from ue_agent.ops.declare import Reply, SessionId, Text, TextList, listed, operation, request
+from ue_agent.ops.session import register
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
-    from ue_agent.kms.streams import SrtpStream, TlsStream
-    from ue_agent.media.keys import MediaKeys, StreamKeys
+    from ue_agent.kms.streams import SrtpStream, StreamKeyPair, TlsStream
+    from ue_agent.media.keys import StreamKeys
     from ue_agent.ops.context import Context
 
 _TLS_MEDIA = {"message": "TCP/TLS/MSRP", "msrp": "TCP/TLS/MSRP", "bfcp": "TCP/TLS/BFCP"}
@@ -30,16 +31,17 @@ def mikey_stream(media: str, suite: str | None) -> SrtpStream | TlsStream:
     return SrtpStream(suite) if suite else SrtpStream()
 
 
-def mikey_streams(keys: list[MediaKeys], media: list[str] | None) -> list[StreamKeys]:
-    """MIKEY gives one key per crypto session, for both directions (SSRCs keep them apart)."""
+def mikey_streams(keys: list[StreamKeyPair], media: list[str] | None) -> list[StreamKeys]:
+    """MIKEY gives per SRTP stream a crypto session for each direction (RFC 6043 6.1.1,
+    docs/kms.md): ``tx`` ours, ``rx`` the peer's; a TLS session has one PSK for both."""
     from ue_agent.media.keys import StreamKeys, TlsPskKeys
 
     if media is not None and len(media) != len(keys):
         for k in keys:
             k.zeroize()
         raise MediaError("media.bad_session", f"'media' must name {len(keys)} streams", streams=len(keys))
-    names = media or ["message" if isinstance(k, TlsPskKeys) else "audio" for k in keys]
-    return [StreamKeys(name, tx=k) for name, k in zip(names, keys, strict=True)]
+    names = media or ["message" if isinstance(k.tx, TlsPskKeys) else "audio" for k in keys]
+    return [StreamKeys(name, tx=k.tx, rx=k.rx) for name, k in zip(names, keys, strict=True)]
 
 
 def mikey_message(value: str, name: str) -> bytes:
@@ -59,39 +61,38 @@ def mikey_message(value: str, name: str) -> bytes:
 
 @request
 class MikeyOffer:
-    session: str | None = None
-    responder: str
-    media: list[str] = param(["audio"])
-    suite: str | None = None
-    recipients: list[str] | None = None
+    session: SessionId | None = None
+    responder: Text
+    media: TextList = listed("audio")
+    suite: Text | None = None
+    recipients: TextList | None = None
     group: bool = False
 
 
 @request
 class MikeyAnswer:
-    session: str | None = None
-    transfer_init: str
-    media: list[str] | None = None
+    session: SessionId | None = None
+    transfer_init: Text
+    media: TextList | None = None
 
 
 @request
 class MikeyComplete:
-    session: str
-    transfer_resp: str
-    media: list[str] | None = None
+    session: SessionId
+    transfer_resp: Text
+    media: TextList | None = None
 
 
 @operation("mikey.offer", MikeyOffer)
 async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     from ue_agent.kms.sdp import build
 
-    check_pending_room(ctx, "offers")
-    sid = new_session_id(ctx, req.session)
-    check_session_id(sid)
+    ctx.sessions.check_room("offers")
+    sid = ctx.sessions.new_id(req.session)
     streams = [mikey_stream(m, req.suite) for m in req.media]
     kms = await ctx.network.kms()
     res = await kms.offer(req.responder, streams, recipients=req.recipients, group=req.group)
-    ctx.pending_mikey[sid] = (res.pending, req.media, peer.uid)
+    ctx.sessions.offer(sid, peer.uid, "mikey", res.pending, req.media)
     return {
         "session": sid,
         "transfer_init": b64(res.transfer_init),
@@ -104,32 +105,47 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
 async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
     from ue_agent.kms.sdp import build
 
-    sid = new_session_id(ctx, req.session)
-    check_session_id(sid)
+    sid = ctx.sessions.new_id(req.session)
     message = mikey_message(req.transfer_init, "transfer_init")
     kms = await ctx.network.kms()
-    res = await kms.answer(message)
+    try:
+        res = await kms.answer(message)
+    except AgentError as exc:  # RFC 6043 5.4: an Error message for the initiator, when one is due
+        from ue_agent.kms import session
+
+        err_no = session.refusal_error_no(exc.code or "", exc.details)
+        policy_no = exc.details.get("policy_no")
+        err = session.transfer_error(message, err_no, policy_no=policy_no) if err_no is not None else None
+        if err is not None:
+            exc.details["key_mgmt"] = build(err)
+        raise
     streams = mikey_streams(res.keys, req.media)
-    register(ctx, sid, streams, "mikey", peer)
+    register(ctx, sid, streams, "mikey", peer, Phase.ANSWERED)
     return {
         "session": sid,
         "peer": res.peer_uri,
-        "transfer_resp": b64(res.transfer_resp),
-        "key_mgmt": build(res.transfer_resp),
+        # no TRANSFER_RESP when the ticket's F flag is clear (RFC 6043 6.10)
+        **(
+            {"transfer_resp": b64(res.transfer_resp), "key_mgmt": build(res.transfer_resp)}
+            if res.transfer_resp
+            else {}
+        ),
         "streams": [s.media for s in streams],
     }
 
 
 @operation("mikey.complete", MikeyComplete)
 async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
+    from ue_agent.kms.session import PendingOffer
+
     sid = req.session
-    entry = ctx.pending_mikey.get(sid)
-    if entry is None or peer.uid not in (0, entry[2]):
-        raise MediaError("media.unknown_session", "no MIKEY offer waits under this session", session=sid)
+    offer = ctx.sessions.take_offer(sid, peer.uid, "mikey")
+    pending, media = offer.offer, offer.media
+    assert isinstance(pending, PendingOffer)
     message = mikey_message(req.transfer_resp, "transfer_resp")
     kms = await ctx.network.kms()
-    keys = kms.complete(entry[0], message)  # raises on a bad answer; the offer stays for a retry
-    del ctx.pending_mikey[sid]
-    streams = mikey_streams(keys, req.media or entry[1])
-    register(ctx, sid, streams, "mikey", peer)
+    keys = kms.complete(pending, message)  # raises on a bad answer; the offer stays for a retry
+    ctx.sessions.drop(sid)
+    streams = mikey_streams(keys, req.media or media)
+    register(ctx, sid, streams, "mikey", peer, Phase.ACTIVE)
     return {"session": sid, "state": "active", "streams": [s.media for s in streams]}

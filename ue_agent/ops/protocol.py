@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-from ue_agent.ops.declare import declare, request
+from ue_agent.ops.declare import IntList, Text, TextList, declare, request
 
 
 @request
 class Hello:
-    protocols: list[int] | None = None
-    client: str | None = None
+    protocols: IntList | None = None
+    client: Text | None = None
 
 
 @request
 class Subscribe:
-    events: list[str] | None = None
+    events: TextList | None = None
 
 
 HELLO = declare("hello", Hello)

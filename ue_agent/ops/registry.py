@@ -12,7 +12,7 @@ from ue_agent.ops import aka, mikey, protocol, sdes, session, status  # noqa: F4
 from ue_agent.ops.declare import DECLARED, Op
 
 #: families in the order ``hello`` lists them; within a family, declaration order
-_ORDER = ("hello", "subscribe", "status", "capabilities", "ims", "sdes", "mikey", "session")
+_ORDER = ("hello", "status", "subscribe", "capabilities", "ims", "sdes", "mikey", "session")
 
 
 def _rank(op: Op[Any]) -> int:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from ue_agent.api.errors import BAD_REQUEST, api_error
-from ue_agent.errors import MediaError
-from ue_agent.ops.declare import Reply, operation, param, request
-from ue_agent.ops.session import check_pending_room, check_session_id, new_session_id, register
+from ue_agent.convert import Range
+from ue_agent.media.sessions import Phase
+from ue_agent.ops.declare import Reply, SessionId, StreamLines, TextList, listed, operation, request
+from ue_agent.ops.session import register
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
@@ -20,37 +21,37 @@ def streams_out(media: list[str], lines: list[list[str]]) -> list[dict[str, Any]
 
 @request
 class SdesOffer:
-    session: str | None = None
-    media: list[str] = param(["audio"])
-    suites: list[str] | None = None
+    session: SessionId | None = None
+    media: TextList = listed("audio")
+    suites: TextList | None = None
     e2ae: bool = False
-    lifetime: int | None = param(minimum=1, maximum=2**48)
+    #: packets (RFC 4568 §6.1 lifetime), at most the SRTP limit 2^48
+    lifetime: Annotated[int, Range(1, 2**48)] | None = None
 
 
 @request
 class SdesAnswer:
-    session: str | None = None
-    offer: list[list[str]] | None = None
-    answer: list[list[str]] | None = None
-    media: list[str] | None = None
-    suites: list[str] | None = None
+    session: SessionId | None = None
+    offer: StreamLines | None = None
+    answer: StreamLines | None = None
+    media: TextList | None = None
+    suites: TextList | None = None
 
 
 @operation("sdes.offer", SdesOffer)
 def sdes_offer(ctx: Context, req: SdesOffer, peer: Peer) -> Reply:
     from ue_agent.media.sdes import make_offer
 
-    check_pending_room(ctx, "SDES offers")
-    sid = new_session_id(ctx, req.session)
-    check_session_id(sid)
+    ctx.sessions.check_room("SDES offers")
+    sid = ctx.sessions.new_id(req.session)
     lines, local = make_offer(req.media, req.suites, lifetime=req.lifetime, e2ae=req.e2ae)
-    ctx.pending_offers[sid] = (local, peer.uid)
+    ctx.sessions.offer(sid, peer.uid, "sdes", local, req.media)
     return {"session": sid, "streams": streams_out(req.media, lines)}
 
 
 @operation("sdes.answer", SdesAnswer)
 def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
-    from ue_agent.media.sdes import accept_answer, make_answer
+    from ue_agent.media.sdes import LocalOffer, accept_answer, make_answer
 
     if (req.offer is None) == (req.answer is None):
         raise api_error(BAD_REQUEST, "give 'offer' (to answer it) or 'answer' (to our offer)", param="offer")
@@ -58,18 +59,17 @@ def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
         sid = req.session
         if sid is None:
             raise api_error(BAD_REQUEST, "'session' (from sdes.offer) is required", param="session")
-        entry = ctx.pending_offers.get(sid)
-        if entry is None or peer.uid not in (0, entry[1]):
-            raise MediaError("media.unknown_session", "no SDES offer waits under this session", session=sid)
-        local = ctx.pending_offers.pop(sid)[0]
+        local = ctx.sessions.take_offer(sid, peer.uid, "sdes").offer
+        assert isinstance(local, LocalOffer)
+        ctx.sessions.drop(sid)  # one answer per offer, accepted or not
         try:
             streams = accept_answer(local, req.answer)
         finally:
             local.zeroize()
-        register(ctx, sid, streams, "sdes", peer)
+        register(ctx, sid, streams, "sdes", peer, Phase.ACTIVE)
         return {"session": sid, "state": "active", "streams": [s.media for s in streams]}
     assert req.offer is not None
-    sid = new_session_id(ctx, req.session)
+    sid = ctx.sessions.new_id(req.session)
     lines, streams = make_answer(req.offer, req.media, req.suites)
-    register(ctx, sid, streams, "sdes", peer)
+    register(ctx, sid, streams, "sdes", peer, Phase.ANSWERED)
     return {"session": sid, "streams": streams_out([s.media for s in streams], lines)}

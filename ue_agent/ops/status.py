@@ -39,19 +39,19 @@ def status_of(ctx: Context) -> Reply:
         card["error"] = ctx.card.state["error"]
     if ids is not None:
         card.update(application=ids.application, impi=ids.impi, impus=list(ids.impus), domain=ids.domain)
+    if ctx.pin is not None:
+        card["pin"] = ctx.pin.snapshot()
     out: Reply = {
         "agent": {"version": __version__, "uptime_s": int(time.time() - ctx.started)},
         "card": card,
         "counters": dict(ctx.counters),
         "handover": ctx.handover.snapshot(),
     }
-    store = ctx.store_if_any  # None: no session was ever negotiated
-    by_state = store.count_by_state() if store is not None else {}
     out.update(ctx.network.status())
     out["sessions"] = {
-        "open": len(store) if store is not None else 0,
-        "pending_offers": len(ctx.pending_offers) + len(ctx.pending_mikey),
-        "by_state": by_state,
+        "open": len(ctx.sessions),
+        "pending_offers": ctx.sessions.pending_offers,
+        "by_state": ctx.sessions.count_by_state(),
     }
     for extra in ctx.extra_status:
         out.update(extra())

@@ -13,6 +13,7 @@ from .errors import (
     ERR_AUTH_FAILURE,
     ERR_INVALID_ID,
     ERR_INVALID_TICKET,
+    ERR_INVALID_TS,
     ERR_UNSPECIFIED,
     ERR_UNSUPPORTED_MESSAGE,
     MikeyReject,
@@ -43,6 +44,7 @@ from .wire import (
     TR_END,
     TR_START,
     Err,
+    Flags,
     Header,
     Kemac,
     KeyData,
@@ -105,6 +107,11 @@ class KmsEngine:
         authorize: Callable[[bytes, list[bytes]], bytes | None] | None = None,
         random: Callable[[int], bytes] = os.urandom,
         spi_len: int = 4,
+        kms_id_type: int = 0,
+        owns: Callable[[bytes, bytes], bool] | None = None,
+        max_skew: float | None = None,
+        grant_flags: Callable[[Flags], Flags] | None = None,
+        max_validity: float | None = None,
     ) -> None:
         if len(ticket_key) < 16:
             raise ValueError("the TPK must have 128 bits or more (RFC 6043 12.1)")
@@ -120,7 +127,19 @@ class KmsEngine:
         self._authorize = authorize or (lambda who, allowed: who if who in allowed else None)
         self._random = random
         self.spi_len = spi_len
+        #: ID Type of the KMS identity when the request does not show one (RFC 3830 6.7: 0 NAI, 1 URI)
+        self.kms_id_type = kms_id_type
+        #: owns(psk_identity, claimed IDRi/IDRr) -> bool: may the PSK's user use that identity (4.2.1.4)
+        self._owns = owns or (lambda psk_id, ident: True)
+        #: refuse an initial message whose NTP T is further than this from now (RFC 3830 5.3, 5.4)
+        self.max_skew = max_skew
+        #: a hook to change the granted flags (tests: a KMS that decides differently, 4.2.1.5)
+        self._grant_flags = grant_flags
+        #: the longest validity granted (TRe is moved earlier, K = 1)
+        self.max_validity = max_validity
         self.events: list[KmsEvent] = []
+        #: every (request, response) handled, raw bytes (no keys in clear: MIKEY encrypts them)
+        self.transcript: list[tuple[bytes, bytes]] = []
 
     def __repr__(self) -> str:
         return f"KmsEngine(kms_identity={self.kms_identity!r}, events={len(self.events)})"
@@ -128,6 +147,16 @@ class KmsEngine:
     # -------------------------------------------------------------------------------------------- entry point
 
     def handle(self, request: bytes) -> bytes:
+        response = self._handle(bytes(request))
+        self.transcript.append((bytes(request), response))
+        return response
+
+    def _kms_idr(self, d: Decoded) -> IDR:
+        assert self.kms_identity is not None
+        mine = d.get("IDRkms")
+        return IDR(IDR_KMS, mine.id_type if isinstance(mine, IDR) else self.kms_id_type, self.kms_identity)
+
+    def _handle(self, request: bytes) -> bytes:
         now = self._now()
         hdr = _header_guess(request)
         try:
@@ -135,6 +164,10 @@ class KmsEngine:
         except MikeyReject as e:
             self.events.append(KmsEvent("?", f"refused: {e.code}: {e.reason}", e.clause))
             return build_error(hdr, [e.err_no], ntp_utc(now))
+        if d.msg.header.data_type == DT_ERROR:
+            # 5.4: Error messages report errors in initial and response messages, "but not in Error messages"
+            self.events.append(KmsEvent(d.name, "Error message received: not answered", "RFC 6043 5.4"))
+            return b""
         if d.msg.header.data_type not in (DT_REQUEST_INIT_PSK, DT_RESOLVE_INIT_PSK):
             self.events.append(KmsEvent(d.name, "refused: not a KMS request", "RFC 6043 4.2"))
             return build_error(d.msg.header, [ERR_UNSUPPORTED_MESSAGE], ntp_utc(now))
@@ -171,6 +204,24 @@ class KmsEngine:
                     "RFC 6043 12.1",
                     f"{'RANDRi' if is_req else 'RANDRr'} has {len(randr.rand)} bytes, the pre-shared key "
                     f"{len(psk)}: the RANDs MUST be at least as long as the longest pre-shared key",
+                )
+            own = d.get(own_label)
+            if isinstance(own, IDR) and not self._owns(psk_id, own.data):
+                raise reject(
+                    "rfc6043.kms.identity",
+                    "RFC 6043 4.2.1.4" if is_req else "RFC 6043 4.2.3.4",
+                    f"{own_label} is not an identity of the user the pre-shared key belongs to",
+                    err_no=ERR_INVALID_ID,
+                )
+            t = d.get("T")
+            assert isinstance(t, T)
+            at = to_unix(t.ts_type, t.value)
+            if self.max_skew is not None and at is not None and abs(at - now) > self.max_skew:
+                raise reject(
+                    "rfc6043.kms.skew",
+                    "RFC 3830 5.3 / 5.4",
+                    f"timestamp {at - now:+.0f} s from the KMS clock (allowed {self.max_skew:g} s)",
+                    err_no=ERR_INVALID_TS,
                 )
             return self._request(d, psk, now, ev) if is_req else self._resolve(d, psk, psk_id, now, ev)
         except MikeyReject as e:
@@ -213,11 +264,14 @@ class KmsEngine:
             changed = True
         out: list[Payload] = []
         if self.kms_identity is not None:
-            out.append(IDR(IDR_KMS, 1, self.kms_identity))
+            out.append(self._kms_idr(d))
         idri = d.get("IDRi")
-        if parts["IDRi"]:
-            out.append(parts["IDRi"][0])
+        asked = parts["IDRi"][0] if parts["IDRi"] else None
+        if isinstance(asked, IDR) and (not isinstance(idri, IDR) or asked.data == idri.data):
+            out.append(asked)
         elif isinstance(idri, IDR):
+            # the granted policy names the authenticated requester (TP IDRi: "the identity of the peer that
+            # requested or created the ticket", 6.10), whatever the desired policy said
             out.append(IDR(IDR_I, idri.id_type, idri.data))  # 4.2.1.1: IDRi SHOULD be in the granted policy
             changed = True
         if parts["TRs"]:
@@ -225,8 +279,18 @@ class KmsEngine:
         else:
             out.append(tr(TR_START, now))
             changed = True
-        if parts["TRe"]:
-            out += parts["TRe"]
+        tre = parts["TRe"][0] if parts["TRe"] else None
+        tre_at = to_unix(tre.ts_type, tre.value) if isinstance(tre, TR) else None
+        if (
+            tre is not None
+            and self.max_validity is not None
+            and (tre_at is None or tre_at > now + self.max_validity)
+        ):
+            out.append(tr(TR_END, now + self.max_validity))
+            ev.notes.append(f"validity cut to {self.max_validity:g} s")
+            changed = True
+        elif tre is not None:
+            out.append(tre)
         else:
             out.append(tr(TR_END, now + self.default_validity))
             ev.notes.append(f"no TRe requested; granted a validity of {self.default_validity} s")
@@ -239,6 +303,10 @@ class KmsEngine:
             changed = True  # the KEMAC is removed from the granted policy (6.10)
         if any(k.key_type in TGK_TYPES for k in keys) and nf.I and not nf.F:
             nf = replace(nf, F=True)
+        if self._grant_flags is not None:
+            forced = self._grant_flags(nf)
+            changed = changed or forced != nf
+            nf = forced
         nf = replace(nf, K=changed)
         return PolicyHead(1, 1, 1, h.prf_func, nf, 0), out, keys
 
@@ -319,9 +387,7 @@ class KmsEngine:
         assert isinstance(it, T)
         kemac = encrypt_kemac(kem_keys, k2, encr_alg, h.csb_id, t if self.iv_timestamp == "response" else it)
         rh = Header(dt, h.csb_id, h.prf_func, False, h.map_type, (), h.version)
-        body: list[Payload] = [t] + (
-            [IDR(IDR_KMS, 1, self.kms_identity)] if self.kms_identity is not None else []
-        )
+        body: list[Payload] = [t] + ([self._kms_idr(d)] if self.kms_identity is not None else [])
         body += [*before_kemac, kemac, *after_kemac]
         n = algs.MAC_ALGS[mac_alg][0]
         raw = encode_message(rh, [*body, V(mac_alg, bytes(n))])

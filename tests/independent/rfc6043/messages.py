@@ -497,12 +497,13 @@ def decode(buf: bytes, *, initial: Decoded | bytes | None = None) -> Decoded:
             _policy_checks(p, "TICKET", granted=True)
             _check_initiator_data(p, dt)
     ticket = d.get("TICKET")
-    if dt == DT_TRANSFER_INIT and isinstance(ticket, Ticket) and h.v_flag != ticket.head.flags.F:
+    # 4.2.2.1: "The value of the V flag SHALL agree with the F flag"; 6.1: V "MUST be set to '0' ... in all
+    # messages except TRANSFER_INIT messages used for CSB updating". Both readings accepted: V = F or V = 0.
+    if dt == DT_TRANSFER_INIT and isinstance(ticket, Ticket) and h.v_flag and not ticket.head.flags.F:
         raise reject(
             "rfc6043.hdr.v_flag",
-            "RFC 6043 4.2.2.1",
-            f"V flag {int(h.v_flag)} does not agree with the F flag {int(ticket.head.flags.F)} of the "
-            "Ticket Policy",
+            "RFC 6043 4.2.2.1 / 6.1",
+            "V = 1 with F = 0 in the Ticket Policy: neither 4.2.2.1 (V = F) nor 6.1 (V = 0) allow it",
             offset=3,
         )
     # ---- KEMAC rules

@@ -231,6 +231,8 @@ class Peer:
         sps: list[SP],
         csb_id: int | None = None,
         include_idri: bool = True,
+        extra_payloads: list[Payload] | None = None,
+        mac_identities: tuple[bytes, bytes] | None = None,
     ) -> bytes:
         """TRANSFER_INIT = HDR, T, RANDRi, [IDRi], [IDRr], {SP}, TICKET, [KEMAC], V (4.2.2)."""
         f = issued.ticket.head.flags
@@ -249,9 +251,11 @@ class Peer:
         if responder is not None:
             body.append(IDR(IDR_R, self.id_type, responder))
         ticket = issued.ticket.without_initiator_data()
-        body += [*sps, ticket]
+        body += [*sps, *(extra_payloads or []), ticket]
         k1 = protection_keys(h.prf_func, issued.mpki, h.csb_id, 1, randri, None, mac_alg=self.mac_alg)
-        ids = (self.identity if include_idri else b"", responder or b"")
+        # 5.5: Identity_i || Identity_r; for an IDR left out (4.2.2.1 MAY) the text does not say what is
+        # covered: by default the empty string, mac_identities= gives the identities "known by other means".
+        ids = mac_identities or (self.identity if include_idri else b"", responder or b"")
         n = algs.MAC_ALGS[self.mac_alg][0]
         unsigned = encode_message(h, [*body, V(self.mac_alg, bytes(n))])
         # 5.5: the MAC does not cover the Initiator Data length and Initiator Data fields of the TICKET.

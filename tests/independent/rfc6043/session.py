@@ -24,6 +24,7 @@ from .wire import (
     T,
     Ticket,
     V,
+    decode_structure,
 )
 
 SP_ENCR_KEY_LEN = 1  # RFC 3830 6.10.1 Table 6.10.1.a
@@ -155,13 +156,16 @@ def check_transfer(
     k1 = protection_keys(
         h.prf_func, mpki, h.csb_id, 1, randri, None, mac_alg=v.mac_alg, encr_alg=_kemac_alg(ti)
     )
+    # identities "known by other means" when IDRi / IDRr are left out (4.2.2.1): the caller's, then the
+    # Ticket Policy's IDRi and IDRr (and the responder identity TRANSFER_RESP names)
     tp_idri = [p.data for p in t_ticket.tp_payloads if isinstance(p, IDR) and p.role == IDR_I]
-    readings.append(
-        "TRANSFER_INIT MAC: "
-        + verify_mac(
-            ti, k1.auth, fallback_ids={IDR_I: [*(initiator_ids or []), *tp_idri], IDR_R: responder_ids or []}
-        )
-    )
+    tp_idrr = [p.data for p in t_ticket.tp_payloads if isinstance(p, IDR) and p.role == IDR_R]
+    if tr_raw is not None:
+        rp = decode_structure(tr_raw).payloads
+        resp_idrr = [p.data for p in rp if isinstance(p, IDR) and p.role == IDR_R]
+        tp_idrr = resp_idrr + tp_idrr
+    fallback = {IDR_I: [*(initiator_ids or []), *tp_idri], IDR_R: [*(responder_ids or []), *tp_idrr]}
+    readings.append("TRANSFER_INIT MAC: " + verify_mac(ti, k1.auth, fallback_ids=fallback))
     keys = list(session_keys)
     kem = ti.get("KEMAC")
     if isinstance(kem, Kemac):
@@ -214,6 +218,14 @@ def check_transfer(
             readings.append(f"TRANSFER_RESP KEMAC ({how})")
         cs_map = [c for c in th.cs_map if isinstance(c, GenericCs)]
         sps += [p for p in tr.msg.payloads if isinstance(p, SP)]
+    longest = max([len(mpki), len(mpkr or b"")] + [len(k.key) for k in keys])
+    if len(randri or b"") + len(randrr or b"") < longest:
+        raise reject(
+            "rfc6043.rand_len",
+            "RFC 6043 12.1",
+            f"RANDRi ({len(randri or b'')} bytes) + RANDRr ({len(randrr or b'')} bytes) is shorter than the "
+            f"longest MPK/TGK ({longest} bytes)",
+        )
     if not flags.H and not randrr:
         raise reject(
             "rfc6043.transfer.no_rand", "RFC 6043 5.1.3", "neither RANDRi (H flag) nor RANDRr (G flag)"

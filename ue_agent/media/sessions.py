@@ -1,0 +1,292 @@
+"""The one media-session registry (sans-IO): every session's id, owner, kind, phase and keys' handles.
+
+A session is created by an operation (``sdes.offer``, ``sdes.answer``, ``mikey.*``) and
+lives here until ``session.close``; the key store (:mod:`ue_agent.media.store`) holds its
+keys under the same id and the handover tracker (:mod:`ue_agent.handover.state`) moves it
+through SRVCC with :meth:`SessionRegistry.srvcc`, the only place the SRVCC transitions are
+written. Phases::
+
+    offered --answer--> active --srvcc started--> handover --cancelled/failure--> active
+    (peer's offer) answered                        handover --success--> closed (handed over)
+    any --session.close / keys withdrawn--> closed
+
+``offered``: our offer waits for the peer's answer; the session holds the offer (its keys'
+handles), the store holds nothing yet. ``answered``: we answered the peer's offer; the keys
+are in the store and usable, as for ``active``. The session-id rule (:data:`SESSION_ID`) is
+written here once; the store and the operations use it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from ue_agent.errors import MediaError
+
+if TYPE_CHECKING:
+    from ue_agent.kms.session import PendingOffer
+    from ue_agent.media.sdes import LocalOffer
+
+#: a session id: what the softphone may choose (RFC 3261 token characters, roughly), or ours
+SESSION_ID = re.compile(r"[A-Za-z0-9._:@+-]{1,128}")
+BAD_SESSION = "media.bad_session"
+UNKNOWN_SESSION = "media.unknown_session"
+SESSION_EXISTS = "media.session_exists"
+TOO_MANY_SESSIONS = "media.too_many_sessions"
+MAX_PENDING_OFFERS = 64
+
+
+def check_session_id(sid: object) -> str:
+    """``sid`` if it follows the rule, else ``media.bad_session``."""
+    if not isinstance(sid, str) or not SESSION_ID.fullmatch(sid):
+        raise MediaError(BAD_SESSION, "session id: 1-128 of A-Z a-z 0-9 . _ : @ + -")
+    return sid
+
+
+def new_session_id() -> str:
+    import secrets
+
+    return "s-" + secrets.token_hex(8)
+
+
+class Phase(StrEnum):
+    OFFERED = "offered"
+    ANSWERED = "answered"
+    ACTIVE = "active"
+    HANDOVER = "handover"
+    CLOSED = "closed"
+
+
+class Srvcc(StrEnum):
+    """An SRVCC report: TS 27.007 +CIREPH <srvcch> 0 started, 1 successful, 2 cancelled,
+    3 general failure."""
+
+    STARTED = "started"
+    SUCCESS = "success"
+    CANCELLED = "cancelled"
+    FAILURE = "failure"
+
+
+class HandoverState(StrEnum):
+    """A session's SRVCC / IP-mobility state as the API shows it (``session.keys`` ``handover``,
+    the ``handover`` event), derived from its phase."""
+
+    ACTIVE = "active"
+    HANDOVER_PENDING = "handover_pending"
+    HANDED_OVER = "handed_over"  # keys released: on CS now
+    REKEY_REQUIRED = "rekey_required"
+
+
+@dataclass
+class MediaSession:
+    id: str
+    owner: int
+    kind: str  # "sdes" or "mikey"
+    phase: Phase
+    #: offered: the offer waiting for its answer (SDES LocalOffer with its keys, or the
+    #: MIKEY PendingOffer); its keys' handles until the answer comes or the offer is closed
+    offer: LocalOffer | PendingOffer | None = None
+    #: offered: the media names the offer was made for
+    media: list[str] = field(default_factory=list)
+    #: an address or link went away: keys stay, the softphone should re-key
+    rekey_required: bool = False
+    #: closed: why ("closed", "handed_over", or the key store's reason: "compromised",
+    #: "exhausted")
+    ended: str | None = None
+    #: the phase an SRVCC that is cancelled or fails returns to
+    resume: Phase | None = None
+
+    @property
+    def live(self) -> bool:
+        """Keys in the store and usable (active, answered, or in an SRVCC not finished)."""
+        return self.phase in (Phase.ACTIVE, Phase.ANSWERED, Phase.HANDOVER)
+
+    @property
+    def handover(self) -> HandoverState | None:
+        if self.phase is Phase.HANDOVER:
+            return HandoverState.HANDOVER_PENDING
+        if self.phase is Phase.CLOSED:
+            return HandoverState.HANDED_OVER if self.ended == "handed_over" else None
+        if self.phase is Phase.OFFERED:
+            return None
+        return HandoverState.REKEY_REQUIRED if self.rekey_required else HandoverState.ACTIVE
+
+    @property
+    def key_state(self) -> str:
+        """The keys' state on the wire (``session.keys`` ``state``, ``status`` ``by_state``)."""
+        if self.phase is Phase.HANDOVER:
+            return "handover_pending"
+        if self.phase is Phase.CLOSED:
+            return "released" if self.ended == "handed_over" else str(self.ended)
+        return "active"
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What changed for one session after an input, and whether its keys must go."""
+
+    session: str
+    old: HandoverState
+    new: HandoverState
+    release_keys: bool = False
+
+
+class SessionRegistry:
+    """Every media session of the agent, by id. Not thread-safe: use from one loop."""
+
+    def __init__(self, max_pending: int = MAX_PENDING_OFFERS) -> None:
+        self.max_pending = max_pending
+        self._sessions: dict[str, MediaSession] = {}
+        #: called with each session that gets keys (the handover tracker listens)
+        self.on_new: Callable[[MediaSession], None] | None = None
+
+    # -- ids and ownership ---------------------------------------------------------------------
+    def new_id(self, wanted: str | None) -> str:
+        """A free id: ``wanted`` (checked against the rule) or a fresh one."""
+        if wanted is None:
+            return new_session_id()
+        if wanted in self._sessions:
+            raise MediaError(SESSION_EXISTS, "a session with this id exists", session=wanted[:128])
+        return check_session_id(wanted)
+
+    def owned(self, sid: str, uid: int) -> MediaSession | None:
+        """The session if ``uid`` may use it (its owner or root), None if there is none;
+        a stranger's session looks like no session."""
+        s = self._sessions.get(sid)
+        if s is not None and uid not in (0, s.owner):
+            raise MediaError(UNKNOWN_SESSION, "no such media session", session=sid[:128])
+        return s
+
+    def get(self, sid: str) -> MediaSession | None:
+        return self._sessions.get(sid)
+
+    # -- life cycle ------------------------------------------------------------------------------
+    def check_room(self, what: str) -> None:
+        if self.pending_offers >= self.max_pending:
+            raise MediaError(TOO_MANY_SESSIONS, f"too many {what} wait for an answer")
+
+    def offer(
+        self, sid: str, owner: int, kind: str, offer: LocalOffer | PendingOffer, media: list[str]
+    ) -> MediaSession:
+        """Our offer, waiting for the peer's answer (``sid`` from :meth:`new_id`)."""
+        s = MediaSession(sid, owner, kind, Phase.OFFERED, offer=offer, media=list(media))
+        self._sessions[sid] = s
+        return s
+
+    def take_offer(self, sid: str, uid: int, kind: str) -> MediaSession:
+        """The offer waiting under ``sid`` for ``uid``, or ``media.unknown_session``."""
+        s = self._sessions.get(sid)
+        if s is None or s.phase is not Phase.OFFERED or s.kind != kind or uid not in (0, s.owner):
+            what = "SDES" if kind == "sdes" else "MIKEY"
+            raise MediaError(UNKNOWN_SESSION, f"no {what} offer waits under this session", session=sid)
+        return s
+
+    def activate(self, sid: str, owner: int, kind: str, phase: Phase = Phase.ACTIVE) -> MediaSession:
+        """The session's keys are in the store now: ``active`` (our offer answered) or
+        ``answered`` (we answered the peer's)."""
+        s = self._sessions.get(sid)
+        if s is None:
+            s = self._sessions[sid] = MediaSession(sid, owner, kind, phase)
+        s.phase, s.offer, s.media = phase, None, []
+        if self.on_new is not None:
+            self.on_new(s)
+        return s
+
+    def drop(self, sid: str) -> MediaSession | None:
+        """Forget the session (``session.close``; an offer that failed)."""
+        return self._sessions.pop(sid, None)
+
+    def withdrawn(self, sid: str, reason: str) -> None:
+        """The key store withdrew the session's keys (``compromised``, ``exhausted``)."""
+        s = self._sessions.get(sid)
+        if s is not None and s.phase is not Phase.CLOSED:
+            s.phase, s.ended = Phase.CLOSED, reason
+
+    # -- SRVCC and IP mobility: the transitions, once ----------------------------------------------
+    def _move(
+        self, s: MediaSession, phase: Phase, *, ended: str | None = None, rekey: bool | None = None
+    ) -> Decision:
+        old = s.handover
+        assert old is not None
+        if phase is Phase.HANDOVER:
+            s.resume = s.phase
+        s.phase = phase
+        if ended is not None:
+            s.ended = ended
+        if rekey is not None:
+            s.rekey_required = rekey
+        new = s.handover
+        assert new is not None
+        return Decision(s.id, old, new, release_keys=ended == "handed_over")
+
+    def srvcc(self, event: Srvcc) -> list[Decision]:
+        """Apply an SRVCC report to every live session (TS 27.007 +CIREPH; policy in docs/api.md):
+
+        - started: sessions keep their keys (the call is still on PS until success);
+          active ones (not waiting for a re-key) become ``handover``;
+        - success: the voice leg is on CS now; every live session is closed as handed over
+          and its keys are released (a return to PS needs a new offer/answer);
+        - cancelled / failure: the call stays on PS; ``handover`` sessions go back.
+        """
+        out: list[Decision] = []
+        for s in self._sessions.values():
+            if event is Srvcc.STARTED:
+                if s.phase in (Phase.ACTIVE, Phase.ANSWERED) and not s.rekey_required:
+                    out.append(self._move(s, Phase.HANDOVER))
+            elif event is Srvcc.SUCCESS:
+                if s.live:
+                    out.append(self._move(s, Phase.CLOSED, ended="handed_over"))
+            elif s.phase is Phase.HANDOVER:  # cancelled, failure
+                out.append(self._move(s, s.resume or Phase.ACTIVE))
+        return out
+
+    def ip_lost(self) -> list[Decision]:
+        """An address or link of the media went away: live sessions need a re-key (keys stay,
+        so a media stack that keeps its SRTP context is not cut)."""
+        out: list[Decision] = []
+        for s in self._sessions.values():
+            if s.live and not s.rekey_required:
+                phase = (s.resume or Phase.ACTIVE) if s.phase is Phase.HANDOVER else s.phase
+                out.append(self._move(s, phase, rekey=True))
+        return out
+
+    # -- views -----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Sessions whose keys are in the store."""
+        return sum(1 for s in self._sessions.values() if s.live)
+
+    def __contains__(self, sid: object) -> bool:
+        return sid in self._sessions
+
+    def sessions(self) -> list[MediaSession]:
+        return list(self._sessions.values())
+
+    @property
+    def pending_offers(self) -> int:
+        return sum(1 for s in self._sessions.values() if s.phase is Phase.OFFERED)
+
+    def count_by_state(self) -> dict[str, int]:
+        """Live sessions by their keys' state (``status`` ``sessions.by_state``)."""
+        counts: dict[str, int] = {}
+        for s in self._sessions.values():
+            if s.live:
+                counts[s.key_state] = counts.get(s.key_state, 0) + 1
+        return counts
+
+    def count_by_handover(self) -> dict[str, int]:
+        """Sessions by handover state (``status`` ``handover.sessions``)."""
+        counts: dict[str, int] = {}
+        for s in self._sessions.values():
+            h = s.handover
+            if h is not None:
+                counts[h.value] = counts.get(h.value, 0) + 1
+        return counts
+
+    def clear(self) -> list[MediaSession]:
+        """Forget every session (shutdown); returns them so their offers can be zeroized."""
+        out = list(self._sessions.values())
+        self._sessions.clear()
+        return out

@@ -438,7 +438,9 @@ def answer_stream(
             tx.zeroize()
             raise MediaError("media.key_reuse", "our fresh key equals the offered key")
         lifetime = pick.keys[0].lifetime
-        line = format_crypto(pick.tag, tx, lifetime, True) if reply else format_crypto(pick.tag, tx, lifetime)
+        line: str | SecretText = (
+            format_crypto(pick.tag, tx, lifetime, True) if reply else format_crypto(pick.tag, tx, lifetime)
+        )
         return [line], StreamKeys(media, tx=tx, rx=rx, tag=pick.tag, max_packets=lifetime)
     finally:
         for a in parsed:

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from ue_agent.errors import KmsError, MikeyError
-from ue_agent.kms import ids, mikey, service, session, tickets
+from ue_agent.kms import ids, mikey, protect, service, session, tickets
 from ue_agent.kms.streams import SrtpStream, TlsStream
 from ue_agent.secret import Secret
 
@@ -238,7 +238,10 @@ def test_kms_refuses_wrong_key_wrong_btid_and_garbage(lab):
     assert status == 403
     with pytest.raises(KmsError) as e:
         session.read_request_resp(status, body, sent, lab.psk["alice"], KMS_ID)
-    assert e.value.code == "kms.ticket_rejected" and e.value.details["kms_error"] == mikey.ERR_AUTH_FAILURE
+    # The KMS could not authenticate us, so its Error is unsigned (RFC 6043 5.4): the agent cannot
+    # tell it from a forged one and reports a network fault, keeping the ERR number for diagnosis.
+    assert e.value.code == "kms.bad_response" and e.value.details["kms_error"] == mikey.ERR_AUTH_FAILURE
+    assert e.value.details["reason"] == "unauthenticated_error"
     sent = session.build_request_init(USERS["alice"], ["*"], "btid-other", lab.psk["alice"], KMS_ID)
     assert lab.handle(sent.raw)[0] == 403
     status, body = lab.handle(b"\x01\x02garbage")
@@ -350,3 +353,56 @@ def test_mutated_messages_only_raise_agent_errors(lab):
         bad[vr_mac_end - 1] ^= 1
         lab.resolve("bob", session.inspect_transfer_init(bytes(bad)))
     assert e.value.details["kms_error"] == mikey.ERR_INVALID_MAC
+
+
+def test_no_mixing_of_128_and_256_bit_families(lab):
+    """RFC 6043 12.1: the 256-bit algorithms SHALL NOT be mixed with shorter-key ones in one message."""
+    from ue_agent.kms import protect
+
+    sent = session.build_request_init(
+        USERS["alice"], ["*"], "btid-alice", lab.psk["alice"], KMS_ID, now=lab.clock()
+    )
+    msg = mikey.Message.decode(sent.raw)
+    assert (
+        msg.header.prf_func == mikey.PRF_HMAC_SHA_256
+        and msg.payloads[-1].mac_alg == mikey.MAC_HMAC_SHA256_256
+    )
+    mixed = mikey.Message(
+        msg.header, msg.payloads[:-1]
+    )  # same message, HMAC-SHA-1-160 under PRF-HMAC-SHA-256
+    sha1_keys = protect.MessageKeys(
+        Secret(bytes(16)), Secret(bytes(14)), Secret(bytes(20)), protect.FAMILIES[0]
+    )
+    raw = protect.sign(mixed, sha1_keys)
+    status, body = lab.handle(raw)
+    assert status == 403 and mikey.Message.decode(body).one(mikey.Error).error_no == mikey.ERR_INVALID_HA
+    with pytest.raises(MikeyError) as e:
+        protect.verify(
+            raw, mikey.Message.decode(raw), protect.MessageKeys(*[Secret(bytes(32))] * 3, protect.FAMILIES[1])
+        )
+    assert e.value.code == "mikey.unsupported"
+    # MIKEY-1 goes with AES-CM-128 / HMAC-SHA-1-160 and 128-bit keys end to end
+    issued = lab.request("alice", [USERS["bob"]], prf_func=mikey.PRF_MIKEY_1)
+    assert len(issued.tgk) == 16 and issued.ticket.prf_func == mikey.PRF_MIKEY_1
+    offer = session.build_transfer_init(issued, USERS["alice"], USERS["bob"], STREAMS, KMS_ID, lab.clock())
+    assert mikey.Message.decode(offer.transfer_init).payloads[-1].mac_alg == mikey.MAC_HMAC_SHA1_160
+    resp, kb = lab.answer("bob", offer.transfer_init)
+    assert wire(session.complete(offer, resp, lab.clock())[1]) == peer_view(kb)
+
+
+def test_an_unsigned_kms_refusal_is_a_network_fault_not_a_verdict(lab):
+    """Anyone on a plain-http path can write an Error message: without a V payload that verifies
+    under the request's auth_key it is not taken as the KMS's refusal (RFC 6043 5.4, 5.5)."""
+    sent = session.build_request_init(
+        USERS["alice"], ["*"], "btid-alice", lab.psk["alice"], KMS_ID, now=lab.clock()
+    )
+    h = mikey.Message.decode(sent.raw).header
+    forged = mikey.Message(
+        mikey.Header(mikey.DT_ERROR, h.csb_id, h.prf_func, False, mikey.MAP_EMPTY),
+        [protect.timestamp(lab.clock()), mikey.Error(mikey.ERR_NOT_AUTHORIZED)],
+    ).encode()
+    with pytest.raises(KmsError) as e:
+        session.read_request_resp(403, forged, sent, lab.psk["alice"], KMS_ID)
+    assert e.value.code == "kms.bad_response"
+    assert e.value.details["reason"] == "unauthenticated_error"
+    assert e.value.details["kms_error"] == mikey.ERR_NOT_AUTHORIZED

@@ -294,9 +294,14 @@ def build_resolve_init(
     *,
     divert_to: str | None = None,
     now: float | None = None,
-    prf_func: int = mikey.PRF_HMAC_SHA_256,
+    prf_func: int | None = None,
 ) -> Sent:
-    """RESOLVE_INIT_PSK (RFC 6043 4.2.3): HDR, T, RANDRr, IDRr, IDRkms, TICKET, IDRpsk, [ext], V."""
+    """RESOLVE_INIT_PSK (RFC 6043 4.2.3): HDR, T, RANDRr, IDRr, IDRkms, TICKET, IDRpsk, [ext], V.
+
+    The PRF (and so the algorithm family) is the ticket's unless given: one message never mixes
+    the 128- and 256-bit families (12.1), the TICKET's PRF Func included."""
+    if prf_func is None:
+        prf_func = ti.ticket.prf_func
     hdr = mikey.Header(mikey.DT_RESOLVE_INIT_PSK, _csb_id(), prf_func, True, mikey.MAP_EMPTY)
     rand_r = os.urandom(RAND_LEN)
     own_c = ids.canonical(own)
@@ -342,14 +347,23 @@ def read_kms_reply(
         err = msg.first(mikey.Error)
         if err is None:
             raise KmsError("kms.bad_response", "KMS error message without an ERR payload", status=status)
-        if msg.first(mikey.Verification) is not None:
-            ek = protect.MessageKeys.derive(psk, h.csb_id, mikey_prf.DIR_INITIAL, rand_i, rand_r, h.prf_func)
-            try:
-                protect.verify(raw, msg, ek)
-            except MikeyError:
-                raise KmsError("kms.bad_response", "KMS error message failed verification") from None
-            finally:
-                ek.zeroize()
+        if msg.first(mikey.Verification) is None:
+            # RFC 6043 5.4 lets an Error go unsigned ("MAY be authenticated"), but an unsigned
+            # refusal cannot be told from one forged on the path: a network fault, not a verdict.
+            raise KmsError(
+                "kms.bad_response",
+                "KMS error message is not authenticated (no V payload)",
+                reason="unauthenticated_error",
+                kms_error=err.error_no,
+                status=status,
+            )
+        ek = protect.MessageKeys.derive(psk, h.csb_id, mikey_prf.DIR_INITIAL, rand_i, rand_r, h.prf_func)
+        try:
+            protect.verify(raw, msg, ek)
+        except MikeyError:
+            raise KmsError("kms.bad_response", "KMS error message failed verification") from None
+        finally:
+            ek.zeroize()
         code, text = _ERR_CODES.get(err.error_no, ("kms.ticket_rejected", "the KMS refused the request"))
         raise KmsError(code, text, kms_error=err.error_no, status=status)
     if status != 200:

@@ -438,10 +438,10 @@ def answer_stream(
             tx.zeroize()
             raise MediaError("media.key_reuse", "our fresh key equals the offered key")
         lifetime = pick.keys[0].lifetime
-        line: str | SecretText = (
+        ours: str | SecretText = (
             format_crypto(pick.tag, tx, lifetime, True) if reply else format_crypto(pick.tag, tx, lifetime)
         )
-        return [line], StreamKeys(media, tx=tx, rx=rx, tag=pick.tag, max_packets=lifetime)
+        return [ours], StreamKeys(media, tx=tx, rx=rx, tag=pick.tag, max_packets=lifetime)
     finally:
         for a in parsed:
             a.zeroize()

@@ -21,7 +21,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
 from ue_agent.agent import Agent
 from ue_agent.api.server import ApiServer, activated_socket
@@ -30,6 +30,12 @@ from ue_agent.errors import AgentError, ConfigError
 from ue_agent.hardening import harden
 
 log = logging.getLogger("ue_agent.daemon")
+
+
+class Watcher(Protocol):
+    """A modem URC or netlink watcher the daemon started and stops."""
+
+    async def stop(self) -> None: ...
 
 
 class SdNotify:
@@ -96,7 +102,7 @@ class Daemon:
         self.agent = Agent(cfg, self._emit)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._watchers: list[Any] = []
+        self._watchers: list[Watcher] = []
 
     def _emit(self, name: str, body: dict[str, Any]) -> None:
         log.info("event %s %s", name, body.get("kind", body.get("present", "")))

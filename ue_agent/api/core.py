@@ -52,7 +52,7 @@ class Request:
 
     __slots__ = ("id", "op", "params")
 
-    def __init__(self, id: str | int, op: str, params: Any) -> None:
+    def __init__(self, id: str | int, op: str, params: object) -> None:
         self.id = id
         self.op = op
         self.params = params

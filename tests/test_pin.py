@@ -338,3 +338,21 @@ def test_status_reports_the_pin(tmp_path, cred_dir):
     status = asyncio.run(run())
     assert status["card"]["error"] == "card.pin_required"
     assert status["card"]["pin"]["state"] == "required" and status["card"]["pin"]["retries"] == 3
+
+
+def test_card_info_gives_the_pin_from_the_credential(tmp_path, cred_dir):
+    """``ue-agent card info`` on a PIN-protected lab card: card.pin_required without a
+    credential (exit 1), the identities with one; the PIN is not printed."""
+    import subprocess
+    import sys
+
+    sub = write_subscriber(tmp_path / "s.toml", extra=EXTRA)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[card]\ntransport = "lab"\nsubscriber = "{sub}"\n')
+    run = [sys.executable, "-m", "ue_agent", "card", "info", "--config", str(cfg)]
+    r = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "card.pin_required" in r.stderr
+    cfg.write_text(cfg.read_text() + f'pin_credential = "{_credential(cred_dir, PIN)}"\n')
+    r = subprocess.run(run, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "IMPI" in r.stdout
+    assert PIN not in r.stdout + r.stderr

@@ -150,7 +150,7 @@ def _open(report: Report, cfg: Any) -> tuple[Any, Any] | None:
     if card.transport == "at":
         from ue_agent.drivers.at_identify import detect
         from ue_agent.drivers.at_modem import open_modem_transport
-        from ue_agent.profiles import resolve
+        from ue_agent.profiles import get_profile
 
         try:
             detection, identity = detect(card.port)
@@ -170,8 +170,7 @@ def _open(report: Report, cfg: Any) -> tuple[Any, Any] | None:
         )
         report.add("modem", OK, f"{said} ({bus})", identity=identity.to_dict())
         if card.profile:
-            profile = resolve(card.profile)
-            assert profile is not None  # the config check refused unknown profile names
+            profile = get_profile(card.profile)
             agree = detection.profile.name in (profile.name, "generic-at")
             report.add(
                 "profile",
@@ -371,8 +370,8 @@ def run(config_path: str) -> Report:
         "at": f"port {c.port}",
         "lab": "in-process",
     }
-    profile_name = c.profile or ("auto-detect" if c.transport == "at" else "default")
-    report.add("config", OK, f"transport {c.transport}, {where.get(c.transport, '')}, profile {profile_name}")
+    named = c.profile or ("auto-detect" if c.transport == "at" else "default")
+    report.add("config", OK, f"transport {c.transport}, {where.get(c.transport, '')}, profile {named}")
     check_pcsc(report, needed=c.transport == "pcsc")
     check_ports(report, [p for p in {c.port if c.transport == "at" else None, cfg.modem.port} if p])
     profile = None

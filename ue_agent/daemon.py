@@ -21,6 +21,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ue_agent.agent import Agent
@@ -103,17 +104,22 @@ class Daemon:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._watchers: list[Watcher] = []
+        #: called once the daemon is ready (after READY=1)
+        self.on_ready: Callable[[], None] | None = None
 
     def _emit(self, name: str, body: dict[str, Any]) -> None:
         log.info("event %s %s", name, body.get("kind", body.get("present", "")))
         if self.server is not None:
             self.server.broadcast(name, body)
 
-    async def run(self) -> int:
+    async def run(self, *, signals: bool = True) -> int:
+        """Serve until SIGTERM/SIGINT (or :meth:`request_stop`). ``signals=False``: no signal
+        handlers (an event loop outside the main thread: the in-process test daemon)."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.agent.start()
         self.server = ApiServer(self.cfg.api, self.agent.handle)
         server = self.server
@@ -133,8 +139,14 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self._watchdog(interval)))
         log.info("ready: listening on %s", where)  # logged first: whoever saw READY=1 finds it
         self.notify.send("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
+        if self.on_ready is not None:
+            self.on_ready()
         await self._stop.wait()
         return await self.shutdown()
+
+    def request_stop(self) -> None:
+        """Stop as SIGTERM does (call from the daemon's event loop)."""
+        self._stop.set()
 
     def _status_line(self) -> str:
         st = self.agent.card.state

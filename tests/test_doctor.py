@@ -170,3 +170,34 @@ def test_doctor_over_pcsc(vpcd_card, tmp_path):
     assert checks["aka"]["verdict"] == "ok" and server.uicc.highest_sqn == 32
     assert checks["ims-reporting"]["verdict"] == "skip"
     assert checks["bsf"]["verdict"] == "skip" and checks["kms"]["verdict"] == "skip"
+
+
+def test_doctor_blocked_pin_on_the_lab_card(tmp_path):
+    """transport = "lab" (the lab is imported there, by the config's choice): a blocked PIN1
+    is a FAIL naming card.pin_blocked, and the checks after it are skipped."""
+    sub = write_subscriber(tmp_path / "s.toml", extra='pin1 = "2468"\npuk1 = "12345678"\npin1_tries = 0\n')
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[card]\ntransport = "lab"\nsubscriber = "{sub}"\n')
+    r = _doctor("--config", str(cfg), "--json")
+    checks = _by_name(json.loads(r.stdout))
+    assert r.returncode == 1
+    assert checks["pin"]["verdict"] == "fail" and "card.pin_blocked" in checks["pin"]["summary"]
+    assert checks["pin"]["details"]["state"] == "blocked" and checks["pin"]["details"]["retries"] == 0
+    assert "PUK tries left 10" in checks["pin"]["summary"]
+    assert checks["application"]["verdict"] == "skip" and checks["aka"]["verdict"] == "skip"
+
+
+def test_status_text_shows_the_pin():
+    from ue_agent.api.status_cmd import render
+
+    text = render(
+        {
+            "card": {
+                "transport": "pcsc",
+                "present": False,
+                "error": "card.pin_required",
+                "pin": {"state": "required", "retries": 1},
+            }
+        }
+    )
+    assert "pin:      required, 1 tries left" in text

@@ -435,12 +435,10 @@ def test_short_rand_is_refused_by_the_kms() -> None:
     err = decode(lab.kms.handle(ri))
     assert err.name == "Error"
     assert lab.kms.events[-1].clause == "RFC 6043 12.1"
-    verify_mac(
-        err,
-        protection_keys(
-            1, lab.psks[b"btid-a"], err.msg.header.csb_id, 1, decode(ri).get("RANDRi").rand, None, mac_alg=2
-        ).auth,
-    )  # type: ignore[union-attr]
+    randri = decode(ri).get("RANDRi")
+    assert isinstance(randri, wire.RandR)
+    key = protection_keys(1, lab.psks[b"btid-a"], err.msg.header.csb_id, 1, randri.rand, None, mac_alg=2)
+    verify_mac(err, key.auth)  # 5.4: the Error MAC is under the auth_key of the refused REQUEST_INIT
 
 
 def test_secrets_are_not_in_reprs_or_errors() -> None:
@@ -567,7 +565,7 @@ def test_short_rands_in_the_transfer_are_refused() -> None:
         [ID_R], flags=Flags(D=True, E=True, F=True, G=False, H=True, J=True, N=True, O=True)
     )
     issued = alice.accept_request_resp(ri, lab.kms.handle(ri))
-    alice._random = lambda n: os.urandom(16)  # type: ignore[method-assign]
+    alice._random = lambda n: os.urandom(16)
     ti = alice.transfer_init(
         issued, responder=ID_R, sessions=[srtp_cs(1, ssrc=5, policies=(1,))], sps=SPS, csb_id=7
     )

@@ -311,3 +311,42 @@ def test_bad_identities(bad):
 def test_patterns():
     assert ids.matches("sip:bob@x.org", ids.pattern("*@X.org")) and not ids.matches("tel:+1", "*@x.org")
     assert ids.matches("tel:+1", "*") and not ids.matches("sip:bob@y.org", "*@x.org")
+
+
+def test_mutated_messages_only_raise_agent_errors(lab):
+    """Every byte of a TRANSFER_INIT / TRANSFER_RESP changed: a clean refusal (an AgentError with a
+    code), never another exception. The only bytes a responder holding the resolved ticket cannot
+    check are Vr's MAC in the Initiator Data: the KMS checks it when resolving (RFC 6043 4.2.3.4)."""
+    from ue_agent.errors import AgentError
+
+    issued = lab.request("alice", [USERS["bob"]])
+    offer = session.build_transfer_init(issued, USERS["alice"], USERS["bob"], STREAMS, KMS_ID, lab.clock())
+    ti = session.inspect_transfer_init(offer.transfer_init)
+    resolved = lab.resolve("bob", ti)
+    resp, _ = session.accept_transfer_init(ti, resolved, USERS["bob"], session.ReplayCache(), lab.clock())
+    vr_mac_end = len(offer.transfer_init) - 34  # the TRANSFER_INIT's own V (2 + 32) follows
+    vr_mac = set(range(vr_mac_end - 32, vr_mac_end))
+    for raw, run, may_pass in (
+        (
+            offer.transfer_init,
+            lambda m: session.accept_transfer_init(
+                session.inspect_transfer_init(m), resolved, USERS["bob"], session.ReplayCache(), lab.clock()
+            ),
+            vr_mac,
+        ),
+        (resp, lambda m: session.complete(offer, m, lab.clock()), set()),
+    ):
+        for pos in range(len(raw)):
+            for x in (0x01, 0x80, 0xFF):
+                mutated = raw[:pos] + bytes([raw[pos] ^ x]) + raw[pos + 1 :]
+                try:
+                    run(mutated)
+                except AgentError as e:
+                    assert e.code and e.code.split(".")[0] in ("mikey", "kms"), e.code
+                else:
+                    assert pos in may_pass, pos
+    with pytest.raises(KmsError) as e:  # and the KMS refuses a ticket whose Vr was changed
+        bad = bytearray(offer.transfer_init)
+        bad[vr_mac_end - 1] ^= 1
+        lab.resolve("bob", session.inspect_transfer_init(bytes(bad)))
+    assert e.value.details["kms_error"] == mikey.ERR_INVALID_MAC

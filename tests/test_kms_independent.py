@@ -179,3 +179,33 @@ def test_independent_peer_initiates_to_an_agent_and_answers_one():
         assert keys_a[1].tx.key.reveal() == theirs[3][0]
         for request, response in rec.exchanges:
             check_kms_exchange(rec, request, response)
+
+
+def test_independent_kms_forked_call_keys_each_agent_apart():
+    holder: list[Recorder] = []
+    with _net(holder) as net:
+        rec = holder[0]
+
+        async def go():
+            async with HttpClient() as http:
+                a, b, c = (ue(net, http, n) for n in ("alice", "bob", "carol"))
+                offer = await a.offer(uri("bob"), STREAMS[:1], recipients=[uri("bob"), uri("carol")])
+                ans_b = await b.answer(offer.transfer_init)
+                ans_c = await c.answer(offer.transfer_init)
+                return (
+                    offer,
+                    ans_b,
+                    ans_c,
+                    a.complete(offer.pending, ans_b.transfer_resp),
+                    a.complete(offer.pending, ans_c.transfer_resp),
+                )
+
+        offer, ans_b, ans_c, keys_ab, keys_ac = net.thread.call(go(), timeout=60)
+        assert decode(offer.transfer_init).get("TICKET").head.flags.I  # key forking (5.1.1)
+        for ans, keys in ((ans_b, keys_ab), (ans_c, keys_ac)):
+            ks = by_cs(rec.engine.audit_transfer(offer.transfer_init, ans.transfer_resp))
+            assert (keys[0].tx.master_key.reveal(), keys[0].rx.master_key.reveal()) == (ks[1][0], ks[2][0])
+            assert ans.keys[0].rx.master_key.reveal() == ks[1][0]
+        assert keys_ab[0].tx.master_key.reveal() != keys_ac[0].tx.master_key.reveal()
+        for request, response in rec.exchanges:
+            check_kms_exchange(rec, request, response)

@@ -411,6 +411,32 @@ def test_whole_call_macs_and_keys_from_the_text():
     def slt(cs: int) -> bytes:
         return prf256(tgk_f, H("39a2c14b") + bytes([cs]) + tail, 14)
 
+    # payload order of the figures of 4.2.1, 4.2.2, 4.2.3
+    order = {
+        "REQUEST_INIT_PSK": ["T", "RANDRi", "IDRi", "IDRkms", "TP", "IDRpsk", "V"],
+        "REQUEST_RESP": ["T", "IDRkms", "TICKET", "KEMAC", "V"],
+        "TRANSFER_INIT": ["T", "RANDRi", "IDRi", "IDRr", "SP", "SP", "TICKET", "V"],
+        "RESOLVE_INIT_PSK": ["T", "RANDRr", "IDRr", "IDRkms", "TICKET", "IDRpsk", "V"],
+        "RESOLVE_RESP": ["T", "IDRkms", "KEMAC", "IDRr", "RANDRkms", "V"],
+        "TRANSFER_RESP": ["T", "RANDRr", "IDRr", "RANDRkms", "V"],
+    }
+    roles = {1: "i", 2: "r", 3: "kms", 4: "psk"}
+
+    def name(p: mikey.Payload) -> str:
+        if isinstance(p, mikey.IdRole):
+            return "IDR" + roles[p.role]
+        if isinstance(p, mikey.RandRole):
+            return "RANDR" + roles[p.role]
+        return {
+            mikey.Timestamp: "T",
+            mikey.TicketPolicy: "TP",
+            mikey.Ticket: "TICKET",
+            mikey.Kemac: "KEMAC",
+        }.get(type(p), {mikey.SecurityPolicy: "SP", mikey.Verification: "V"}.get(type(p), "?"))
+
+    for m_raw in (raw, resp, ti, rs.raw, rresp, tresp):
+        m_ = mikey.Message.decode(m_raw)
+        assert [name(p) for p in m_] == order[m_.name], m_.name
     _, keys_a = session.complete(offer, tresp, now)
     a0, b0 = keys_a[0], keys_b[0]
     assert a0.tx.master_key == tek(1) and a0.tx.master_salt == slt(1) and a0.tx.ssrc == 0xCAFE

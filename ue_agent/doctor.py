@@ -130,15 +130,13 @@ def check_pcsc(report: Report, needed: bool) -> None:
 def check_ports(report: Report, configured: list[str]) -> None:
     found = sorted({p for g in PORT_GLOBS for p in glob.glob(g)})
     missing = [p for p in configured if not os.path.exists(p)]
-    summary = ", ".join(found) if found else "no AT port found (/dev/ttyUSB*, /dev/ttyACM*, /dev/wwan*at*)"
+    seen = f"found: {', '.join(found)}" if found else "none under /dev/ttyUSB*, /dev/ttyACM*, /dev/wwan*at*"
     if missing:
-        report.add(
-            "at-ports", FAIL, f"configured port missing: {', '.join(missing)}; found: {summary}", found=found
-        )
+        report.add("at-ports", FAIL, f"configured port missing: {', '.join(missing)}; {seen}", found=found)
     elif configured:
-        report.add("at-ports", OK, f"configured {', '.join(configured)}; found: {summary}", found=found)
+        report.add("at-ports", OK, f"configured {', '.join(configured)} is there; {seen}", found=found)
     else:
-        report.add("at-ports", INFO, summary, found=found)
+        report.add("at-ports", INFO, seen, found=found)
 
 
 # --- the card path ----------------------------------------------------------------------------------
@@ -228,7 +226,14 @@ def check_card(report: Report, cfg: Any) -> Any:
         except AgentError as exc:
             st = gate.status
             left = "unknown" if st.retries is None else st.retries
-            report.add("pin", FAIL, f"{_err(exc)} (state {st.state}, tries left {left})", **st.to_dict())
+            puk = ""
+            if st.state == "blocked" and getattr(transport, "port", None) is None:
+                try:  # the PUK's counter, for the person who will unblock it
+                    n = card.puk_retries()
+                    puk = "" if n is None else f", PUK tries left {n}"
+                except AgentError:
+                    pass
+            report.add("pin", FAIL, f"{_err(exc)} (state {st.state}, tries left {left}{puk})", **st.to_dict())
             for name in ("application", "gba", "aka"):
                 report.add(name, SKIP, "PIN1 not verified")
             return profile

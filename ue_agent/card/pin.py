@@ -37,6 +37,7 @@ from ue_agent.secret import Secret
 
 KEY_PIN1 = 0x01  # the first application PIN, a global key reference (TS 102 221 9.5.1)
 INS_VERIFY = 0x20
+INS_UNBLOCK = 0x2C
 SW_OK = 0x9000
 SW_BLOCKED = 0x6983
 SW_DISABLED = 0x6985  # VERIFY with data on a disabled PIN: conditions of use not satisfied
@@ -74,6 +75,15 @@ def verify_apdu(pin: Secret | None = None, channel_cla: int = 0x00) -> Apdu:
     if pin is None:
         return Apdu(channel_cla, INS_VERIFY, 0x00, KEY_PIN1)
     return Apdu(channel_cla, INS_VERIFY, 0x00, KEY_PIN1, pin_block(pin))
+
+
+def unblock_query_apdu() -> Apdu:
+    """UNBLOCK PIN1 without data: the card answers 63CX, X = the PUK tries left (TS 102 221 11.1.13)."""
+    return Apdu(0x00, INS_UNBLOCK, 0x00, KEY_PIN1)
+
+
+def puk_retries_from_sw(sw: int) -> int | None:
+    return sw & 0x0F if sw >> 4 == 0x63C else None
 
 
 def status_from_sw(sw: int, source: str = "VERIFY") -> PinStatus:

@@ -153,6 +153,10 @@ class Card:
         """PIN1's state from VERIFY without data on the basic channel (TS 102 221 11.1.9)."""
         return pin.status_from_sw(self._link.send(pin.verify_apdu()).sw)
 
+    def puk_retries(self) -> int | None:
+        """The PUK tries left (UNBLOCK PIN without data); None when the card does not say."""
+        return pin.puk_retries_from_sw(self._link.send(pin.unblock_query_apdu()).sw)
+
     def verify_pin(self, value: Secret) -> PinStatus:
         """VERIFY PIN1 with ``value``: ready, or CardError card.pin_wrong / card.pin_blocked.
         The policy (one try left, unknown count) is the caller's: :func:`ue_agent.card.pin.plan_verify`."""

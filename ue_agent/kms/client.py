@@ -41,7 +41,7 @@ class OfferResult:
 
 @dataclass
 class AnswerResult:
-    transfer_resp: bytes
+    transfer_resp: bytes | None  # None when the ticket's F flag is clear (RFC 6043 6.10)
     keys: list[StreamKeyPair]
     peer_uri: str  # the initiator, as the KMS vouched for it
     resolved_now: bool = True  # False when the ticket came from the cache
@@ -91,7 +91,8 @@ class KmsClient:
         key = (peer, pats, group)
         now = self.clock()
         issued = self._issued.get(key)
-        reused = issued is not None and issued.expiry - now > REUSE_MARGIN_S
+        # RFC 6043 5.3 / 6.10: a ticket whose policy forbids reuse (J flag clear) is used once
+        reused = issued is not None and issued.expiry - now > REUSE_MARGIN_S and issued.ticket.flag(mikey.F_J)
         if not reused:
             if issued is not None:
                 issued.zeroize()
@@ -120,8 +121,10 @@ class KmsClient:
             resolved = await self._resolve(ti)
         assert resolved is not None
         resp, keys = session.accept_transfer_init(ti, resolved, self.own, self.replay, self.clock())
-        if fresh:
+        if fresh and resolved.flags & mikey.F_J:  # kept for reuse only when the policy allows it (5.3)
             self._resolved[ti.ticket_ref] = resolved
+        elif fresh:
+            resolved.zeroize()
         self._prune(now)
         return AnswerResult(resp, keys, resolved.initiator, fresh)
 

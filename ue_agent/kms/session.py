@@ -375,8 +375,18 @@ def read_kms_reply(
     return msg, keys
 
 
-def _open(keys: protect.MessageKeys, msg: mikey.Message) -> list[mikey.KeyData]:
-    return protect.open_kemac(keys, msg.one(mikey.Kemac), msg.header.csb_id, msg.one(mikey.Timestamp))
+def _open(keys: protect.MessageKeys, msg: mikey.Message, request: mikey.Message) -> list[mikey.KeyData]:
+    """Decrypt a response's KEMAC (after V verified). Which T goes into the IV is open (RFC 3830
+    4.2.3 "the timestamp sent by the Initiator" vs the response's fresh T, docs/kms.md): the
+    response's own T first, then the initial message's; the one giving well-formed key data wins."""
+    kemac = msg.one(mikey.Kemac)
+    try:
+        return protect.open_kemac(keys, kemac, msg.header.csb_id, msg.one(mikey.Timestamp))
+    except MikeyError as first:
+        try:
+            return protect.open_kemac(keys, kemac, msg.header.csb_id, request.one(mikey.Timestamp))
+        except MikeyError:
+            raise first from None
 
 
 def _split_kemac(items: list[mikey.KeyData], forked: bool, what: str, key_len: int) -> tuple:
@@ -403,7 +413,7 @@ def read_request_resp(status: int, raw: bytes, sent: Sent, psk: Secret, kms_id: 
             raise KmsError("kms.bad_response", "the ticket needs processing beyond RFC 6043 (N flag clear)")
         fam = protect.family(ticket.prf_func)
         forked = ticket.flag(mikey.F_I)
-        mpk_i, mpk_r, tgk, spi = _split_kemac(_open(keys, msg), forked, "REQUEST_RESP", fam.key_len)
+        mpk_i, mpk_r, tgk, spi = _split_kemac(_open(keys, msg, sent.msg), forked, "REQUEST_RESP", fam.key_len)
         return IssuedTicket(ticket, mpk_i, mpk_r, tgk, spi, ticket_expiry(ticket), ticket.prf_func)
     except MikeyError as e:
         raise KmsError("kms.bad_response", "malformed REQUEST_RESP", reason=e.code) from None
@@ -417,7 +427,7 @@ def read_resolve_resp(status: int, raw: bytes, sent: Sent, psk: Secret, kms_id: 
         ticket = sent.msg.one(mikey.Ticket)
         fam = protect.family(ticket.prf_func)
         forked = ticket.flag(mikey.F_I)
-        mpk_i, mpk_r, tgk, spi = _split_kemac(_open(keys, msg), forked, "RESOLVE_RESP", fam.key_len)
+        mpk_i, mpk_r, tgk, spi = _split_kemac(_open(keys, msg, sent.msg), forked, "RESOLVE_RESP", fam.key_len)
         idr = msg.first(mikey.IdRole, mikey.ROLE_R)
         rk = msg.first(mikey.RandRole, mikey.RAND_ROLE_KMS)
         if forked and (idr is None or rk is None):
@@ -542,9 +552,9 @@ def accept_transfer_init(
     replay: ReplayCache,
     now: float | None = None,
     own_streams: list[streams.SrtpStream | None] | None = None,
-) -> tuple[bytes, list[streams.StreamKeyPair]]:
-    """Verify a TRANSFER_INIT with the resolved ticket (4.2.3.6); answer TRANSFER_RESP (4.2.2.3)
-    and give this side's keys per stream."""
+) -> tuple[bytes | None, list[streams.StreamKeyPair]]:
+    """Verify a TRANSFER_INIT with the resolved ticket (4.2.3.6); answer TRANSFER_RESP (4.2.2.3;
+    None when the F flag is clear) and give this side's keys per stream."""
     now = time.time() if now is None else now
     if now >= resolved.expiry:
         raise KmsError("kms.ticket_expired", "the ticket has expired")
@@ -570,7 +580,10 @@ def accept_transfer_init(
         assert isinstance(v, mikey.Verification)
         if not vi or not hmac.compare_digest(vi[0].mac, v.mac):
             raise MikeyError("mikey.bad_mac", "Vi in the Initiator Data is not the TRANSFER_INIT's MAC")
-    cs_map, filled, plan = streams.respond_map(ti.message, resolved.tgk_spi, own_streams)
+    fam = protect.family(h.prf_func)
+    cs_map, filled, plan, added_sps = streams.respond_map(
+        ti.message, resolved.tgk_spi, own_streams, fam.key_len
+    )
     flags = resolved.flags
     rand_r = os.urandom(RAND_LEN) if flags & mikey.F_G else None
     resp_hdr = mikey.Header(mikey.DT_TRANSFER_RESP, h.csb_id, h.prf_func, False, mikey.MAP_GENERIC_ID, cs_map)
@@ -580,12 +593,17 @@ def accept_transfer_init(
     payloads.append(mikey.IdRole(mikey.ROLE_R, mikey.ID_URI, resolved.id_r or own_c.encode()))
     if resolved.rand_kms is not None:
         payloads.append(mikey.RandRole(mikey.RAND_ROLE_KMS, resolved.rand_kms))
+    payloads += added_sps  # a policy for each crypto session offered with #P = 0 (6.1.1)
     mpk = resolved.mpk_r if resolved.mpk_r is not None else resolved.mpk_i
-    rkeys = protect.MessageKeys.derive(mpk, h.csb_id, mikey_prf.DIR_RESPONSE, ti.rand_i, rand_r, h.prf_func)
-    try:
-        raw = protect.sign(mikey.Message(resp_hdr, payloads), rkeys, ti.raw)  # 5.5: || TRANSFER_INIT
-    finally:
-        rkeys.zeroize()
+    raw: bytes | None = None
+    if flags & mikey.F_F:  # 6.10 F flag: TRANSFER_RESP SHALL (1) / SHALL NOT (0) be sent
+        rkeys = protect.MessageKeys.derive(
+            mpk, h.csb_id, mikey_prf.DIR_RESPONSE, ti.rand_i, rand_r, h.prf_func
+        )
+        try:
+            raw = protect.sign(mikey.Message(resp_hdr, payloads), rkeys, ti.raw)  # 5.5: || TRANSFER_INIT
+        finally:
+            rkeys.zeroize()
     sessions = _sessions({cs.cs_id: cs for cs in cs_map if isinstance(cs, mikey.GenericCs)})
     d = _derivation(resolved.tgk, flags, ti.rand_i, rand_r, h.prf_func, h.csb_id)
     out = streams.keys_for(plan, sessions, d, initiator=False)
@@ -661,6 +679,8 @@ _REFUSAL_ERR = {
 
 def refusal_error_no(code: str, details: dict) -> int | None:
     if code == "mikey.unsupported":
+        if "param" in details:
+            return mikey.ERR_INVALID_SPPAR
         if "ticket_type" in details:
             return mikey.ERR_INVALID_TICKET
         if "prf_func" in details:
@@ -669,13 +689,21 @@ def refusal_error_no(code: str, details: dict) -> int | None:
     return _REFUSAL_ERR.get(code)
 
 
-def transfer_error(transfer_init: bytes, err_no: int, now: float | None = None) -> bytes | None:
-    """The Error message answering a TRANSFER_INIT we refuse (RFC 6043 5.4): HDR with the
-    TRANSFER_INIT's version, PRF func and CSB ID, V = 0; a fresh T; ERR. Sent without V (the MAC
-    is optional and the responder may not hold MPKi). None when the header itself does not parse."""
+def transfer_error(
+    transfer_init: bytes, err_no: int, now: float | None = None, policy_no: int | None = None
+) -> bytes | None:
+    """The Error message answering a TRANSFER_INIT we refuse (RFC 6043 5.4): HDR, T, ERR, {SP} with
+    the TRANSFER_INIT's version, PRF func and CSB ID, V = 0 and a fresh T; for a security policy
+    we do not support, the SP we do (under the refused ``policy_no``). Sent without V (the MAC is
+    optional and the responder may not hold MPKi). None when the header itself does not parse."""
     try:
         h, _ = mikey.Header.decode(mikey._Reader(bytes(transfer_init)))
     except MikeyError:
         return None
     hdr = mikey.Header(mikey.DT_ERROR, h.csb_id, h.prf_func, False, mikey.MAP_EMPTY)
-    return mikey.Message(hdr, [protect.timestamp(now), mikey.Error(err_no)]).encode()
+    payloads: list[mikey.Payload] = [protect.timestamp(now), mikey.Error(err_no)]
+    if policy_no is not None and err_no in (mikey.ERR_INVALID_SP, mikey.ERR_INVALID_SPPAR):
+        # RFC 4563 5: no SP payload with the Empty map, so the Error keeps the TRANSFER_INIT's map
+        hdr = mikey.Header(mikey.DT_ERROR, h.csb_id, h.prf_func, False, h.cs_map_type, h.cs_map)
+        payloads.append(streams.supported_srtp_policy(policy_no))
+    return mikey.Message(hdr, payloads).encode()

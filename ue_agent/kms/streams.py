@@ -94,7 +94,7 @@ class StreamCs:
     """Where a stream sits in the CS ID map: its policy and the CS IDs of both directions."""
 
     stream: Stream
-    policy_no: int
+    policy_no: int  # NO_POLICY until the responder assigns one
     i_cs: int | None  # the initiator sends on this CS (SRTP), or the TLS CS
     r_cs: int | None  # the responder sends on this CS (SRTP)
 
@@ -136,6 +136,11 @@ def _sp_for(policy_no: int, s: Stream, psk_len: int) -> mikey.SecurityPolicy:
     return mikey.SecurityPolicy(policy_no, mikey.PROT_SRTP, params)
 
 
+def supported_srtp_policy(policy_no: int) -> mikey.SecurityPolicy:
+    """The SRTP policy this agent supports (for an Error message, RFC 6043 5.4)."""
+    return _sp_for(policy_no, SrtpStream(), 32)
+
+
 def describe(
     streams: list[Stream], spi: bytes, psk_len: int
 ) -> tuple[tuple[mikey.GenericCs, ...], list[mikey.SecurityPolicy], list[StreamCs]]:
@@ -167,14 +172,38 @@ def _suite_from_sp(sp: mikey.SecurityPolicy | None) -> str:
     for t, v in expect.items():
         got = sp.param(t)
         if got is not None and got != v:
-            raise MikeyError("mikey.unsupported", "SRTP policy other than AES-CM-128/HMAC-SHA-1", param=t)
+            raise MikeyError(
+                "mikey.unsupported",
+                "SRTP policy other than AES-CM-128/HMAC-SHA-1",
+                param=t,
+                policy_no=sp.policy_no,
+            )
     tag = sp.param(SP_AUTH_TAG_LEN)
     if tag is None:
         tag = b"\x0a"  # RFC 3830 6.10.1: the default auth tag length is 80 bits
     for suite, tlen in _SRTP_SUITES.items():
         if tag == bytes([tlen]):
             return suite
-    raise MikeyError("mikey.unsupported", "SRTP authentication tag length")
+    raise MikeyError(
+        "mikey.unsupported", "SRTP authentication tag length", param=SP_AUTH_TAG_LEN, policy_no=sp.policy_no
+    )
+
+
+NO_POLICY = -1  # a crypto session offered with #P = 0: the responder provides the policy (6.1.1)
+
+
+def _pick_srtp(cs: mikey.GenericCs, policies: dict[int, mikey.SecurityPolicy]) -> tuple[int, str]:
+    """The first offered policy we support ("one of the suggested policies SHOULD be chosen", 6.1.1)."""
+    if not cs.policies:
+        return NO_POLICY, "AES_CM_128_HMAC_SHA1_80"
+    first: MikeyError | None = None
+    for no in cs.policies:
+        try:
+            return no, _suite_from_sp(policies.get(no))
+        except MikeyError as e:
+            first = first or e
+    assert first is not None
+    raise first
 
 
 def _entries(msg: mikey.Message) -> list[mikey.GenericCs]:
@@ -203,12 +232,10 @@ def layout(msg: mikey.Message) -> list[StreamCs]:
     i = 0
     while i < len(entries):
         cs = entries[i]
-        if not cs.policies:
-            raise MikeyError("mikey.unsupported", "crypto session without a policy (#P = 0)", cs_id=cs.cs_id)
-        no = cs.policies[0]
+        no = cs.policies[0] if cs.policies else NO_POLICY
         sp = policies.get(no)
         if cs.prot_type == mikey.PROT_TLS:
-            if sp is None or sp.prot_type != mikey.PROT_TLS:
+            if cs.policies and (sp is None or sp.prot_type != mikey.PROT_TLS):
                 raise _bad("TLS crypto session without a TLS policy")
             proto = cs.session_data.decode("ascii", "replace") or TLS_PROTOS[0]
             out.append(
@@ -218,7 +245,7 @@ def layout(msg: mikey.Message) -> list[StreamCs]:
             continue
         if cs.prot_type != mikey.PROT_SRTP:
             raise MikeyError("mikey.unsupported", "crypto session protocol", prot_type=cs.prot_type)
-        suite = _suite_from_sp(sp)
+        no, suite = _pick_srtp(cs, policies)
         own = srtp_session(cs)
         nxt = entries[i + 1] if i + 1 < len(entries) else None
         if (
@@ -240,17 +267,30 @@ def layout(msg: mikey.Message) -> list[StreamCs]:
 
 
 def respond_map(
-    msg: mikey.Message, spi: bytes, own: list[SrtpStream | None] | None = None
-) -> tuple[tuple[mikey.GenericCs, ...], dict[int, tuple[int, int]], list[StreamCs]]:
+    msg: mikey.Message, spi: bytes, own: list[SrtpStream | None] | None = None, psk_len: int = 32
+) -> tuple[
+    tuple[mikey.GenericCs, ...], dict[int, tuple[int, int]], list[StreamCs], list[mikey.SecurityPolicy]
+]:
     """The responder's CS ID map for TRANSFER_RESP (RFC 6043 4.2.2.3): exactly one policy per
     CS, our SSRC (``own`` per stream, else random) in every SRTP CS the initiator left without
     session data, an SPI where none was given, and a CS of our own (#CS updated) for an SRTP
     stream the initiator offered in its direction only. Returns the map, {cs_id: (SSRC, ROC)}
-    of the CSs we send on, and the streams with their CS IDs."""
+    of the CSs we send on, the streams with their CS IDs, and the SP payloads we add for the
+    crypto sessions offered without a policy (#P = 0, 6.1.1)."""
     plan = layout(msg)
     entries = list(_entries(msg))
     wanted: dict[int, SrtpStream | None] = {}
     next_id = max(cs.cs_id for cs in entries) + 1
+    added: list[mikey.SecurityPolicy] = []
+    next_no = max([sp.policy_no for sp in msg.all(mikey.SecurityPolicy)] + [-1]) + 1
+    for k, st in enumerate(plan):
+        if st.policy_no == NO_POLICY:
+            if next_no > 0xFF:
+                raise _bad("no policy number left for a crypto session offered without policy")
+            added.append(_sp_for(next_no, st.stream, psk_len))
+            plan[k] = st = StreamCs(st.stream, next_no, st.i_cs, st.r_cs)
+            next_no += 1
+    chosen = {c: st.policy_no for st in plan for c in (st.i_cs, st.r_cs) if c is not None}
     for k, st in enumerate(plan):
         if not isinstance(st.stream, SrtpStream):
             continue
@@ -271,8 +311,10 @@ def respond_map(
             roc = s.roc if s is not None else 0
             data, sflag = _srtp_data(ssrc, roc)
             filled[cs.cs_id] = (ssrc, roc)
-        out.append(mikey.GenericCs(cs.cs_id, cs.prot_type, cs.policies[:1], data, cs.spi or spi, sflag))
-    return tuple(out), filled, plan
+        no = chosen.get(cs.cs_id)
+        pol = (no,) if no is not None else cs.policies[:1]
+        out.append(mikey.GenericCs(cs.cs_id, cs.prot_type, pol, data, cs.spi or spi, sflag))
+    return tuple(out), filled, plan, added
 
 
 def check_response_map(offer: mikey.Message, answer: mikey.Message) -> dict[int, mikey.GenericCs]:

@@ -114,7 +114,8 @@ async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
         from ue_agent.kms import session
 
         err_no = session.refusal_error_no(exc.code or "", exc.details)
-        err = session.transfer_error(message, err_no) if err_no is not None else None
+        policy_no = exc.details.get("policy_no")
+        err = session.transfer_error(message, err_no, policy_no=policy_no) if err_no is not None else None
         if err is not None:
             exc.details["key_mgmt"] = build(err)
         raise
@@ -123,8 +124,12 @@ async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
     return {
         "session": sid,
         "peer": res.peer_uri,
-        "transfer_resp": b64(res.transfer_resp),
-        "key_mgmt": build(res.transfer_resp),
+        # no TRANSFER_RESP when the ticket's F flag is clear (RFC 6043 6.10)
+        **(
+            {"transfer_resp": b64(res.transfer_resp), "key_mgmt": build(res.transfer_resp)}
+            if res.transfer_resp
+            else {}
+        ),
         "streams": [s.media for s in streams],
     }
 

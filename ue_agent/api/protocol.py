@@ -11,16 +11,23 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
-from ue_agent.ops.registry import OPERATIONS
-
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 MAX_LINE = 65536
 #: deepest JSON nesting a request may have (requests are flat; this is generous).
 MAX_DEPTH = 16
 
-#: operation names, from their declarations (:mod:`ue_agent.ops.registry`)
-OPS = tuple(OPERATIONS)
+
+def __getattr__(name: str) -> Any:
+    """``OPS``: the operation names, from their declarations (:mod:`ue_agent.ops.registry`),
+    loaded on first use so that a daemon with no client yet has not imported them."""
+    if name == "OPS":
+        from ue_agent.ops.registry import OPERATIONS
+
+        return tuple(OPERATIONS)
+    raise AttributeError(name)
+
+
 EVENTS = ("card", "bootstrap", "handover", "security.warning")
 
 

@@ -38,7 +38,7 @@ _FINAL_CME = re.compile(r"^\+CME ERROR:\s*(.*)$", re.IGNORECASE)
 _FINAL_CMS = re.compile(r"^\+CMS ERROR:\s*(.*)$", re.IGNORECASE)
 _PREFIX = re.compile(r"^([+^#$%*][A-Za-z0-9_]+)\s*:")
 #: "<len>,"<hex>"" with or without prefix, spaces and quotes (ModemManager's Telit +CSIM tests,
-#: lpac PR #238 / #445 in field-notes).
+#: https://github.com/estkme-group/lpac/pull/238 and /pull/445).
 _LEN_HEX = re.compile(r'^\s*(\d+)\s*,\s*"?\s*([0-9A-Fa-f]*)\s*"?\s*$')
 _SESSION = re.compile(r'^\s*"?([0-9A-Za-z]+)"?\s*$')
 _BARE_URCS = ("RING", "NO CARRIER")

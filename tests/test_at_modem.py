@@ -34,7 +34,7 @@ from ue_agent.drivers.at_modem import (  # noqa: E402
 )
 from ue_agent.profiles import get_profile  # noqa: E402
 
-# TS 35.208 test set 1 (spec-digest 2.2)
+# TS 35.208 4.3.1 (test set 1)
 RAND1 = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")
 SQN1 = bytes.fromhex("ff9bb4d0b607")
 AMF1 = bytes.fromhex("b9b9")

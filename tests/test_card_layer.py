@@ -43,7 +43,7 @@ def challenge(s: Subscriber, sqn: int, rand: bytes = SET1_RAND) -> tuple[bytes, 
     return rand, m.generate_autn(rand, sqn.to_bytes(6, "big"), s.amf)
 
 
-# --- EF decoders against pySim's fixtures (spec-digest 1.2) ------------------------------
+# --- EF decoders against pySim's fixtures (pySim/ts_31_103.py, _test_de_encode) -----------
 def test_decoders_match_pysim_fixtures() -> None:
     impi = bytes.fromhex(
         "803137333830303630303030303031303140696d732e6d6e633030302e6d63633733382e336770706e6574776f726b2e6f7267"

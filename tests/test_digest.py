@@ -14,7 +14,8 @@ from ue_agent.crypto import digest
 from ue_agent.crypto.milenage import Milenage
 from ue_agent.secret import Secret
 
-# TS 35.208 test set 1 and the spec-digest 3.2 example
+# TS 35.208 4.3.1 (test set 1) keys in the Digest AKA exchange of TS 24.109 A.3/A.4 (IMPI and realm
+# from its example), RFC 3310 3.3; the expected response is a recorded worked example
 K = bytes.fromhex("465b5ce8b199b49faa5f0a2ee238a6bc")
 OPC = bytes.fromhex("cd63cb71954a9f4e48a5994e37a02baf")
 RAND = bytes.fromhex("23553cbe9637a89d218ae64dae47bf35")

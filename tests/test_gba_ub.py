@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import os
+import socket
 from datetime import UTC, datetime
 
 import pytest
@@ -269,3 +271,78 @@ def test_parse_bootstrapping_info_rejects(body, match):
     with pytest.raises(GbaError, match=match) as exc:
         parse_bootstrapping_info(body)
     assert exc.value.code == "gba.bad_response"
+
+
+# --- hostile XML: DTDs, entity expansion, external references (any encoding) -----------------------
+def _peak_rss_reset() -> bool:
+    """Reset the process's peak RSS (VmHWM); False where the kernel does not allow it."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _rss(peak: bool) -> int:
+    """Resident bytes from /proc: the peak since the reset (VmHWM) or, failing that, now (statm)."""
+    if peak:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _doc(dtd: str, btid: str, encoding: str) -> bytes:
+    decl = f'<?xml version="1.0" encoding="{encoding.upper()}"?>'
+    text = (
+        f"{decl}<!DOCTYPE BootstrappingInfo [{dtd}]><BootstrappingInfo><btid>{btid}</btid>"
+        "<lifetime>2030-01-01T00:00:00Z</lifetime></BootstrappingInfo>"
+    )
+    return text.encode(encoding)
+
+
+def _laughs(base: int, fan: int, levels: int) -> str:
+    """Nested entities expanding to base * fan**levels characters (billion laughs)."""
+    first = f'<!ENTITY e0 "{"x" * base}">'
+    return first + "".join(f'<!ENTITY e{i} "{f"&e{i - 1};" * fan}">' for i in range(1, levels + 1))
+
+
+@pytest.mark.parametrize("encoding", ["utf-8", "utf-16", "utf-16-le"])
+@pytest.mark.parametrize(
+    ("dtd", "btid"),
+    [
+        ('<!ENTITY b "injected-btid@bsf.example">', "&b;"),  # the entity's value would become the B-TID
+        (_laughs(1000, 10, 6), "&e6;"),  # 10^9 characters; expat alone grows by ~8 MB before it stops
+        (_laughs(6000, 30, 2), "&e2;"),  # 5.4 MB of text, under expat's amplification limit
+        ('<!ENTITY x SYSTEM "http://127.0.0.1:{port}/x">', "&x;"),
+        ('<!ENTITY % p SYSTEM "http://127.0.0.1:{port}/p"> %p;', "x"),
+    ],
+    ids=["internal-entity", "billion-laughs", "quadratic", "external-entity", "external-parameter-entity"],
+)
+def test_hostile_bsf_xml_is_refused_without_memory_growth(dtd, btid, encoding):
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.setblocking(False)
+    body = _doc(dtd.replace("{port}", str(listener.getsockname()[1])), btid, encoding)
+    assert len(body) <= 16 * 1024  # under the size cap: the parser is what refuses it
+    if encoding != "utf-8":
+        assert b"<!DOCTYPE" not in body  # a byte search for the DTD finds nothing
+    with pytest.raises(GbaError) as warm:  # imports and first-use allocations happen outside the window
+        parse_bootstrapping_info(body)
+    peak = _peak_rss_reset()
+    before = _rss(peak)
+    with pytest.raises(GbaError) as exc:
+        parse_bootstrapping_info(body)
+    grown = _rss(peak) - before
+    try:
+        assert exc.value.code == warm.value.code == "gba.bad_response"
+        assert "injected" not in exc.value.message
+        if encoding != "utf-16-le":  # expat refuses a declared UTF-16-LE outright, before the DTD
+            assert "DTD" in exc.value.message
+        assert grown < 2 * 1024 * 1024, f"parsing grew the resident set by {grown} bytes"
+        with pytest.raises(BlockingIOError):  # nothing tried to fetch the external entity
+            listener.accept()
+    finally:
+        listener.close()

@@ -1,4 +1,4 @@
-"""ue_agent.httpclient against real servers on loopback: aiohttp apps (as the lab runs them) and
+"""ue_agent.drivers.http.HttpClient against real servers on loopback: aiohttp apps (as the lab runs them) and
 scripted TCP peers for the faults aiohttp will not produce (a dead kept-alive connection, a
 silent or dripping server, garbage instead of HTTP)."""
 
@@ -17,7 +17,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from ue_agent.httpclient import Headers, HttpClient, HttpError, parse_url, request_target
+from ue_agent.drivers.http import Headers, HttpClient, HttpError, parse_url, request_target
 
 
 def run(coro):
@@ -193,7 +193,7 @@ async def _until_closed_by_peer(sock: socket.socket) -> None:
     import select
 
     for _ in range(500):
-        if select.select([sock], [], [], 0)[0]:
+        if sock.fileno() < 0 or select.select([sock], [], [], 0)[0]:  # closed by the client's loop, or EOF
             return
         await asyncio.sleep(0.02)
     raise AssertionError("the server never closed the idle connection")
@@ -542,3 +542,42 @@ def test_no_ssl_context_until_https_is_used():
             assert http._ssl_context is None
 
     run(go())
+
+
+def test_https_with_a_configured_ca_file(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def go():
+        async with aiohttp_server([("GET", "/", hello)], ssl_context=server_ctx) as (base, _):
+            async with HttpClient(ca_file=str(cert)) as http:
+                assert (await http.request("GET", base + "/")).body == b"hello:"
+            (tmp_path / "other").mkdir()
+            other_cert, _ = _self_signed(tmp_path / "other")
+            async with HttpClient(ca_file=str(other_cert)) as http:  # a CA that did not sign it
+                with pytest.raises(HttpError) as exc:
+                    await http.request("GET", base + "/")
+                assert exc.value.reason == "tls" and "certificate verify failed" in str(exc.value)
+
+    run(go())
+
+
+def test_close_stops_a_request_in_flight_with_shut_down():
+    listener = socket.create_server(("127.0.0.1", 0))  # accepts, never answers
+    port = listener.getsockname()[1]
+
+    async def go():
+        http = HttpClient(timeout_s=30)
+        task = asyncio.create_task(http.request("GET", f"http://127.0.0.1:{port}/"))
+        while not http._inflight:
+            await asyncio.sleep(0.01)
+        await http.close()
+        with pytest.raises(HttpError) as exc:
+            await task
+        assert exc.value.reason == "shut_down" and not http._inflight
+
+    try:
+        run(go())
+    finally:
+        listener.close()

@@ -380,11 +380,6 @@ def test_project_kms_messages_macs_and_keys_checked_independently(project_lab: P
         assert agent_keys(ka) <= expected and agent_keys(kb) <= expected
 
 
-@pytest.mark.xfail(
-    reason="RFC 6043 6.10: K = 'whether the KMS changed the desired Ticket Policy'; the lab KMS "
-    "adds IDRkms, IDRi, TRs and moves TRe, with K = 0",
-    strict=False,
-)
 def test_project_kms_sets_k_when_it_changes_the_policy(project_lab: ProjectLab) -> None:
     lab = project_lab
     lab.alice.request("mikey.offer", responder=BOB_URI, media=["audio"])

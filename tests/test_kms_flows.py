@@ -350,3 +350,38 @@ def test_mutated_messages_only_raise_agent_errors(lab):
         bad[vr_mac_end - 1] ^= 1
         lab.resolve("bob", session.inspect_transfer_init(bytes(bad)))
     assert e.value.details["kms_error"] == mikey.ERR_INVALID_MAC
+
+
+def test_no_mixing_of_128_and_256_bit_families(lab):
+    """RFC 6043 12.1: the 256-bit algorithms SHALL NOT be mixed with shorter-key ones in one message."""
+    from ue_agent.kms import protect
+
+    sent = session.build_request_init(
+        USERS["alice"], ["*"], "btid-alice", lab.psk["alice"], KMS_ID, now=lab.clock()
+    )
+    msg = mikey.Message.decode(sent.raw)
+    assert (
+        msg.header.prf_func == mikey.PRF_HMAC_SHA_256
+        and msg.payloads[-1].mac_alg == mikey.MAC_HMAC_SHA256_256
+    )
+    mixed = mikey.Message(
+        msg.header, msg.payloads[:-1]
+    )  # same message, HMAC-SHA-1-160 under PRF-HMAC-SHA-256
+    sha1_keys = protect.MessageKeys(
+        Secret(bytes(16)), Secret(bytes(14)), Secret(bytes(20)), protect.FAMILIES[0]
+    )
+    raw = protect.sign(mixed, sha1_keys)
+    status, body = lab.handle(raw)
+    assert status == 403 and mikey.Message.decode(body).one(mikey.Error).error_no == mikey.ERR_INVALID_HA
+    with pytest.raises(MikeyError) as e:
+        protect.verify(
+            raw, mikey.Message.decode(raw), protect.MessageKeys(*[Secret(bytes(32))] * 3, protect.FAMILIES[1])
+        )
+    assert e.value.code == "mikey.unsupported"
+    # MIKEY-1 goes with AES-CM-128 / HMAC-SHA-1-160 and 128-bit keys end to end
+    issued = lab.request("alice", [USERS["bob"]], prf_func=mikey.PRF_MIKEY_1)
+    assert len(issued.tgk) == 16 and issued.ticket.prf_func == mikey.PRF_MIKEY_1
+    offer = session.build_transfer_init(issued, USERS["alice"], USERS["bob"], STREAMS, KMS_ID, lab.clock())
+    assert mikey.Message.decode(offer.transfer_init).payloads[-1].mac_alg == mikey.MAC_HMAC_SHA1_160
+    resp, kb = lab.answer("bob", offer.transfer_init)
+    assert wire(session.complete(offer, resp, lab.clock())[1]) == peer_view(kb)

@@ -7,10 +7,10 @@ import asyncio
 import pytest
 
 from tests.fixtures.network import SoftCardOps, lab_subscriber
+from ue_agent.drivers.http import HttpClient
 from ue_agent.errors import KmsError, MikeyError
 from ue_agent.gba.client import GbaClient
 from ue_agent.gba.naf_client import NafClient
-from ue_agent.httpclient import HttpClient
 from ue_agent.kms import mikey
 from ue_agent.kms.client import KmsClient, SrtpStream, TlsStream
 from ue_agent.lab.network import LabNetwork
@@ -184,7 +184,7 @@ sys.meta_path.insert(0, Refuse())
 from ue_agent.card.session import Card
 from ue_agent.gba.client import GbaClient
 from ue_agent.gba.naf_client import NafClient
-from ue_agent.httpclient import HttpClient
+from ue_agent.drivers.http import HttpClient
 from ue_agent.kms.client import KmsClient, SrtpStream
 from ue_agent.lab.uicc import SoftUicc, SoftUiccTransport
 from ue_agent.subscriber import load_subscriber

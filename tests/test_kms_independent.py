@@ -17,9 +17,9 @@ import os
 from tests.fixtures.network import SoftCardOps, lab_subscriber, lab_subscribers
 from tests.independent.rfc6043 import KmsEngine, Peer, decode, protection_keys, srtp_cs, verify_mac
 from tests.independent.rfc6043.wire import SP
+from ue_agent.drivers.http import HttpClient
 from ue_agent.gba.client import GbaClient
 from ue_agent.gba.naf_client import NafClient
-from ue_agent.httpclient import HttpClient
 from ue_agent.kms.client import KmsClient, SrtpStream, TlsStream
 from ue_agent.lab import kms as lab_kms
 from ue_agent.lab.network import LabNetwork, LabNetworkThread
@@ -209,3 +209,52 @@ def test_independent_kms_forked_call_keys_each_agent_apart():
         assert keys_ab[0].tx.master_key.reveal() != keys_ac[0].tx.master_key.reveal()
         for request, response in rec.exchanges:
             check_kms_exchange(rec, request, response)
+
+
+def test_the_lab_kms_and_agents_messages_decode_strictly_in_both_families():
+    """The project's own KMS engine too: every message of forked, group and MIKEY-1 calls, the KMS's
+    Error messages and a responder's Error message decode with the independent strict decoder."""
+    from ue_agent.kms import mikey, service, session
+    from ue_agent.secret import Secret
+
+    users = {n: f"sip:{n}@ims.example.org" for n in ("alice", "bob", "carol")}
+    psk = {n: Secret(os.urandom(32), "Ks_NAF") for n in users}
+    kms = service.KmsService(
+        "kms.ims.example.org",
+        lambda idr: psk.get(idr.decode()[5:]) if idr else None,
+        lambda idr: [users[idr.decode()[5:]]] if idr else [],
+    )
+    pairs: list[tuple[bytes, bytes | None]] = []
+    for prf in (mikey.PRF_HMAC_SHA_256, mikey.PRF_MIKEY_1):
+        for group in (False, True):
+            a, b, c = users["alice"], users["bob"], users["carol"]
+            req = session.build_request_init(
+                a, [b, c], "btid-alice", psk["alice"], "kms.ims.example.org", group=group, prf_func=prf
+            )
+            resp = kms.handle(req.raw)
+            pairs.append((req.raw, resp))
+            issued = session.read_request_resp(200, resp, req, psk["alice"], "kms.ims.example.org")
+            offer = session.build_transfer_init(issued, a, b, STREAMS, "kms.ims.example.org")
+            ti = session.inspect_transfer_init(offer.transfer_init)
+            for who in ("bob", "carol"):
+                rs = session.build_resolve_init(
+                    users[who], ti, f"btid-{who}", psk[who], "kms.ims.example.org"
+                )
+                rresp = kms.handle(rs.raw)
+                pairs.append((rs.raw, rresp))
+                resolved = session.read_resolve_resp(200, rresp, rs, psk[who], "kms.ims.example.org")
+                tr, _ = session.accept_transfer_init(ti, resolved, users[who], session.ReplayCache())
+                assert tr is not None
+                pairs.append((offer.transfer_init, tr))
+                session.complete(offer, tr)
+            bad = session.build_request_init(
+                b, ["*"], "btid-alice", psk["alice"], "kms.ims.example.org", prf_func=prf
+            )
+            pairs.append((bad.raw, kms.handle(bad.raw)))  # signed Error (ERR 7)
+            err = session.transfer_error(offer.transfer_init, mikey.ERR_INVALID_TS)
+            assert err is not None
+            pairs.append((offer.transfer_init, err))
+    for initial, response in pairs:
+        d = decode(initial)
+        if response is not None:
+            decode(response, initial=d)

@@ -1,4 +1,5 @@
-"""MIKEY PRF and key derivation: spec-digest 5.2 values and a second, independent computation."""
+"""MIKEY PRF and key derivation (RFC 3830 4.1.2-4.1.3; PRF-HMAC-SHA-256 of RFC 6043 6.1): recorded
+worked-example values and a second, independent computation."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Milenage against TS 35.207/35.208 test sets 1-6, the sysmoISIM-SJA5 card vector and the
-AUTS resynchronisation round trip (spec-digest 2.2, 1.5)."""
+AUTS resynchronisation round trip (TS 35.208 4.3.1-4.3.6; TS 33.102 6.3.3 and 6.3.5 for AUTS;
+the card vector from osmocom/pysim tests/pySim-shell_test/authenticate/)."""
 
 from __future__ import annotations
 
@@ -129,7 +130,8 @@ def test_test_set_1_autn_and_gsm_conversions() -> None:
 
 
 def test_sysmoisim_sja5_card_vector() -> None:
-    """pySim's real-card answer: the card holds OP, not OPc (spec-digest 1.5)."""
+    """pySim's real-card answer (tests/pySim-shell_test/authenticate/auth_result.ok): the card holds OP,
+    not OPc (pySim/sysmocom_sja2.py, EF_USIM_AUTH_KEY)."""
     k, op = h("56c3a6da347ae7e43c69d37576725d81"), h("e0012b514f84eca9bfd6182bee345e2c")
     rand, autn = h("e85b2b7fe58f0e6239b32543d3e3259a"), h("7928ea47ae090000ca8ab1f93c7cb03a")
     opc = opc_from_op(k, op)

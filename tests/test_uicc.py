@@ -439,3 +439,29 @@ def test_repr_has_no_keys() -> None:
     card = SoftUicc(s)
     text = repr(card) + repr(s)
     assert s.k.reveal().hex() not in text and s.opc.reveal().hex() not in text
+
+
+# --- one EF catalogue: the card layer's list is what the soft UICC builds ---------------------
+@pytest.mark.parametrize("extra", ["", "isim = false\n", "gba_u = true\n"])
+def test_soft_uicc_file_system_is_the_card_layer_catalogue(tmp_path: Path, extra: str) -> None:
+    from ue_agent.card import ef as catalogue
+    from ue_agent.lab.uicc_fs import build_mf, catalogue_gaps
+
+    sub = load_subscriber(write_subscriber(tmp_path / "s.toml", extra=extra))
+    mf, adfs = build_mf(sub)
+    assert catalogue_gaps(mf, adfs) == []
+    built = {(df.name, f.fid) for df in [mf, *adfs] for f in df.files.values()}
+    apps = {"MF": "MF", "USIM": "ADF.USIM", "ISIM": "ADF.ISIM"}
+    wanted = {(apps[s.app], s.fid) for s in catalogue.CATALOGUE if s.app != "ISIM" or sub.isim}
+    assert built == wanted  # nothing more, nothing less
+
+
+def test_catalogue_identifiers_are_unique_per_application() -> None:
+    from ue_agent.card import ef as catalogue
+
+    for app in ("MF", "USIM", "ISIM"):
+        entries = [s for s in catalogue.CATALOGUE if s.app == app]
+        fids = [s.fid for s in entries]
+        sfis = [s.sfi for s in entries if s.sfi is not None]
+        assert len(set(fids)) == len(fids) and len(set(sfis)) == len(sfis), app
+        assert all(s.clause.startswith("TS ") for s in entries)

@@ -1,4 +1,4 @@
-"""The agent's TOML config (design.md contract), parsed into dataclasses.
+"""The agent's TOML config (examples/config-*.toml, docs/deployment.md), parsed into dataclasses.
 
 Every key is checked: an unknown key is ``config.unknown_key`` and a wrong type or value
 is ``config.invalid``, both naming the dotted key path (``api.max_clients``), so an image

@@ -108,9 +108,32 @@ class Daemon:
         self.on_ready: Callable[[], None] | None = None
 
     def _emit(self, name: str, body: dict[str, Any]) -> None:
+        """An event to the subscribers allowed to see it: one about a session goes to the
+        session's owner and root; a handover event lists to each uid only its own sessions
+        (root: all); anything else (card, bootstrap) goes to every subscriber."""
         log.info("event %s %s", name, body.get("kind", body.get("present", "")))
-        if self.server is not None:
-            self.server.broadcast(name, body)
+        server = self.server
+        if server is None:
+            return
+        registry = self.agent.ctx.sessions
+
+        def owner(sid: object) -> int:  # a session no longer known: root only
+            s = registry.get(sid) if isinstance(sid, str) else None
+            return s.owner if s is not None else 0
+
+        if "session" in body:
+            server.broadcast(name, body, uids={owner(body["session"]), 0})
+            return
+        sessions = body.get("sessions")
+        if isinstance(sessions, dict) and sessions:
+            by_uid: dict[int, dict[str, Any]] = {}
+            for sid, state in sessions.items():
+                by_uid.setdefault(owner(sid), {})[sid] = state
+            for uid in server.uids():
+                part = sessions if uid == 0 else by_uid.get(uid, {})
+                server.broadcast(name, {**body, "sessions": part}, uids={uid})
+            return
+        server.broadcast(name, body)
 
     async def run(self, *, signals: bool = True) -> int:
         """Serve until SIGTERM/SIGINT (or :meth:`request_stop`). ``signals=False``: no signal

@@ -17,8 +17,8 @@ from ue_agent.errors import AgentError, CardError, KmsError
 if TYPE_CHECKING:
     from ue_agent.card.results import CardIdentities
     from ue_agent.card_worker import CardWorker
+    from ue_agent.drivers.http import HttpClient
     from ue_agent.gba.client import GbaClient
-    from ue_agent.httpclient import HttpClient
     from ue_agent.kms.client import AnswerResult, KmsClient, OfferResult
     from ue_agent.kms.session import PendingOffer
     from ue_agent.kms.streams import SrtpStream, StreamKeyPair, TlsStream
@@ -66,9 +66,9 @@ class NetworkSide:
             error = self._card.state.get("error") or "card.absent"
             raise CardError(error, "the card is not available")
         from ue_agent.card_worker import CardOps
+        from ue_agent.drivers.http import HttpClient
         from ue_agent.gba.client import GbaClient
         from ue_agent.gba.naf_client import NafClient
-        from ue_agent.httpclient import HttpClient
         from ue_agent.kms.client import KmsClient
 
         self.http = HttpClient()

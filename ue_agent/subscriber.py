@@ -1,6 +1,6 @@
 """The subscriber file: one subscriber a TOML file, feeding both the soft UICC and the lab HSS.
 
-Keys (design.md contract): imsi, impi, impu (list of URIs), domain, k, opc or op, amf
+Keys (docs/card.md "File system"): imsi, impi, impu (list of URIs), domain, k, opc or op, amf
 (hex strings), sqn (int: the highest sequence number already used), optional pcscf
 (list of addresses). Optional lab-only keys: iccid, mnc_length (2 or 3,
 default 2), isim (bool, default true: the card

@@ -30,7 +30,7 @@ import socket
 import stat
 import struct
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -566,12 +566,16 @@ class ApiServer:
         self._conns.pop(victim.conn_id, None)
         victim.close(_closing_line(E.EVICTED, "closed to make room for another client"))
 
-    def broadcast(self, name: str, body: dict[str, Any], uid: int | None = None) -> None:
-        """``name`` to every subscriber of it; with ``uid``, only to that uid's connections
-        (an event about a session goes to the session's owner only)."""
+    def uids(self) -> set[int]:
+        """The uids with an open connection."""
+        return {c.peer.uid for c in self._conns.values() if c.peer is not None}
+
+    def broadcast(self, name: str, body: dict[str, Any], uids: Collection[int] | None = None) -> None:
+        """``name`` to every subscriber of it; with ``uids``, only to those uids' connections
+        (the daemon sends an event about a session to its owner and root only)."""
         for conn in list(self._conns.values()):
             assert conn.core is not None and conn.peer is not None
-            if uid is not None and conn.peer.uid != uid:
+            if uids is not None and conn.peer.uid not in uids:
                 continue
             line = conn.core.event(name, body)
             if line is not None:

@@ -15,23 +15,72 @@ from ue_agent.errors import CardError
 USIM_AID_PREFIX = bytes.fromhex("a0000000871002")
 ISIM_AID_PREFIX = bytes.fromhex("a0000000871004")
 
-# MF
-FID_MF, FID_EF_DIR, FID_EF_ICCID = 0x3F00, 0x2F00, 0x2FE2
-# ADF.USIM (TS 31.102)
-FID_USIM_IMSI, FID_USIM_AD = 0x6F07, 0x6FAD
-# ADF.ISIM (TS 31.103); EF_IST shares 6F07 with USIM EF_IMSI in another ADF
-FID_ISIM_IMPI, FID_ISIM_DOMAIN, FID_ISIM_IMPU, FID_ISIM_IST = 0x6F02, 0x6F03, 0x6F04, 0x6F07
-FID_ISIM_PCSCF, FID_ISIM_GBABP, FID_ISIM_GBANL = 0x6F09, 0x6FD5, 0x6FD7
+# --- the EF catalogue ------------------------------------------------------------------
+# The one list of the EFs the agent knows: the card layer reads them by these identifiers
+# and the soft UICC (ue_agent.lab.uicc_fs) builds its file system from the same entries.
 
-# Short file identifiers (TS 102 221 13.1/13.2, TS 31.102 4.2, TS 31.103 4.2; as modelled by
-# pySim): READ BINARY with P1 = 80 | SFI reads an EF of the current DF without a SELECT.
-SFI_EF_ICCID = 0x02  # under the MF (EF_DIR is 1E; it is read with its FCP, see docs/card.md)
-SFI_USIM_IMSI, SFI_USIM_AD = 0x07, 0x03
-SFI_ISIM_IMPI, SFI_ISIM_DOMAIN, SFI_ISIM_IMPU, SFI_ISIM_IST = 0x02, 0x05, 0x04, 0x07
+
+@dataclass(frozen=True)
+class EfSpec:
+    """One elementary file: where it lives, its identifiers, structure and defining clause."""
+
+    app: str  # "MF", "USIM" or "ISIM"
+    name: str  # as the specifications write it
+    fid: int
+    sfi: int | None  # short file identifier; None: reachable by SELECT only
+    linear: bool  # linear fixed (records); False: transparent
+    size: int | None  # octets fixed by the specification (transparent EFs); None: set by the content
+    clause: str
+
+
+CATALOGUE: tuple[EfSpec, ...] = (
+    EfSpec("MF", "EF_DIR", 0x2F00, 0x1E, True, None, "TS 102 221 13.1"),
+    EfSpec("MF", "EF_ICCID", 0x2FE2, 0x02, False, 10, "TS 102 221 13.2"),
+    EfSpec("USIM", "EF_IMSI", 0x6F07, 0x07, False, 9, "TS 31.102 4.2.2"),
+    EfSpec("USIM", "EF_UST", 0x6F38, 0x04, False, None, "TS 31.102 4.2.8"),
+    EfSpec("USIM", "EF_AD", 0x6FAD, 0x03, False, None, "TS 31.102 4.2.18"),
+    EfSpec("ISIM", "EF_IMPI", 0x6F02, 0x02, False, None, "TS 31.103 4.2.2"),
+    EfSpec("ISIM", "EF_DOMAIN", 0x6F03, 0x05, False, None, "TS 31.103 4.2.3"),
+    EfSpec("ISIM", "EF_IMPU", 0x6F04, 0x04, True, None, "TS 31.103 4.2.4"),
+    EfSpec("ISIM", "EF_AD", 0x6FAD, 0x03, False, None, "TS 31.103 4.2.5"),
+    EfSpec("ISIM", "EF_IST", 0x6F07, 0x07, False, None, "TS 31.103 4.2.7"),  # 6F07 is EF_IMSI in ADF.USIM
+    EfSpec("ISIM", "EF_P-CSCF", 0x6F09, None, True, None, "TS 31.103 4.2.8"),
+    EfSpec("ISIM", "EF_GBABP", 0x6FD5, None, False, None, "TS 31.103 4.2.9"),
+    EfSpec("ISIM", "EF_GBANL", 0x6FD7, None, True, None, "TS 31.103 4.2.10"),
+)
+_BY_NAME = {(e.app, e.name): e for e in CATALOGUE}
+
+
+def spec(app: str, name: str) -> EfSpec:
+    """The catalogue entry for ``name`` in ``app`` ("MF", "USIM", "ISIM")."""
+    return _BY_NAME[(app, name)]
+
+
+FID_MF = 0x3F00
+FID_EF_DIR, FID_EF_ICCID = spec("MF", "EF_DIR").fid, spec("MF", "EF_ICCID").fid
+FID_USIM_IMSI, FID_USIM_AD = spec("USIM", "EF_IMSI").fid, spec("USIM", "EF_AD").fid
+FID_ISIM_IMPI, FID_ISIM_DOMAIN = spec("ISIM", "EF_IMPI").fid, spec("ISIM", "EF_DOMAIN").fid
+FID_ISIM_IMPU, FID_ISIM_IST = spec("ISIM", "EF_IMPU").fid, spec("ISIM", "EF_IST").fid
+FID_ISIM_PCSCF, FID_ISIM_GBABP = spec("ISIM", "EF_P-CSCF").fid, spec("ISIM", "EF_GBABP").fid
+FID_ISIM_GBANL = spec("ISIM", "EF_GBANL").fid
+
+
+def _sfi(app: str, name: str) -> int:
+    sfi = spec(app, name).sfi
+    assert sfi is not None
+    return sfi
+
+
+# Short file identifiers (each EF's clause above gives its SFI): READ BINARY with P1 = 80 | SFI
+# reads an EF of the current DF without a SELECT (TS 102 221 11.1.3).
+SFI_EF_ICCID = _sfi("MF", "EF_ICCID")  # EF_DIR is read with its FCP, see docs/card.md
+SFI_USIM_IMSI, SFI_USIM_AD = _sfi("USIM", "EF_IMSI"), _sfi("USIM", "EF_AD")
+SFI_ISIM_IMPI, SFI_ISIM_DOMAIN = _sfi("ISIM", "EF_IMPI"), _sfi("ISIM", "EF_DOMAIN")
+SFI_ISIM_IMPU, SFI_ISIM_IST = _sfi("ISIM", "EF_IMPU"), _sfi("ISIM", "EF_IST")
 
 # Bytes to read where the spec fixes what is needed, so no FCP (size) is needed either.
-ICCID_SIZE = 10  # TS 102 221 13.2
-IMSI_SIZE = 9  # TS 31.102 4.2.2
+ICCID_SIZE = spec("MF", "EF_ICCID").size or 10
+IMSI_SIZE = spec("USIM", "EF_IMSI").size or 9
 AD_MNC_BYTES = 4  # TS 31.102 4.2.18: byte 4 holds the MNC length; later bytes are not needed
 
 ISIM_SERVICE_PCSCF, ISIM_SERVICE_GBA, ISIM_SERVICE_HTTP_DIGEST = 1, 2, 3

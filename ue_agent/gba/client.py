@@ -1,7 +1,7 @@
 """The GBA client: Ub over HTTP around :class:`~ue_agent.gba.ub.UbSession`, and Ks_NAF.
 
 ``GbaClient(card_ops, bsf_url, bsf_fqdn, impi, http, gba_u=False)``; ``http`` is an
-:class:`ue_agent.httpclient.HttpClient` (or anything with its ``request`` coroutine):
+:class:`ue_agent.httpmsg.HttpRequester` (the daemon injects :class:`ue_agent.drivers.http.HttpClient`):
 
 - ``await bootstrap(force=False) -> BootstrapState``: runs Ub when there is no bootstrap,
   when fewer than ``renew_margin_s`` seconds of its lifetime remain, or when forced.
@@ -31,7 +31,7 @@ from datetime import datetime
 from ue_agent.crypto.kdf import UA_KMS, ks_naf, naf_id
 from ue_agent.errors import AgentError, GbaError
 from ue_agent.gba.ub import Bootstrap, CardChallenge, UbSession
-from ue_agent.httpclient import Headers, HttpError
+from ue_agent.httpmsg import Headers, HttpError
 from ue_agent.secret import Secret
 
 log = logging.getLogger(__name__)

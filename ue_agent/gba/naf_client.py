@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from ue_agent.crypto import digest
 from ue_agent.crypto.kdf import UA_KMS
 from ue_agent.errors import GbaError
-from ue_agent.httpclient import Headers, HttpError, request_target
+from ue_agent.httpmsg import Headers, HttpError, request_target
 from ue_agent.secret import Secret
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import defusedxml  # type: ignore[import-untyped]
+import defusedxml.ElementTree as SafeET  # type: ignore[import-untyped]
+
 from ue_agent import __version__
 from ue_agent.card.results import AkaMacFailure, AkaSuccess, AkaSyncFailure, GbaBootstrapRes
 from ue_agent.crypto import digest
@@ -88,15 +91,22 @@ class Bootstrap:
 def parse_bootstrapping_info(body: bytes) -> tuple[str, datetime, str]:
     """(B-TID, lifetime as aware UTC datetime, lifetime text) from TS 24.109 annex C XML.
 
-    Namespace-agnostic (local names), size-limited, no DTDs; unknown elements are ignored.
+    Namespace-agnostic (local names), size-limited; unknown elements are ignored. The parser
+    (defusedxml) refuses a document type declaration, entity declarations and external
+    references as it meets them, in any encoding (a byte search misses UTF-16), so no entity
+    is ever expanded: TS 24.109 annex C's schema needs none of them.
     """
     if len(body) > MAX_XML:
         raise GbaError("gba.bad_response", f"BootstrappingInfo larger than {MAX_XML} octets")
-    if b"<!DOCTYPE" in body or b"<!ENTITY" in body:
-        raise GbaError("gba.bad_response", "BootstrappingInfo with a DTD is refused")
     try:
-        root = ET.fromstring(body)
-    except ET.ParseError as exc:
+        root = SafeET.fromstring(body, forbid_dtd=True, forbid_entities=True, forbid_external=True)
+    except defusedxml.DTDForbidden:
+        raise GbaError("gba.bad_response", "BootstrappingInfo with a DTD is refused") from None
+    except defusedxml.EntitiesForbidden:
+        raise GbaError("gba.bad_response", "BootstrappingInfo declares an entity: refused") from None
+    except defusedxml.ExternalReferenceForbidden:
+        raise GbaError("gba.bad_response", "BootstrappingInfo refers to an external entity") from None
+    except (ET.ParseError, defusedxml.DefusedXmlException, ValueError) as exc:
         raise GbaError("gba.bad_response", f"BootstrappingInfo is not XML ({exc})") from None
 
     def local(tag: str) -> str:

@@ -100,11 +100,12 @@ class HandoverTracker:
         }
         return HandoverReport(decisions, event)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, owner: int | None = None) -> dict[str, Any]:
+        """Phase and session counts by handover state (``owner``: only that uid's sessions)."""
         return {
             "phase": self.phase.value,
             "last_cireph": self.last_cireph,
-            "sessions": self.sessions.count_by_handover(),
+            "sessions": self.sessions.count_by_handover(owner),
         }
 
 

@@ -142,7 +142,6 @@ class KmsClient:
                 self.kms_fqdn,
                 divert_to=target,
                 now=self.clock(),
-                prf_func=self.prf_func,
             )
 
         (await self._exchange(build, session.read_resolve_resp)).zeroize()  # an authorization only
@@ -179,9 +178,7 @@ class KmsClient:
 
     async def _resolve(self, ti: session.TransferInit) -> session.ResolvedTicket:
         def build(btid: str, psk: Secret):
-            return session.build_resolve_init(
-                self.own, ti, btid, psk, self.kms_fqdn, now=self.clock(), prf_func=self.prf_func
-            )
+            return session.build_resolve_init(self.own, ti, btid, psk, self.kms_fqdn, now=self.clock())
 
         return await self._exchange(build, session.read_resolve_resp)
 

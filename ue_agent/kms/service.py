@@ -194,8 +194,6 @@ class KmsService:
             flags |= mikey.F_H
         if flags & (mikey.F_G | mikey.F_I):
             flags |= mikey.F_F
-        if flags & ~mikey.F_K != (tp.flags & ~mikey.F_K) or tre is None:
-            flags |= mikey.F_K  # the KMS changed the desired policy
         granted = mikey.TicketPolicy(
             mikey.TICKET_MIKEY_BASE,
             mikey.BASE_SUBTYPE,
@@ -210,6 +208,10 @@ class KmsService:
                 *(mikey.IdRole(mikey.ROLE_R, mikey.ID_URI, r.encode()) for r in recipients),
             ],
         )
+        if granted.body() != mikey.TicketPolicy(
+            tp.ticket_type, tp.subtype, tp.version, tp.prf_func, tp.flags & ~mikey.F_K, tp.tp_data
+        ).body():
+            granted.flags |= mikey.F_K  # 6.10 K: the KMS changed the desired Ticket Policy
         tk = tickets.new_keys(tp.prf_func)
         try:
             ticket = tickets.issue(self.ring, granted, tk, now)

@@ -294,9 +294,14 @@ def build_resolve_init(
     *,
     divert_to: str | None = None,
     now: float | None = None,
-    prf_func: int = mikey.PRF_HMAC_SHA_256,
+    prf_func: int | None = None,
 ) -> Sent:
-    """RESOLVE_INIT_PSK (RFC 6043 4.2.3): HDR, T, RANDRr, IDRr, IDRkms, TICKET, IDRpsk, [ext], V."""
+    """RESOLVE_INIT_PSK (RFC 6043 4.2.3): HDR, T, RANDRr, IDRr, IDRkms, TICKET, IDRpsk, [ext], V.
+
+    The PRF (and so the algorithm family) is the ticket's unless given: one message never mixes
+    the 128- and 256-bit families (12.1), the TICKET's PRF Func included."""
+    if prf_func is None:
+        prf_func = ti.ticket.prf_func
     hdr = mikey.Header(mikey.DT_RESOLVE_INIT_PSK, _csb_id(), prf_func, True, mikey.MAP_EMPTY)
     rand_r = os.urandom(RAND_LEN)
     own_c = ids.canonical(own)

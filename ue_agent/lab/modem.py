@@ -557,7 +557,7 @@ class ModemSimulator:
             resp = self._card(bytes([cla, 0xC0, 0x00, 0x00, resp[-1]]))
         if resp[-2:] != b"\x90\x00" and resp[-2] != 0x91:
             self._card(bytes([0x00, 0x70, 0x80, n, 0x00]))
-            # a card without the target applet: +CME ERROR: 13 (field-notes: commaai/openpilot PR #37979)
+            # a card without the target applet: +CME ERROR: 13 (https://github.com/commaai/openpilot/pull/37979)
             raise _Fail(self.card.ccho_missing_app_cme)
         if self.card.session_id == "opaque":
             self._next_handle += 0x1F3

@@ -17,6 +17,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from ue_agent.card import ef as catalogue
 from ue_agent.card.transport import ApduTransport
 from ue_agent.crypto.kdf import ks_int_naf, ks_naf
 from ue_agent.crypto.milenage import Milenage, gsm_kc, gsm_sres
@@ -582,7 +583,7 @@ class SoftUicc:
 
     def _bootstrap_btid(self, app: Df) -> bytes | None:
         """The B-TID in EF_GBABP when its RAND is the bootstrapped one."""
-        data = bytes(app.files[0x6FD5].data)
+        data = bytes(app.files[catalogue.FID_ISIM_GBABP].data)
         fields, i = [], 0
         for _ in range(2):  # LV RAND, LV B-TID (then LV key lifetime, not needed here)
             if i >= len(data) or i + 1 + data[i] > len(data):
@@ -593,7 +594,7 @@ class SoftUicc:
         return btid if rand == self._gba_rand and btid else None
 
     def _record_gbanl(self, app: Df, naf_id: bytes, btid: bytes) -> None:
-        ef = app.files[0x6FD7]
+        ef = app.files[catalogue.FID_ISIM_GBANL]
         assert ef.records is not None
         body = tlv(0x80, naf_id) + tlv(0x81, btid)
         if len(body) > ef.record_len:

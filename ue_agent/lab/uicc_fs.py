@@ -1,16 +1,20 @@
 """The soft UICC's file system, modelled as data (one builder per application).
 
 MF 3F00 holds EF_DIR and EF_ICCID and the ADFs; each ADF is built in one place
-(:func:`usim_adf`, :func:`isim_adf`) from the subscriber file. The encoders here are
-the card side's own (TS 31.102 / 31.103 / 102 221 layouts); the card layer decodes with
-its own code in :mod:`ue_agent.card.ef`, so the two sides check each other.
+(:func:`usim_adf`, :func:`isim_adf`) from the subscriber file. Which EFs exist, their
+FIDs, SFIs and structure come from the card layer's catalogue (:data:`ue_agent.card.ef.CATALOGUE`):
+one list for both sides. The encoders here are the card side's own (TS 31.102 / 31.103 /
+102 221 layouts); the card layer decodes with its own code in :mod:`ue_agent.card.ef`, so the
+two sides still check each other's byte layouts.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import Any
 
+from ue_agent.card import ef as catalogue
 from ue_agent.subscriber import Subscriber
 
 #: Full 16-byte AIDs (RID A000000087, app code 1002 / 1004, then our own tail).
@@ -82,6 +86,17 @@ class Df:
         return tlv(0x62, body)
 
 
+def _ef(app: str, name: str, data: bytes | bytearray | None = None, **kw: Any) -> Ef:
+    """The catalogue's ``name`` in ``app`` as a soft-UICC EF holding ``data`` (or ``records=``)."""
+    spec = catalogue.spec(app, name)
+    if spec.linear != ("records" in kw):
+        raise ValueError(f"{app}/{name}: catalogue structure is {'linear' if spec.linear else 'transparent'}")
+    if spec.size is not None and data is not None and len(data) != spec.size:
+        raise ValueError(f"{app}/{name}: {len(data)} octets, the catalogue says {spec.size}")
+    body = bytearray(data) if data is not None else bytearray()
+    return Ef(spec.fid, spec.name, body, sfi=spec.sfi, **kw)
+
+
 # --- encoders --------------------------------------------------------------------------
 def tlv(tag: int, value: bytes) -> bytes:
     if len(value) > 0xFF:
@@ -147,11 +162,10 @@ UST_SERVICES = {27, 33}
 
 def usim_adf(sub: Subscriber) -> Df:
     adf = Df(0x7FF0, "ADF.USIM", aid=USIM_AID)
-    ad = bytes([0x00, 0x00, 0x00, sub.mnc_length])
     return adf.add(
-        Ef(0x6F07, "EF.IMSI", pad(encode_imsi(sub.imsi), 9), sfi=0x07),  # 9 bytes (TS 31.102 4.2.2)
-        Ef(0x6FAD, "EF.AD", bytearray(ad), sfi=0x03),
-        Ef(0x6F38, "EF.UST", bytearray(service_table(UST_SERVICES, 8)), sfi=0x04),
+        _ef("USIM", "EF_IMSI", pad(encode_imsi(sub.imsi), catalogue.IMSI_SIZE)),
+        _ef("USIM", "EF_AD", bytes([0x00, 0x00, 0x00, sub.mnc_length])),
+        _ef("USIM", "EF_UST", service_table(UST_SERVICES, 8)),
     )
 
 
@@ -166,14 +180,14 @@ def isim_adf(sub: Subscriber) -> Df:
     pcscf, pcscf_len = _records([encode_pcscf(a) for a in sub.pcscf])
     gbanl = [pad(b"", GBANL_RECORD_LEN) for _ in range(GBANL_RECORDS)]
     return adf.add(
-        Ef(0x6F02, "EF.IMPI", bytearray(tlv(0x80, sub.impi.encode())), sfi=0x02),
-        Ef(0x6F03, "EF.DOMAIN", bytearray(tlv(0x80, sub.domain.encode())), sfi=0x05),
-        Ef(0x6F04, "EF.IMPU", records=impu, record_len=impu_len, sfi=0x04),
-        Ef(0x6F07, "EF.IST", bytearray(service_table(isim_services(sub), 2)), sfi=0x07),
-        Ef(0x6F09, "EF.P-CSCF", records=pcscf, record_len=pcscf_len),
-        Ef(0x6FAD, "EF.AD", bytearray(bytes([0x00, 0x00, 0x00, sub.mnc_length])), sfi=0x03),
-        Ef(0x6FD5, "EF.GBABP", pad(b"", GBABP_SIZE), writable=True),
-        Ef(0x6FD7, "EF.GBANL", records=gbanl, record_len=GBANL_RECORD_LEN),
+        _ef("ISIM", "EF_IMPI", tlv(0x80, sub.impi.encode())),
+        _ef("ISIM", "EF_DOMAIN", tlv(0x80, sub.domain.encode())),
+        _ef("ISIM", "EF_IMPU", records=impu, record_len=impu_len),
+        _ef("ISIM", "EF_IST", service_table(isim_services(sub), 2)),
+        _ef("ISIM", "EF_P-CSCF", records=pcscf, record_len=pcscf_len),
+        _ef("ISIM", "EF_AD", bytes([0x00, 0x00, 0x00, sub.mnc_length])),
+        _ef("ISIM", "EF_GBABP", pad(b"", GBABP_SIZE), writable=True),
+        _ef("ISIM", "EF_GBANL", records=gbanl, record_len=GBANL_RECORD_LEN),
     )
 
 
@@ -182,8 +196,25 @@ def build_mf(sub: Subscriber) -> tuple[Df, list[Df]]:
     adfs = [usim_adf(sub)] + ([isim_adf(sub)] if sub.isim else [])
     labels = {USIM_AID: "USIM", ISIM_AID: "ISIM"}
     dir_records = [ef_dir_record(a.aid or b"", labels[a.aid or b""]) for a in adfs]
-    mf = Df(0x3F00, "MF").add(
-        Ef(0x2F00, "EF.DIR", records=dir_records + [pad(b"", EF_DIR_RECORD_LEN)], record_len=0x26, sfi=0x1E),
-        Ef(0x2FE2, "EF.ICCID", bytearray(swapped_bcd(sub.iccid)[:10].ljust(10, b"\xff")), sfi=0x02),
+    iccid = swapped_bcd(sub.iccid)[: catalogue.ICCID_SIZE].ljust(catalogue.ICCID_SIZE, b"\xff")
+    mf = Df(catalogue.FID_MF, "MF").add(
+        _ef(
+            "MF", "EF_DIR", records=dir_records + [pad(b"", EF_DIR_RECORD_LEN)], record_len=EF_DIR_RECORD_LEN
+        ),
+        _ef("MF", "EF_ICCID", iccid),
     )
     return mf, adfs
+
+
+def catalogue_gaps(mf: Df, adfs: list[Df]) -> list[str]:
+    """Catalogue entries the built file system lacks or holds differently (empty: none)."""
+    dirs = {"MF": mf} | {("USIM" if a.aid == USIM_AID else "ISIM"): a for a in adfs}
+    gaps = []
+    for spec in catalogue.CATALOGUE:
+        df = dirs.get(spec.app)
+        if df is None:
+            continue
+        ef = df.files.get(spec.fid)
+        if ef is None or ef.sfi != spec.sfi or ef.linear != spec.linear or ef.name != spec.name:
+            gaps.append(f"{spec.app}/{spec.name}")
+    return gaps

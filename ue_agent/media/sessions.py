@@ -268,18 +268,31 @@ class SessionRegistry:
     def pending_offers(self) -> int:
         return sum(1 for s in self._sessions.values() if s.phase is Phase.OFFERED)
 
-    def count_by_state(self) -> dict[str, int]:
-        """Live sessions by their keys' state (``status`` ``sessions.by_state``)."""
+    def _of(self, owner: int | None) -> list[MediaSession]:
+        return [s for s in self._sessions.values() if owner is None or s.owner == owner]
+
+    def count_live(self, owner: int | None = None) -> int:
+        """Sessions whose keys are in the store (``owner``: only that uid's)."""
+        return sum(1 for s in self._of(owner) if s.live)
+
+    def count_pending(self, owner: int | None = None) -> int:
+        """Offers waiting for their answer (``owner``: only that uid's)."""
+        return sum(1 for s in self._of(owner) if s.phase is Phase.OFFERED)
+
+    def count_by_state(self, owner: int | None = None) -> dict[str, int]:
+        """Live sessions by their keys' state (``status`` ``sessions.by_state``); ``owner``:
+        only that uid's."""
         counts: dict[str, int] = {}
-        for s in self._sessions.values():
+        for s in self._of(owner):
             if s.live:
                 counts[s.key_state] = counts.get(s.key_state, 0) + 1
         return counts
 
-    def count_by_handover(self) -> dict[str, int]:
-        """Sessions by handover state (``status`` ``handover.sessions``)."""
+    def count_by_handover(self, owner: int | None = None) -> dict[str, int]:
+        """Sessions by handover state (``status`` ``handover.sessions``); ``owner``: only that
+        uid's."""
         counts: dict[str, int] = {}
-        for s in self._sessions.values():
+        for s in self._of(owner):
             h = s.handover
             if h is not None:
                 counts[h.value] = counts.get(h.value, 0) + 1

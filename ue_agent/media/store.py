@@ -2,7 +2,7 @@
 
 Sessions (SDES or MIKEY) hold the keys of their streams. The media stack fetches them
 with :meth:`KeyStore.keys` and reports how far each SSRC's packet index has gone with
-:meth:`KeyStore.report`. The guard (spec-digest 6.3; docs/media.md "key store"):
+:meth:`KeyStore.report`. The guard (RFC 3711 8 and 9.1; docs/media.md "key store"):
 
 - AES-CM and GCM keystream is a function of (session key, salt, SSRC, index). A master key
   used again at an index already used is a two-time pad. So:

@@ -25,10 +25,12 @@ class Capabilities:
 
 @operation("status", Status)
 def status(ctx: Context, req: Status, peer: Peer) -> Reply:
-    return status_of(ctx)
+    # root sees every uid's sessions; any other peer only its own (counts included)
+    return status_of(ctx, None if peer.uid == 0 else peer.uid)
 
 
-def status_of(ctx: Context) -> Reply:
+def status_of(ctx: Context, uid: int | None = None) -> Reply:
+    """The status reply; with ``uid``, session counts cover only that uid's sessions."""
     ids = ctx.identities
     card: dict[str, Any] = {
         "transport": ctx.cfg.card.transport,
@@ -45,13 +47,13 @@ def status_of(ctx: Context) -> Reply:
         "agent": {"version": __version__, "uptime_s": int(time.time() - ctx.started)},
         "card": card,
         "counters": dict(ctx.counters),
-        "handover": ctx.handover.snapshot(),
+        "handover": ctx.handover.snapshot(uid),
     }
     out.update(ctx.network.status())
     out["sessions"] = {
-        "open": len(ctx.sessions),
-        "pending_offers": ctx.sessions.pending_offers,
-        "by_state": ctx.sessions.count_by_state(),
+        "open": ctx.sessions.count_live(uid),
+        "pending_offers": ctx.sessions.count_pending(uid),
+        "by_state": ctx.sessions.count_by_state(uid),
     }
     for extra in ctx.extra_status:
         out.update(extra())

@@ -21,7 +21,7 @@ MAX_DEPTH = 16
 
 #: operation names, from their declarations (:mod:`ue_agent.ops.registry`)
 OPS = tuple(OPERATIONS)
-EVENTS = ("card", "bootstrap", "handover", "security.warning")
+EVENTS = ("card", "bootstrap", "handover", "session", "security.warning")
 
 
 class LineTooLong(NamedTuple):

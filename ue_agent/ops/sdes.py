@@ -14,9 +14,10 @@ if TYPE_CHECKING:
     from ue_agent.api.core import Peer
     from ue_agent.media.protection import Protection
     from ue_agent.ops.context import Context
+    from ue_agent.secret import SecretText
 
 
-def streams_out(media: list[str], lines: list[list[str]]) -> list[dict[str, Any]]:
+def streams_out(media: list[str], lines: list[list[str | SecretText]]) -> list[dict[str, Any]]:
     return [{"media": m, "lines": ls} for m, ls in zip(media, lines, strict=True)]
 
 
@@ -45,7 +46,7 @@ def sdes_offer(ctx: Context, req: SdesOffer, peer: Peer) -> Reply:
 
     ctx.sessions.check_room("SDES offers")
     sid = ctx.sessions.new_id(req.session)
-    lines, local = make_offer(req.media, req.suites, lifetime=req.lifetime, e2ae=req.e2ae)
+    lines, local = make_offer(req.media, req.suites, lifetime=req.lifetime, e2ae=req.e2ae, reply=True)
     ctx.sessions.offer(sid, peer.uid, "sdes", local, req.media)
     return {"session": sid, "streams": streams_out(req.media, lines)}
 
@@ -88,7 +89,7 @@ def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
         }
     assert req.offer is not None
     sid = ctx.sessions.new_id(req.session)
-    lines, streams = make_answer(req.offer, req.media, req.suites)
+    lines, streams = make_answer(req.offer, req.media, req.suites, reply=True)
     # the terminating e2ae case: the network (IMS-AGW) put the offer in, saying so per m-line
     applied = [parse_e2ae(ls) == APPLIED for ls in req.offer]
     protection = sdes([st.media for st in streams], applied[: len(streams)])

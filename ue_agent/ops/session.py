@@ -98,7 +98,7 @@ def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
     s = ctx.sessions.owned(req.session, peer.uid)
     if s is not None and s.phase is Phase.CLOSED and s.ended == "policy_refused":
         raise AgentError(POLICY_REFUSED, "the [policy] refused this session's keys", session=s.id)
-    out = ctx.store.keys(req.session)
+    out = ctx.store.keys(req.session, reply=True)  # keys leave through the API's reply encoder
     if s is not None:
         out["state"] = s.key_state
         ho = s.handover

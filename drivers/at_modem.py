@@ -302,7 +302,7 @@ class AtPort:
                     self._cond.notify_all()
                     return
                 m = _PREFIX.match(line)
-                foreign = bool(m) and (p.prefix is None or m.group(1).upper() != p.prefix)
+                foreign = m is not None and (p.prefix is None or m.group(1).upper() != p.prefix)
                 if foreign or upper.startswith(self._urc_prefixes) or upper in _BARE_URCS:
                     urc = True
                 else:

@@ -13,7 +13,6 @@ import re
 import secrets
 from typing import Any, NamedTuple
 
-from ue_agent.ops.registry import OPERATIONS
 from ue_agent.secret import SecretText
 
 PROTOCOL_VERSION = 1
@@ -22,8 +21,17 @@ MAX_LINE = 65536
 #: deepest JSON nesting a request may have (requests are flat; this is generous).
 MAX_DEPTH = 16
 
-#: operation names, from their declarations (:mod:`ue_agent.ops.registry`)
-OPS = tuple(OPERATIONS)
+
+def __getattr__(name: str) -> Any:
+    """``OPS``: the operation names, from their declarations (:mod:`ue_agent.ops.registry`),
+    loaded on first use so that a daemon with no client yet has not imported them."""
+    if name == "OPS":
+        from ue_agent.ops.registry import OPERATIONS
+
+        return tuple(OPERATIONS)
+    raise AttributeError(name)
+
+
 EVENTS = ("card", "bootstrap", "handover", "security.warning")
 
 

@@ -79,7 +79,9 @@ def _cla_for_channel(cla: int, n: int) -> int:
 
 def _params(text: str) -> list[str]:
     """Split an AT parameter list on commas outside quotes; quotes removed, spaces trimmed."""
-    out, cur, quoted = [], [], False
+    out: list[str] = []
+    cur: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted

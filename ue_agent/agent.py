@@ -117,7 +117,10 @@ class Agent:
         return zeroized, left + sum(1 for k in held if not k.zeroized)
 
     def _card_state(self, state: CardState) -> None:
-        self.ctx.emit("card", {"present": state["present"], "error": state.get("error")})
+        body = {"present": state["present"], "error": state.get("error")}
+        if state.get("reset"):
+            body.update(reset=True, resets=state.get("resets"))
+        self.ctx.emit("card", body)
 
     # -- handover inputs ------------------------------------------------------------------------
     def on_cireph(self, value: int) -> None:

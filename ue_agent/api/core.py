@@ -23,6 +23,7 @@ from ue_agent.api.protocol import (
     LineTooLong,
     decode_line,
     encode,
+    encode_reply,
 )
 from ue_agent.api.schema import check_id, validate
 from ue_agent.errors import AgentError
@@ -183,13 +184,13 @@ class ConnectionCore:
         return encode({"id": req_id, "ok": True, "events": sorted(self.subscriptions)})
 
     # -- output --------------------------------------------------------------------------
-    def finish(self, req: Request, outcome: dict[str, Any] | BaseException) -> bytes:
+    def finish(self, req: Request, outcome: dict[str, Any] | BaseException) -> bytes | bytearray:
         """The reply line for ``req``: a result dict, or the exception it raised."""
         self.inflight.discard(req.id)
         if isinstance(outcome, BaseException):
             return encode(E.error_reply(req.id, outcome))
         try:
-            return encode({"id": req.id, "ok": True, **outcome})
+            return encode_reply({"id": req.id, "ok": True, **outcome})  # keys: a bytearray to wipe
         except (TypeError, ValueError, RecursionError) as exc:
             # A result that is not JSON (a bug in an operation): the peer still gets its reply.
             log.error("op %s: result is not JSON (%s)", req.op, type(exc).__name__)

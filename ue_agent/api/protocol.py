@@ -13,7 +13,6 @@ import re
 import secrets
 from typing import Any, NamedTuple
 
-from ue_agent.ops.registry import OPERATIONS
 from ue_agent.secret import SecretText
 
 PROTOCOL_VERSION = 1
@@ -22,9 +21,18 @@ MAX_LINE = 65536
 #: deepest JSON nesting a request may have (requests are flat; this is generous).
 MAX_DEPTH = 16
 
-#: operation names, from their declarations (:mod:`ue_agent.ops.registry`)
-OPS = tuple(OPERATIONS)
-EVENTS = ("card", "bootstrap", "handover", "security.warning")
+
+def __getattr__(name: str) -> Any:
+    """``OPS``: the operation names, from their declarations (:mod:`ue_agent.ops.registry`),
+    loaded on first use so that a daemon with no client yet has not imported them."""
+    if name == "OPS":
+        from ue_agent.ops.registry import OPERATIONS
+
+        return tuple(OPERATIONS)
+    raise AttributeError(name)
+
+
+EVENTS = ("card", "bootstrap", "handover", "session", "security.warning")
 
 
 class LineTooLong(NamedTuple):
@@ -56,7 +64,7 @@ class LineFramer:
             out.append(item)
         return out
 
-    def push(self, data: bytes) -> None:
+    def push(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer ``data``; :meth:`next` takes the lines out one at a time. The buffer holds
         what was pushed and not yet taken: the caller bounds it by pushing only after it
         took the lines (a server pauses reading meanwhile)."""
@@ -86,7 +94,9 @@ class LineFramer:
             if nl + 1 > self.max_line:
                 del buf[: nl + 1]
                 return LineTooLong(nl + 1)
-            line = bytes(buf[:nl])
+            with memoryview(buf) as view:
+                line = bytes(view[:nl])
+                view[: nl + 1] = bytes(nl + 1)  # a request may carry a key: leave no copy
             del buf[: nl + 1]
             return line
 
@@ -230,4 +240,3 @@ def _encode_secret(obj: dict[str, Any]) -> bytearray:
     finally:
         for s in found:
             s.done()
-

@@ -7,7 +7,7 @@ import os
 import pytest
 
 from ue_agent.errors import KmsError, MikeyError
-from ue_agent.kms import ids, mikey, service, session, tickets
+from ue_agent.kms import ids, mikey, protect, service, session, tickets
 from ue_agent.kms.streams import SrtpStream, TlsStream
 from ue_agent.secret import Secret
 
@@ -238,7 +238,10 @@ def test_kms_refuses_wrong_key_wrong_btid_and_garbage(lab):
     assert status == 403
     with pytest.raises(KmsError) as e:
         session.read_request_resp(status, body, sent, lab.psk["alice"], KMS_ID)
-    assert e.value.code == "kms.ticket_rejected" and e.value.details["kms_error"] == mikey.ERR_AUTH_FAILURE
+    # The KMS could not authenticate us, so its Error is unsigned (RFC 6043 5.4): the agent cannot
+    # tell it from a forged one and reports a network fault, keeping the ERR number for diagnosis.
+    assert e.value.code == "kms.bad_response" and e.value.details["kms_error"] == mikey.ERR_AUTH_FAILURE
+    assert e.value.details["reason"] == "unauthenticated_error"
     sent = session.build_request_init(USERS["alice"], ["*"], "btid-other", lab.psk["alice"], KMS_ID)
     assert lab.handle(sent.raw)[0] == 403
     status, body = lab.handle(b"\x01\x02garbage")
@@ -385,3 +388,21 @@ def test_no_mixing_of_128_and_256_bit_families(lab):
     assert mikey.Message.decode(offer.transfer_init).payloads[-1].mac_alg == mikey.MAC_HMAC_SHA1_160
     resp, kb = lab.answer("bob", offer.transfer_init)
     assert wire(session.complete(offer, resp, lab.clock())[1]) == peer_view(kb)
+
+
+def test_an_unsigned_kms_refusal_is_a_network_fault_not_a_verdict(lab):
+    """Anyone on a plain-http path can write an Error message: without a V payload that verifies
+    under the request's auth_key it is not taken as the KMS's refusal (RFC 6043 5.4, 5.5)."""
+    sent = session.build_request_init(
+        USERS["alice"], ["*"], "btid-alice", lab.psk["alice"], KMS_ID, now=lab.clock()
+    )
+    h = mikey.Message.decode(sent.raw).header
+    forged = mikey.Message(
+        mikey.Header(mikey.DT_ERROR, h.csb_id, h.prf_func, False, mikey.MAP_EMPTY),
+        [protect.timestamp(lab.clock()), mikey.Error(mikey.ERR_NOT_AUTHORIZED)],
+    ).encode()
+    with pytest.raises(KmsError) as e:
+        session.read_request_resp(403, forged, sent, lab.psk["alice"], KMS_ID)
+    assert e.value.code == "kms.bad_response"
+    assert e.value.details["reason"] == "unauthenticated_error"
+    assert e.value.details["kms_error"] == mikey.ERR_NOT_AUTHORIZED

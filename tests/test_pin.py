@@ -356,3 +356,51 @@ def test_card_info_gives_the_pin_from_the_credential(tmp_path, cred_dir):
     r = subprocess.run(run, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and "IMPI" in r.stdout
     assert PIN not in r.stdout + r.stderr
+
+
+def test_pin_given_again_when_the_card_forgets_it(tmp_path, cred_dir):
+    """A reset re-powers the UICC: PIN1 is needed again. The card worker gives it from the
+    credential when a command is refused with 6982 and runs the request once more."""
+    import asyncio
+
+    from tests.fixtures.daemon import aka_challenge
+    from ue_agent.agent import Agent
+    from ue_agent.card.results import AkaSuccess
+    from ue_agent.card.session import Card
+    from ue_agent.config import parse_config
+    from ue_agent.lab.uicc import SoftUicc, SoftUiccTransport
+    from ue_agent.ops.status import status_of
+    from ue_agent.subscriber import load_subscriber
+
+    sub = write_subscriber(tmp_path / "s.toml", extra=EXTRA)
+    uicc = SoftUicc(load_subscriber(sub))
+    cfg = parse_config(
+        {"card": {"transport": "lab", "subscriber": str(sub), "pin_credential": _credential(cred_dir, PIN)}}
+    )
+
+    async def run() -> tuple[object, dict]:
+        agent = Agent(cfg, lambda *a: None)
+        gate = agent.ctx.pin
+        assert gate is not None
+
+        def opener() -> Card:
+            card = Card(SoftUiccTransport(uicc))
+            from ue_agent.pin_unlock import unlock
+
+            unlock(card, gate)
+            return card
+
+        agent.ctx.card._opener = opener
+        await agent.start()
+        try:
+            uicc.pin1.reset()  # as after a UICC reset: the verification is gone
+            rand, autn = aka_challenge(40, sub)
+            outcome = await agent.card.call(lambda c: c.authenticate(rand, autn))
+            return outcome, status_of(agent.ctx)
+        finally:
+            await agent.stop()
+
+    outcome, status = asyncio.run(run())
+    assert isinstance(outcome, AkaSuccess)
+    assert status["card"]["pin"]["verified_by_agent"] is True
+    assert uicc.highest_sqn == 40

@@ -25,6 +25,7 @@ from ue_agent.media.sessions import Phase
 from ue_agent.network import NetworkSide
 from ue_agent.ops.context import Context, Emit
 from ue_agent.ops.registry import OPERATIONS
+from ue_agent.pin_unlock import relock
 from ue_agent.secret import Secret
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ class Agent:
         #: PIN1 across card (re)opens: status shows it, a refused PIN is never sent twice
         pin = PinGate(cfg.card.pin_credential, cfg.card.pin_allow_last_try)
         card = CardWorker(opener or (lambda: open_card(self.ctx.cfg, self._urc, pin)), self._card_state)
+        card.relock = lambda c: relock(c, pin)
         network = NetworkSide(lambda: self.ctx.cfg.network, card, self._identities, emit)
         self.ctx = Context(cfg, emit, card, network)
         self.ctx.pin = pin

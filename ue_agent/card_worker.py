@@ -49,6 +49,8 @@ class CardWorker:
         self._thread = threading.Thread(target=self._main, name="ue-agent-card", daemon=True)
         self.card: Card | None = None
         self.state: CardState = {"present": False, "error": None}
+        #: gives PIN1 again when the card asks for it (6982) after a reset; True when it did
+        self.relock: Callable[[Card], bool] | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -100,7 +102,7 @@ class CardWorker:
             if self.card is None:
                 self.card = self._opener()
                 self._set_state({"present": True, "error": None})
-            result = job(self.card)
+            result = self._attempt(job, self.card)
         except AgentError as e:
             exc = e
             if e.code in REOPEN_CODES:
@@ -110,6 +112,19 @@ class CardWorker:
             log.error("card job failed: %s", type(e).__name__)
             exc = AgentError("card.error", "card access failed")
         self._deliver(fut, result, exc)
+
+    def _attempt(self, job: Job, card: Card) -> Any:
+        """Run ``job``. A card or modem reset re-powers the UICC and PIN1 must be given again:
+        when a command is refused with 6982 (security status not satisfied) and ``relock``
+        gives the PIN, the job runs once more; the refused command was not executed
+        (TS 102 221 10.2.1.5), so nothing runs twice."""
+        try:
+            return job(card)
+        except CardError as e:
+            if e.code != "card.security_status" or self.relock is None or not self.relock(card):
+                raise
+        log.info("PIN1 given again after the card asked for it; the request runs once more")
+        return job(card)
 
     def _deliver(self, fut: asyncio.Future[Any], result: Any, exc: BaseException | None) -> None:
         def settle() -> None:

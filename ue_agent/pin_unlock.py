@@ -42,6 +42,14 @@ def _verify(card: Any, pin: Secret) -> PinStatus:
     return result
 
 
+def relock(card: Any, gate: PinGate) -> bool:
+    """The card refused a command with 6982: give PIN1 again if that is what it needs.
+    True when the PIN was verified now (the refused request may run again)."""
+    if gate.credential is None:
+        return False
+    return unlock(card, gate).verified_by_agent
+
+
 def unlock(card: Any, gate: PinGate) -> PinStatus:
     """Make PIN1 verified if it has to be and may be; else raise card.pin_required /
     card.pin_wrong / card.pin_blocked. Returns the PIN status (also kept in ``gate``)."""

@@ -208,9 +208,12 @@ class KmsService:
                 *(mikey.IdRole(mikey.ROLE_R, mikey.ID_URI, r.encode()) for r in recipients),
             ],
         )
-        if granted.body() != mikey.TicketPolicy(
-            tp.ticket_type, tp.subtype, tp.version, tp.prf_func, tp.flags & ~mikey.F_K, tp.tp_data
-        ).body():
+        if (
+            granted.body()
+            != mikey.TicketPolicy(
+                tp.ticket_type, tp.subtype, tp.version, tp.prf_func, tp.flags & ~mikey.F_K, tp.tp_data
+            ).body()
+        ):
             granted.flags |= mikey.F_K  # 6.10 K: the KMS changed the desired Ticket Policy
         tk = tickets.new_keys(tp.prf_func)
         try:

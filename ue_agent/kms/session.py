@@ -347,14 +347,23 @@ def read_kms_reply(
         err = msg.first(mikey.Error)
         if err is None:
             raise KmsError("kms.bad_response", "KMS error message without an ERR payload", status=status)
-        if msg.first(mikey.Verification) is not None:
-            ek = protect.MessageKeys.derive(psk, h.csb_id, mikey_prf.DIR_INITIAL, rand_i, rand_r, h.prf_func)
-            try:
-                protect.verify(raw, msg, ek)
-            except MikeyError:
-                raise KmsError("kms.bad_response", "KMS error message failed verification") from None
-            finally:
-                ek.zeroize()
+        if msg.first(mikey.Verification) is None:
+            # RFC 6043 5.4 lets an Error go unsigned ("MAY be authenticated"), but an unsigned
+            # refusal cannot be told from one forged on the path: a network fault, not a verdict.
+            raise KmsError(
+                "kms.bad_response",
+                "KMS error message is not authenticated (no V payload)",
+                reason="unauthenticated_error",
+                kms_error=err.error_no,
+                status=status,
+            )
+        ek = protect.MessageKeys.derive(psk, h.csb_id, mikey_prf.DIR_INITIAL, rand_i, rand_r, h.prf_func)
+        try:
+            protect.verify(raw, msg, ek)
+        except MikeyError:
+            raise KmsError("kms.bad_response", "KMS error message failed verification") from None
+        finally:
+            ek.zeroize()
         code, text = _ERR_CODES.get(err.error_no, ("kms.ticket_rejected", "the KMS refused the request"))
         raise KmsError(code, text, kms_error=err.error_no, status=status)
     if status != 200:

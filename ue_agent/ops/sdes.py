@@ -69,6 +69,7 @@ def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
         register(ctx, sid, streams, "sdes", peer, Phase.ACTIVE)
         return {"session": sid, "state": "active", "streams": [s.media for s in streams]}
     assert req.offer is not None
+    ctx.sessions.check_room("sessions", offer=False)
     sid = ctx.sessions.new_id(req.session)
     lines, streams = make_answer(req.offer, req.media, req.suites)
     register(ctx, sid, streams, "sdes", peer, Phase.ANSWERED)

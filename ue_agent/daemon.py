@@ -150,6 +150,9 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self._watchdog(interval)))
         log.info("ready: listening on %s", where)  # logged first: whoever saw READY=1 finds it
         self.notify.send("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
+        from ue_agent import warmup
+
+        warmup.start(self.cfg)  # the first call's modules, in the background (docs/performance.md)
         await self._stop.wait()
         return await self.shutdown()
 

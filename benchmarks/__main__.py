@@ -37,6 +37,7 @@ import base64
 import json
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -385,28 +386,53 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
         "<=",
         "x",
     )
-    rep.goal("idle RSS after warm-up (max of the two), MB", max(rss_idle) / 1024, 40, "<=", " MB")
+
+
+NO_PYC: dict[str, str | None] = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": "/nonexistent/uea"}
+KMS_CONFIG = '\n[network]\nbsf_url = "http://127.0.0.1:9/"\nkms_url = "http://127.0.0.1:9/"\n'
 
 
 def footprint(rep: Report, args: argparse.Namespace) -> None:
+    """Start-up and idle RSS after the warm-up, as installed (.pyc cached) and compiling
+    from source (no .pyc, as this dev container runs the agent)."""
     from benchmarks.bench_footprint import floor_once
 
-    ready, floor = [], []
+    ready: dict[str, list[float]] = {"pyc": [], "src": []}
+    rss: dict[str, list[int]] = {"pyc": [], "src": []}
+    floor, floor_rss = [], []
     for _ in range(args.reps):
-        floor.append(floor_once()[0])
-        with Daemon() as d:
-            ready.append(d.ready_s)
+        t, r = floor_once()
+        floor.append(t)
+        floor_rss.append(r)
+        for kind, env in (("pyc", None), ("src", NO_PYC)):
+            with Daemon(KMS_CONFIG, env=env) as d:
+                assert d.proc is not None
+                ready[kind].append(d.ready_s)
+                time.sleep(args.settle)  # the warm-up thread has loaded the first call's modules
+                rss[kind].append(rss_kib(d.proc.pid))
+    med = statistics.median
     rep.table(
-        "Start-up",
-        ["figure", "agent ms (median)", "floor ms (bare python saying READY=1)"],
+        "Start-up and idle memory (lab card, a KMS URL configured: the warm-up loads the KMS path)",
+        ["", "spawn to READY=1 ms (median)", "idle RSS after warm-up MB (median)"],
         [
             [
-                "spawn to READY=1",
-                f"{statistics.median(ready) * 1e3:.0f}",
-                f"{statistics.median(floor) * 1e3:.0f}",
-            ]
+                "ue-agent run, .pyc cached (as installed)",
+                f"{med(ready['pyc']) * 1e3:.0f}",
+                f"{med(rss['pyc']) / 1024:.1f}",
+            ],
+            [
+                "ue-agent run, compiling from source (no .pyc)",
+                f"{med(ready['src']) * 1e3:.0f}",
+                f"{med(rss['src']) / 1024:.1f}",
+            ],
+            [
+                "floor: bare python that only says READY=1",
+                f"{med(floor) * 1e3:.0f}",
+                f"{med(floor_rss) / 1024:.1f}",
+            ],
         ],
     )
+    rep.goal("idle RSS after warm-up, as installed (.pyc), MB", med(rss["pyc"]) / 1024, 40, "<=", " MB")
 
 
 # --- card ------------------------------------------------------------------------------------------
@@ -617,6 +643,12 @@ def main(argv: list[str] | None = None) -> int:
     args.settle = 2.0
     only = set((args.only or "socket,status,calls,startup,card,handover,idle").split(","))
     started = time.time()
+    # every daemon runs as installed: bytecode cached (the first start fills the cache)
+    pyc = tempfile.mkdtemp(prefix="uea-pyc-", dir="/tmp")
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = pyc
+    with Daemon(KMS_CONFIG):
+        time.sleep(args.settle)
     info = machine()
     command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
     print(f"# {command}\n# " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
@@ -641,6 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         call_section(rep, args, socket_rt)
     if "startup" in only:
         footprint(rep, args)
+    shutil.rmtree(pyc, ignore_errors=True)
     if "card" in only:
         card_section(rep, args)
     if "handover" in only:

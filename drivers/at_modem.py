@@ -8,12 +8,29 @@ command and waits, bounded, for its final result (``OK``, ``ERROR``, ``+CME ERRO
 echo, spacing after the colon, missing quotes, missing prefixes, a wrong length field and
 long lines.
 
+Transactions cannot desynchronise (issue 9): after a timeout, a late answer, a second
+answer or a final result nobody waited for, the port is *stale*; before the next command
+it resynchronises (:meth:`AtPort._resync`: drain until the line is quiet, then a plain
+``AT`` whose ``OK`` must come alone, repeated until it does) and counts it in
+:attr:`AtPort.resyncs`. An answer that arrives when no command waits for it is dropped
+(:attr:`AtPort.late_lines`), never handed to the next command. Noise modems print on their
+own (``RDY``, ``PB DONE``, ``SMS DONE``, NULs, CR-only lines, bare numbers) is never data:
+a +CSIM/+CGLA answer must parse as data||SW (TS 27.007 8.17, 8.43; the length field is
+optional), a +CCHO session id must be digits (8.45; hex for profiles with opaque handles).
+Port set-up sends ``ATE0``, ``ATV1`` and ``AT+CMEE=1`` (V.250 6.2.4, 6.2.6; TS 27.007 9.1)
+at open and again after a modem reset, so a modem left in ``ATV0`` (numeric result codes
+``0``/``4``, V.250 table 1) is brought back; nothing depends on ``=?`` test commands.
+A modem or card reset (``RDY``, ``^SYSSTART``, ``+CPIN: READY`` as URCs, or the port
+coming back) bumps :attr:`AtPort.generation` and :attr:`AtPort.resets`; channel sessions
+of an older generation are dead and the card layer reopens them.
+
 APDU hex never reaches a log or an exception: AUTHENTICATE answers carry RES, CK and IK.
 Runs of hex are replaced by ``<hex:N>`` wherever a line is logged or quoted.
 
 Error codes (:class:`ue_agent.errors.TransportError`): ``modem.error``, ``modem.cme_error``
 (``details['cme']``), ``modem.cms_error``, ``modem.timeout``, ``modem.garbage``, ``modem.gone``,
-``modem.not_supported``, ``modem.reopened``, ``modem.bad_apdu``, ``modem.bad_command``.
+``modem.not_supported``, ``modem.reopened``, ``modem.bad_apdu``, ``modem.bad_command``,
+``modem.desync`` (the modem could not be brought back in step).
 """
 
 from __future__ import annotations
@@ -23,15 +40,17 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from ue_agent.card.transport import ApduTransport
 from ue_agent.errors import ConfigError, TransportError
 from ue_agent.profiles import STANDARD_URCS, AtDialect, Profile, resolve
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _HEX_RUN = re.compile(r"[0-9A-Fa-f]{8,}")
 _FINAL_CME = re.compile(r"^\+CME ERROR:\s*(.*)$", re.IGNORECASE)
@@ -39,9 +58,35 @@ _FINAL_CMS = re.compile(r"^\+CMS ERROR:\s*(.*)$", re.IGNORECASE)
 _PREFIX = re.compile(r"^([+^#$%*][A-Za-z0-9_]+)\s*:")
 #: "<len>,"<hex>"" with or without prefix, spaces and quotes (ModemManager's Telit +CSIM tests,
 #: https://github.com/estkme-group/lpac/pull/238 and /pull/445).
-_LEN_HEX = re.compile(r'^\s*(\d+)\s*,\s*"?\s*([0-9A-Fa-f]*)\s*"?\s*$')
-_SESSION = re.compile(r'^\s*"?([0-9A-Za-z]+)"?\s*$')
+#: The length field is optional: some modems answer +CSIM: "<hex>" alone.
+_LEN_HEX = re.compile(r'^\s*(?:(\d+)\s*,\s*)?"?\s*([0-9A-Fa-f]*)\s*"?\s*$')
+#: +CCHO <sessionid>: an integer (TS 27.007 8.45)
+_SESSION = re.compile(r'^\s*"?(\d{1,10})"?\s*$')
+#: Sierra's opaque handle (lpac#138: 000000000385a7cf): hex digits only
+_SESSION_OPAQUE = re.compile(r'^\s*"?([0-9A-Fa-f]{1,32})"?\s*$')
 _BARE_URCS = ("RING", "NO CARRIER")
+#: lines modems print on their own after power-up or SIM events: never data, never an answer
+_NOISE = frozenset(
+    {"RDY", "PB DONE", "SMS DONE", "SMS READY", "CALL READY", "^SYSSTART", "START", "POWERED DOWN"}
+)
+#: unsolicited lines that say the modem (and so the UICC) restarted, or the UICC was reset
+_RESET_MARKERS = frozenset({"RDY", "^SYSSTART", "START"})
+_CPIN_READY = re.compile(r"^\+CPIN:\s*\"?READY\"?$", re.IGNORECASE)
+#: prefixes of answers to the commands this driver sends: seen with no command waiting, a late answer
+_ANSWER_PREFIXES = ("+CSIM", "+CGLA", "+CCHO", "+CCHC", "+CRSM")
+#: control characters (NULs above all) some modems put before or after lines
+_CTRL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: V.250 numeric result codes (ATV0) accepted while the port is being set up: 0 OK, 4 ERROR
+_NUMERIC_FINAL = {"0": "OK", "4": "ERROR"}
+#: +CME ERROR 14: SIM busy (TS 27.007 9.2.1): the command did not run; it is sent again
+CME_SIM_BUSY = 14
+SIM_BUSY_WAIT_S = 3.0
+#: resynchronisation: quiet time that ends a drain, and the longest drain
+DRAIN_QUIET_S = 0.15
+DRAIN_MAX_S = 2.0
+RESYNC_ATTEMPTS = 5
+#: reset markers this close to the first one belong to the same restart
+RESET_COALESCE_S = 10.0
 _MAX_BUFFER = 1 << 20  # a line longer than 1 MiB is garbage, whatever the modem
 
 
@@ -77,9 +122,11 @@ class _NotSent(TransportError):
 class _Pending:
     command: str
     prefix: str | None
+    numeric: bool = False  # V.250 numeric result codes accepted (port set-up commands)
     lines: list[str] = field(default_factory=list)
     final: str | None = None
     done: bool = False
+    was_numeric: bool = False
 
 
 @dataclass
@@ -88,6 +135,8 @@ class AtResponse:
 
     command: str
     lines: list[str]
+    #: the final result came as a V.250 numeric code (the modem is in ATV0)
+    numeric: bool = False
 
 
 class AtPort:
@@ -134,9 +183,28 @@ class AtPort:
         self._reader: threading.Thread | None = None
         self._gone = True
         self._stale = False
+        self._needs_init = False
         self._closed = False
-        #: increases every time the port is (re)opened; channel sessions of an older generation are dead.
+        self._last_rx = 0.0
+        self._last_reset = -RESET_COALESCE_S
+        self._cpin_expected = 0.0
+        #: increases every time the port is (re)opened or a modem/card reset is seen; channel
+        #: sessions of an older generation are dead.
         self.generation = 0
+        #: resynchronisations done (after a timeout, a late or unexpected answer)
+        self.resyncs = 0
+        #: answer lines that arrived when no command waited for them (dropped, never handed on)
+        self.late_lines = 0
+        #: modem or card resets seen (reset URCs, the port coming back)
+        self.resets = 0
+        #: commands sent again after every set-up (AT+CIREP=1...): see enable_ims_reporting()
+        self.after_setup: list[str] = []
+        #: information lines of the last command that timed out (a +CCHO session to close)
+        self.partial: list[str] = []
+        #: called with a short reason (reader thread) when a modem or card reset is seen
+        self.reset_listeners: list[Callable[[str], None]] = []
+        #: the last late answer lines dropped (a channel opened whose answer came too late)
+        self.dropped: deque[str] = deque(maxlen=8)
         with self._cmd_lock:
             self._open()
 
@@ -158,6 +226,9 @@ class AtPort:
             self._gone = False
             self._pending = None
         self._stale = False
+        self._needs_init = False
+        if self.generation:
+            self.resets += 1  # the port came back: the modem restarted, its channels are gone
         self.generation += 1
         self._reader = threading.Thread(
             target=self._read_loop, args=(ser,), name=f"at-reader:{self.path}", daemon=True
@@ -168,29 +239,105 @@ class AtPort:
             self._initialize()
 
     def _initialize(self) -> None:
+        """Port set-up: in step with the modem, then E0 (no echo), V1 (verbose result codes,
+        V.250 6.2.6), CMEE=1 (numeric +CME ERROR), the profile's init and the commands kept
+        in :attr:`after_setup`. Run at open and again after a modem reset."""
+        self._needs_init = False
         self._sync()
-        advisory = ("ATE0", "AT+CMEE=1")  # nice to have; the parser copes without them
-        for cmd in dict.fromkeys(("ATE0", "AT+CMEE=1", *self.dialect.init)):
+        advisory = ("ATE0", "ATV1", "AT+CMEE=1")  # nice to have; the parser copes without them
+        setup = dict.fromkeys(("ATE0", "ATV1", "AT+CMEE=1", *self.dialect.init))
+        for cmd in setup:
             try:
-                self._command_locked(cmd, self.timeout)
+                self._command_locked(cmd, self.timeout, numeric=cmd in ("ATE0", "ATV1"))
             except TransportError as exc:
                 if exc.code in ("modem.gone", "modem.timeout") or cmd not in advisory:
                     raise
                 log.warning("AT port %s: %s failed at init (%s)", self.path, cmd, exc.code)
+        for cmd in self.after_setup:
+            if cmd in setup:
+                continue
+            try:
+                self._command_locked(cmd, self.timeout)
+            except TransportError as exc:
+                if exc.code in ("modem.gone", "modem.timeout"):
+                    raise
+                log.warning("AT port %s: %s refused after set-up (%s)", self.path, cmd, exc.code)
 
     def _sync(self) -> None:
-        """Get the modem's attention: a few plain 'AT' until one answers OK."""
-        last: TransportError | None = None
-        for _ in range(3):
-            try:
-                self._command_locked("AT", min(self.timeout, 2.0))
+        """Get the modem's attention: plain 'AT' (OK or a numeric 0) until it comes alone."""
+        self._resync(count=False)
+
+    def _drain(self) -> None:
+        """Wait until no line has come for DRAIN_QUIET_S (at most DRAIN_MAX_S): answers still
+        on their way arrive now, with no command waiting, and are dropped."""
+        end = time.monotonic() + DRAIN_MAX_S
+        while True:
+            now = time.monotonic()
+            idle = now - self._last_rx
+            if idle >= DRAIN_QUIET_S or now >= end or self._gone:
                 return
+            time.sleep(min(DRAIN_QUIET_S - idle, end - now))
+
+    def _resync(self, count: bool = True) -> None:
+        """Bring the port back in step: drain, then a plain ``AT`` whose ``OK`` must come with
+        no other line before it and none after it (within a drain); else again.
+
+        Modems answer in order: once the OK of our AT came alone, every older answer has been
+        seen (and dropped). ``count``: a resync after trouble (not the one at open).
+        """
+        if count:
+            self.resyncs += 1
+            log.warning("AT port %s: resynchronising (%d so far)", self.path, self.resyncs)
+        last: TransportError | None = None
+        for _ in range(RESYNC_ATTEMPTS):
+            self._drain()
+            late = self.late_lines
+            try:
+                resp = self._command_locked("AT", min(self.timeout, 2.0), numeric=True)
             except TransportError as exc:
                 if exc.code == "modem.gone":
                     raise
-                last = exc
-        assert last is not None
-        raise last
+                last = exc  # an ERROR or a timeout: an older answer's, or a modem still busy
+                continue
+            self._drain()
+            if resp.lines or self.late_lines != late:
+                continue  # an older answer came in between: not yet in step
+            self._stale = False
+            if resp.numeric:
+                log.info("AT port %s: numeric result codes (ATV0): set-up again", self.path)
+                self._needs_init = True
+            return
+        self._stale = True
+        if not count and last is not None:
+            raise last  # at open: the modem does not answer (modem.timeout) or refuses AT
+        raise TransportError(
+            "modem.desync",
+            f"AT port {self.path}: the modem did not come back in step"
+            + (f" ({last.code})" if last is not None else ""),
+            port=self.path,
+        )
+
+    def _prepare(self) -> None:
+        """Before a command: resynchronise a stale port, set up a modem that was reset."""
+        if self._stale:
+            self._resync()
+        if self._needs_init:
+            self._initialize()
+
+    def settle(self) -> None:
+        """Resynchronise now if the port is stale (late answers then land in :attr:`dropped`)."""
+        with self._cmd_lock:
+            self._ensure_open()
+            self._prepare()
+
+    def counters(self) -> dict[str, int]:
+        """The port's health figures for status: resyncs, late lines, resets seen."""
+        return {
+            "resyncs": self.resyncs,
+            "late_lines": self.late_lines,
+            "resets": self.resets,
+            "generation": self.generation,
+        }
 
     def _ensure_open(self) -> None:
         if self._closed:
@@ -273,8 +420,9 @@ class AtPort:
                     break
                 raw = bytes(buf[:cut])
                 del buf[: cut + 1]
-                line = raw.decode("utf-8", errors="replace").strip()
-                if line:
+                line = _CTRL.sub("", raw.decode("utf-8", errors="replace")).strip()
+                if line:  # CR-only and NUL-only lines are nothing
+                    self._last_rx = time.monotonic()
                     self._on_line(line)
             if len(buf) > _MAX_BUFFER:
                 log.warning("AT port %s: dropping %d bytes without a line end", self.path, len(buf))
@@ -286,32 +434,119 @@ class AtPort:
             self._cond.notify_all()
         log.info("AT port %s: reader stopped", self.path)
 
+    def _is_final(self, p: _Pending, line: str, upper: str) -> bool:
+        if upper in ("OK", "ERROR") or _FINAL_CME.match(line) or _FINAL_CMS.match(line):
+            p.final = line
+            return True
+        if p.numeric and upper in _NUMERIC_FINAL:
+            p.final, p.was_numeric = _NUMERIC_FINAL[upper], True
+            return True
+        return False
+
     def _on_line(self, line: str) -> None:
         urc = False
+        upper = line.upper()
         with self._cond:
             p = self._pending
             if p is None or p.done:
                 urc = True
             else:
-                upper = line.upper()
                 if upper == p.command.upper():
                     return  # echo
-                if upper in ("OK", "ERROR") or _FINAL_CME.match(line) or _FINAL_CMS.match(line):
-                    p.final = line
+                if self._is_final(p, line, upper):
                     p.done = True
                     self._cond.notify_all()
                     return
                 m = _PREFIX.match(line)
-                foreign = bool(m) and (p.prefix is None or m.group(1).upper() != p.prefix)
-                if foreign or upper.startswith(self._urc_prefixes) or upper in _BARE_URCS:
+                foreign = m is not None and (p.prefix is None or m.group(1).upper() != p.prefix)
+                if foreign or upper.startswith(self._urc_prefixes) or upper in _BARE_URCS or upper in _NOISE:
                     urc = True
                 else:
                     p.lines.append(line)
         if urc:
-            if line.upper() in ("OK", "ERROR"):
-                log.debug("AT port %s: stray %s dropped", self.path, line)
+            self._unsolicited(line, upper)
+
+    def _unsolicited(self, line: str, upper: str) -> None:
+        """A line no command is waiting for: noise, a reset, a late answer, or a URC."""
+        if upper in _RESET_MARKERS or (_CPIN_READY.match(line) and time.monotonic() > self._cpin_expected):
+            self._on_reset(line)
+        if upper in _NOISE:
+            log.debug("AT port %s: noise %r dropped", self.path, line[:20])
+            return
+        if self._late_answer(line, upper):
+            self.dropped.append(line)
+            self.late_lines += 1
+            self._stale = True  # resynchronise before the next command
+            log.warning("AT port %s: late answer %s dropped", self.path, redact(line)[:40])
+            return
+        self._deliver_urc(line)
+
+    def _late_answer(self, line: str, upper: str) -> bool:
+        """Whether an unsolicited line is an answer to some command (a late one)."""
+        if upper in ("OK", "ERROR") or _FINAL_CME.match(line) or _FINAL_CMS.match(line):
+            return True
+        m = _PREFIX.match(line)
+        if m:
+            return m.group(1).upper() in _ANSWER_PREFIXES
+        # a bare answer (Fibocom) that parses as data||SW
+        lm = _LEN_HEX.match(line)
+        return lm is not None and _valid_apdu_answer(lm) is not None
+
+    def _on_reset(self, line: str) -> None:
+        """The modem restarted or the UICC was reset: set up the port again, channels are dead.
+
+        A restart prints several markers (RDY, then +CPIN: READY when the UICC is up, ...):
+        those within RESET_COALESCE_S of the first are the same reset."""
+        now = time.monotonic()
+        with self._cond:
+            self._needs_init = True
+            if now - self._last_reset < RESET_COALESCE_S:
                 return
-            self._deliver_urc(line)
+            self._last_reset = now
+            self.resets += 1
+            self.generation += 1
+        log.warning("AT port %s: reset seen (%s): channels are gone", self.path, line[:20])
+        self._deliver_urc(line)
+        self._announce_reset(line[:20])
+
+    def expect_cpin_ready(self, window_s: float = 10.0) -> None:
+        """The next ``+CPIN: READY`` within ``window_s`` answers our own PIN entry (AT+CPIN=):
+        not a reset. ``RDY`` still is."""
+        self._cpin_expected = time.monotonic() + window_s
+
+    def request_setup(self) -> None:
+        """Run the port set-up again before the next command (a silent modem restart lost E0,
+        V1, CMEE and the reporting commands)."""
+        with self._cond:
+            self._needs_init = True
+
+    def mark_reset(self, why: str) -> None:
+        """A reset found out by its effects (a channel session the modem no longer knows)."""
+        with self._cond:
+            self._needs_init = True
+            self._last_reset = time.monotonic()
+            self.resets += 1
+            self.generation += 1
+        log.warning("AT port %s: reset inferred (%s): channels are gone", self.path, why)
+        self._announce_reset(why)
+
+    def _announce_reset(self, why: str) -> None:
+        for listener in list(self.reset_listeners):
+            try:
+                listener(why)
+            except Exception:
+                log.exception("AT port %s: reset listener failed", self.path)
+
+    def revive(self) -> int:
+        """Reopen the port now if it went away and its path is back (no wait); the generation."""
+        if self._gone and not self._closed and os.path.exists(self.path):
+            with self._cmd_lock:
+                if self._gone and not self._closed:
+                    try:
+                        self._ensure_open()
+                    except TransportError as exc:
+                        log.info("AT port %s: not back yet (%s)", self.path, exc.code)
+        return self.generation
 
     def _deliver_urc(self, line: str) -> None:
         log.debug("AT port %s: URC %s", self.path, redact(line))
@@ -348,24 +583,40 @@ class AtPort:
         with self._cmd_lock:
             for attempt in (0, 1):
                 self._ensure_open()
-                if generation is not None and generation != self.generation:
-                    raise TransportError(
-                        "modem.reopened", f"AT port {self.path} was reopened", port=self.path
-                    )
                 try:
-                    if self._stale:
-                        self._stale = False
-                        self._sync()
-                    return self._command_locked(cmd, timeout if timeout is not None else self.timeout)
+                    self._prepare()
+                    if generation is not None and generation != self.generation:
+                        raise TransportError(
+                            "modem.reopened", f"AT port {self.path} was reopened or reset", port=self.path
+                        )
+                    return self._command_busy(cmd, timeout if timeout is not None else self.timeout)
                 except _NotSent:
                     # the write failed: the modem never saw the command; once more on the new port
                     if attempt:
                         raise
             raise AssertionError("unreachable")
 
-    def _command_locked(self, cmd: str, timeout: float) -> AtResponse:
+    def _command_busy(self, cmd: str, timeout: float) -> AtResponse:
+        """The command, sent again while the modem answers "SIM busy" (it did not run it)."""
+        deadline = time.monotonic() + SIM_BUSY_WAIT_S
+        wait = 0.1
+        while True:
+            try:
+                return self._command_locked(cmd, timeout)
+            except TransportError as exc:
+                busy = exc.code == "modem.cme_error" and (
+                    exc.details.get("cme") == CME_SIM_BUSY
+                    or str(exc.details.get("cme")).upper() == "SIM BUSY"
+                )
+                if not busy or time.monotonic() + wait > deadline:
+                    raise
+            log.info("AT port %s: SIM busy, again in %.1f s", self.path, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, 1.0)
+
+    def _command_locked(self, cmd: str, timeout: float, *, numeric: bool = False) -> AtResponse:
         m = re.match(r"^AT([+^#$%*][A-Za-z0-9_]+)", cmd, re.IGNORECASE)
-        pending = _Pending(command=cmd, prefix=m.group(1).upper() if m else None)
+        pending = _Pending(command=cmd, prefix=m.group(1).upper() if m else None, numeric=numeric)
         with self._cond:
             if self._gone:
                 raise TransportError("modem.gone", f"AT port {self.path} vanished", port=self.path)
@@ -395,6 +646,7 @@ class AtPort:
             )
         if not pending.done:
             self._stale = True
+            self.partial = list(pending.lines)
             raise TransportError(
                 "modem.timeout",
                 f"no final result to {redact(cmd)[:40]} within {timeout:g} s",
@@ -404,7 +656,7 @@ class AtPort:
         final = pending.final or ""
         log.debug("AT port %s: < %d line(s), %s", self.path, len(pending.lines), redact(final))
         if final.upper() == "OK":
-            return AtResponse(cmd, pending.lines)
+            return AtResponse(cmd, pending.lines, pending.was_numeric)
         self._deliver_leftovers(pending.lines)
         short = redact(cmd)[:40]
         if final.upper() == "ERROR":
@@ -424,34 +676,59 @@ class AtPort:
     def take(
         self, resp: AtResponse, prefix: str, pattern: re.Pattern[str], *, bare: bool = True
     ) -> re.Match[str]:
-        """The first information line matching ``pattern`` after ``prefix`` (or bare, when allowed).
+        """The information line matching ``pattern`` after ``prefix`` (or bare, when allowed).
 
-        Lines that do not match are handed to ``on_urc`` (they were not this command's).
-        Nothing matching -> modem.garbage.
+        A prefixed line wins over a bare one. Lines that do not match are handed to
+        ``on_urc`` (they were not this command's). Nothing matching -> modem.garbage.
         """
-        found: re.Match[str] | None = None
-        rest: list[str] = []
+        return self.take_one(resp, prefix, pattern.match, bare=bare)
+
+    def take_one(
+        self,
+        resp: AtResponse,
+        prefix: str,
+        parse: Callable[[str], T | None],
+        *,
+        bare: bool = True,
+    ) -> T:
+        """The ONE information line of ``resp`` that ``parse`` accepts after ``prefix``.
+
+        Prefixed lines are tried first; bare lines only when ``bare`` and no prefixed line
+        parses. Noise (bare numbers, stray text) does not parse and is passed to ``on_urc``.
+        Two lines that parse: answers of two commands in one transaction, the port is out of
+        step: it is marked stale and modem.desync raised. None: modem.garbage.
+        """
+        prefixed: list[tuple[str, T]] = []
+        loose: list[tuple[str, T]] = []
         for line in resp.lines:
-            body: str | None = None
             if line.upper().startswith(prefix.upper()):
                 after = line[len(prefix) :].lstrip()
-                body = after[1:] if after.startswith(":") else None
+                if after.startswith(":"):
+                    got = parse(after[1:])
+                    if got is not None:
+                        prefixed.append((line, got))
             elif bare:
-                body = line
-            m = pattern.match(body) if body is not None and found is None else None
-            if m:
-                found = m
-            else:
-                rest.append(line)
-        if found is None:
+                got = parse(line)
+                if got is not None:
+                    loose.append((line, got))
+        found = prefixed or loose
+        if len(found) > 1:
+            self._stale = True
+            raise TransportError(
+                "modem.desync",
+                f"{len(found)} {prefix} answers to one command: the port is out of step",
+                port=self.path,
+            )
+        if not found:
             raise TransportError(
                 "modem.garbage",
                 f"no {prefix} answer in {len(resp.lines)} line(s)",
                 port=self.path,
                 lines=[redact(x)[:60] for x in resp.lines[:4]],
             )
-        self._deliver_leftovers(rest)
-        return found
+        chosen = found[0][0]
+        self._deliver_leftovers([x for x in resp.lines if x is not chosen])
+        return found[0][1]
 
     def probe(self, command_name: str) -> bool:
         """Whether ``AT<command_name>=?`` answers OK. Profiles that list the command in
@@ -498,14 +775,57 @@ def _check_apdu(apdu: bytes) -> None:
         raise TransportError("modem.bad_apdu", "APDU must be 4..261 bytes", length=len(apdu))
 
 
-def _parse_len_hex(port: AtPort, m: re.Match[str], what: str) -> bytes:
-    length, hexdata = int(m.group(1)), m.group(2)
+def _valid_apdu_answer(m: re.Match[str]) -> bytes | None:
+    """data||SW from a +CSIM/+CGLA body "[<length>,]"<hex>"", or None when it is not one.
+
+    Whole bytes, at least SW1 SW2, SW1 a status byte (ISO 7816-4 5.1.3: 61-6F, 90-9F). The
+    length field counts hex characters (TS 27.007 8.17); some modems count bytes, some write
+    none, some a wrong one: the data are what counts (ModemManager's Telit parser does not
+    trust it either).
+    """
+    length, hexdata = m.group(1), m.group(2)
     if len(hexdata) % 2 or len(hexdata) < 4:
-        raise TransportError("modem.garbage", f"{what} answer is not data||SW", port=port.path)
-    if length not in (len(hexdata), len(hexdata) // 2):
-        # ModemManager's Telit parser does not trust it either; the data are what counts.
-        log.debug("AT port %s: %s length field %d for %d hex chars", port.path, what, length, len(hexdata))
-    return bytes.fromhex(hexdata)
+        return None
+    if length is not None and int(length) not in (len(hexdata), len(hexdata) // 2):
+        log.debug("+CSIM/+CGLA length field %s for %d hex chars", length, len(hexdata))
+    raw = bytes.fromhex(hexdata)
+    if not (0x61 <= raw[-2] <= 0x6F or 0x90 <= raw[-2] <= 0x9F):
+        return None
+    return raw
+
+
+def _parse_apdu_body(body: str) -> bytes | None:
+    m = _LEN_HEX.match(body)
+    return _valid_apdu_answer(m) if m else None
+
+
+def _parse_len_hex(port: AtPort, resp: AtResponse, prefix: str, *, bare: bool = True) -> bytes:
+    """The one data||SW answer in ``resp`` (modem.garbage when none, modem.desync when two)."""
+    return port.take_one(resp, prefix, _parse_apdu_body, bare=bare)
+
+
+#: APDUs that change nothing on the card: sent once more after a timeout or a rejected answer
+#: (after the port resynchronised). SELECT, READ BINARY, READ RECORD, STATUS.
+_IDEMPOTENT_INS = frozenset({0xA4, 0xB0, 0xB2, 0xF2})
+#: transport failures after which such an APDU is sent again
+_RETRY_CODES = frozenset({"modem.timeout", "modem.garbage", "modem.desync"})
+
+
+def _idempotent(apdu: bytes) -> bool:
+    return apdu[1] in _IDEMPOTENT_INS
+
+
+def _session_unknown(exc: TransportError) -> bool:
+    """ERROR or +CME ERROR 21 (invalid index) / 3 (not allowed) to +CGLA on a known session."""
+    if exc.code == "modem.error":
+        return True
+    cme = exc.details.get("cme")
+    return exc.code == "modem.cme_error" and (cme in (3, 21) or str(cme).lower() == "invalid index")
+
+
+def _opens_channel(apdu: bytes) -> bool:
+    """MANAGE CHANNEL open with the number assigned by the card (P1 '00', P2 '00')."""
+    return apdu[1] == 0x70 and apdu[2] == 0x00 and apdu[3] == 0x00
 
 
 class CsimTransport(ApduTransport):
@@ -513,12 +833,13 @@ class CsimTransport(ApduTransport):
 
     ``bind_application(aid)`` gives a :class:`CglaTransport` when the profile reaches the
     card through AT+CCHO/+CGLA, and refuses (NotImplementedError) otherwise: the card layer
-    then selects the application itself.
+    then selects the application itself. ``probe``: ask ``AT+CSIM=?`` first (off by default:
+    modems that never answer test commands exist; a refused +CSIM says the same).
     """
 
     mode = "basic"
 
-    def __init__(self, port: AtPort, *, probe: bool = True) -> None:
+    def __init__(self, port: AtPort, *, probe: bool = False) -> None:
         self.port = port
         self.name = f"at:{port.path}"
         profile = port.profile
@@ -528,6 +849,7 @@ class CsimTransport(ApduTransport):
         self.use_logical_channel = bool(
             profile and profile.card.logical_channels == "manage_channel" and profile.access == "csim"
         )
+        self.retries = 0  # idempotent APDUs sent again after a timeout or a bad answer
         if profile and not profile.card.csim:
             raise TransportError(
                 "modem.not_supported", f"profile {profile.name} has no AT+CSIM", port=port.path
@@ -535,24 +857,88 @@ class CsimTransport(ApduTransport):
         if probe and not port.probe("+CSIM"):
             raise TransportError("modem.not_supported", "the modem does not offer AT+CSIM", port=port.path)
 
+        port.reset_listeners.append(self._reset_seen)
+
+    def _reset_seen(self, why: str) -> None:
+        if self.on_reset is not None:
+            self.on_reset(why)
+
+    @property
+    def epoch(self) -> int:  # type: ignore[override]
+        return self.port.generation
+
+    def check_epoch(self) -> int:
+        return self.port.revive()
+
+    def after_reset(self) -> None:
+        self.port.request_setup()
+
     def transmit(self, apdu: bytes) -> bytes:
         _check_apdu(apdu)
         h = bytes(apdu).hex().upper()
-        try:
-            resp = self.port.command(f'AT+CSIM={len(h)},"{h}"')
-        except TransportError as exc:
-            if exc.code == "modem.cme_error" and exc.details.get("cme") == 4:
-                raise TransportError(
-                    "modem.not_supported", "AT+CSIM: operation not supported", port=self.port.path
-                ) from None
-            raise
-        return _parse_len_hex(self.port, self.port.take(resp, "+CSIM", _LEN_HEX), "+CSIM")
+        for attempt in (0, 1):
+            if _opens_channel(apdu):
+                self.port.dropped.clear()
+            try:
+                resp = self.port.command(f'AT+CSIM={len(h)},"{h}"')
+                return _parse_len_hex(self.port, resp, "+CSIM")
+            except TransportError as exc:
+                if exc.code == "modem.cme_error" and exc.details.get("cme") == 4:
+                    raise TransportError(
+                        "modem.not_supported", "AT+CSIM: operation not supported", port=self.port.path
+                    ) from None
+                if attempt or exc.code not in _RETRY_CODES:
+                    raise
+                if _opens_channel(apdu):
+                    self._close_unanswered_channel(exc)
+                elif not _idempotent(apdu):
+                    raise
+                self.retries += 1
+                log.info("AT port %s: +CSIM %s, sent again", self.port.path, exc.code)
+        raise AssertionError("unreachable")
+
+    def _close_unanswered_channel(self, exc: TransportError) -> None:
+        """MANAGE CHANNEL open whose answer did not come in time: the card may have opened a
+        channel nobody knows. Once the port is in step, its answer is among the timed-out
+        command's lines or the late lines dropped: close that channel (TS 102 221 11.1.17)
+        before opening again, so that none leaks."""
+        if exc.code != "modem.timeout":
+            return
+        self.port.settle()
+        lines = [*self.port.partial, *self.port.dropped]
+        self.port.partial = []
+        self.port.dropped.clear()
+        for line in lines:
+            prefixed = line.upper().startswith("+CSIM") and ":" in line
+            raw = _parse_apdu_body(line.split(":", 1)[1] if prefixed else line)
+            if raw is not None and len(raw) == 3 and raw[-2:] == b"\x90\x00" and 1 <= raw[0] <= 19:
+                log.info("AT port %s: closing channel %d opened without an answer", self.port.path, raw[0])
+                self.transmit(bytes([0x00, 0x70, 0x80, raw[0]]))
+                return
 
     def bind_application(self, aid: bytes) -> ApduTransport:
         profile = self.port.profile
         if profile is None or profile.access != "cgla":
             raise NotImplementedError("this modem profile reaches the card through AT+CSIM only")
-        return CglaTransport(self.port, aid)
+        bound = CglaTransport(self.port, aid, record=self.channel_record)
+        return bound
+
+    def reclaim(self, key: str) -> bool:
+        """``ccho:<session>``: AT+CCHC on a session a predecessor left open (TS 27.007 8.46).
+        An error answer (+CME ERROR 21 invalid index...) means the modem knows no such
+        session any more: nothing left to close."""
+        kind, _, session = key.partition(":")
+        profile = self.port.profile
+        if kind != "ccho" or not _SESSION_OPAQUE.match(session):
+            return False
+        if profile is not None and not profile.card.cchc:
+            return True  # the modem cannot close it; keeping the key would not help either
+        try:
+            self.port.command(f"AT+CCHC={session}")
+        except TransportError as exc:
+            if exc.code not in ("modem.error", "modem.cme_error"):
+                raise
+        return True
 
     def close(self) -> None:
         self.port.close()
@@ -569,70 +955,141 @@ class CglaTransport(ApduTransport):
     """APDUs on a logical channel the modem opened with AT+CCHO and selected ``aid`` on.
 
     The session id is kept as the opaque token the modem printed (Sierra answers a long
-    handle). When the port was reopened since (modem unplugged and back), the channel is
-    opened again before the next APDU.
+    handle). When the port was reopened or the modem reset since, the channel is gone:
+    the APDU fails with ``modem.reopened`` and the next one opens the channel again.
+    ``record``: where the open session is noted (see :mod:`ue_agent.channel_record`) so a
+    successor can close it after a crash.
     """
 
     mode = "bound"
 
-    def __init__(self, port: AtPort, aid: bytes) -> None:
+    def __init__(self, port: AtPort, aid: bytes, *, record: Any = None) -> None:
         if not 5 <= len(aid) <= 16:
             raise TransportError("modem.bad_apdu", "AID must be 5..16 bytes", length=len(aid))
         self.port = port
         self.aid = bytes(aid)
         self.name = f"at:{port.path}:cgla"
+        self.channel_record = record
         self.session: str | None = None
         self._generation = -1
+        self._worked = False  # an APDU went through on this session
+        self.retries = 0
         self._open_channel()
 
+    @property
+    def epoch(self) -> int:  # type: ignore[override]
+        return self.port.generation
+
+    def _session_of(self, resp: AtResponse) -> str:
+        opaque = self.port.profile is not None and self.port.profile.card.session_id == "opaque"
+        pattern = _SESSION_OPAQUE if opaque else _SESSION
+
+        def parse(body: str) -> str | None:
+            m = pattern.match(body)
+            return m.group(1) if m else None
+
+        return self.port.take_one(resp, "+CCHO", parse)
+
     def _open_channel(self) -> None:
-        try:
-            resp = self.port.command(f'AT+CCHO="{self.aid.hex().upper()}"')
-        except TransportError as exc:
-            refused = exc.code == "modem.error" or (
-                exc.code == "modem.cme_error" and exc.details.get("cme") == 4
-            )
-            if refused and not self.port.probe("+CCHO"):
-                raise TransportError(
-                    "modem.not_supported", "the modem does not offer AT+CCHO", port=self.port.path
-                ) from None
-            raise
-        self.session = self.port.take(resp, "+CCHO", _SESSION).group(1)
+        cmd = f'AT+CCHO="{self.aid.hex().upper()}"'
+        for attempt in (0, 1):
+            try:
+                resp = self.port.command(cmd)
+                session = self._session_of(resp)
+                break
+            except TransportError as exc:
+                refused = exc.code == "modem.error" or (
+                    exc.code == "modem.cme_error" and exc.details.get("cme") == 4
+                )
+                profile = self.port.profile
+                if refused and (
+                    exc.code == "modem.cme_error" or (profile is not None and not profile.card.ccho)
+                ):
+                    raise TransportError(
+                        "modem.not_supported", "the modem does not offer AT+CCHO", port=self.port.path
+                    ) from None
+                if attempt or exc.code not in _RETRY_CODES:
+                    raise
+                # the modem may have opened a channel whose answer we did not take: close it
+                self._close_orphans(exc)
+                self.retries += 1
+        self.session = session
         self._generation = self.port.generation
+        self._worked = False
+        if self.channel_record is not None:
+            self.channel_record.add(f"ccho:{session}")
         log.debug("AT port %s: CCHO session opened", self.port.path)
+
+    def _close_orphans(self, exc: TransportError) -> None:
+        lines = self.port.partial if exc.code == "modem.timeout" else []
+        try:
+            orphan = self._session_of(AtResponse("", list(lines))) if lines else None
+        except TransportError:
+            orphan = None
+        if orphan is not None:
+            try:
+                self.port.command(f"AT+CCHC={orphan}")
+            except TransportError as err:
+                log.info("AT port %s: closing an unanswered session failed (%s)", self.port.path, err.code)
 
     def transmit(self, apdu: bytes) -> bytes:
         _check_apdu(apdu)
         data = bytes([_cla_channel_zero(apdu[0])]) + bytes(apdu[1:])
         h = data.hex().upper()
+        if self.session is None:
+            self._open_channel()
         for attempt in (0, 1):
-            if self.session is None:
-                self._open_channel()
             try:
                 resp = self.port.command(
                     f'AT+CGLA={self.session},{len(h)},"{h}"', generation=self._generation
                 )
+                out = _parse_len_hex(self.port, resp, "+CGLA")
+                self._worked = True
+                return out
             except TransportError as exc:
-                if exc.code != "modem.reopened" or attempt:
+                if self._worked and _session_unknown(exc):
+                    # the session answered before and the modem does not know it now: it
+                    # restarted without a word (TS 27.007 9.2.1: 21 invalid index)
+                    self.port.mark_reset("+CGLA session unknown")
+                    self._forget()
+                    raise TransportError(
+                        "modem.reopened", "the modem no longer knows the channel session", port=self.port.path
+                    ) from None
+                if exc.code == "modem.reopened":
+                    # the modem was reset or unplugged and is back: its channels are gone; this
+                    # APDU fails, the next one opens ours again
+                    self._forget()
                     raise
-                # the modem was unplugged and is back: its channels are gone, open ours again
-                self.session = None
-                continue
-            return _parse_len_hex(self.port, self.port.take(resp, "+CGLA", _LEN_HEX), "+CGLA")
+                if attempt or exc.code not in _RETRY_CODES or not _idempotent(apdu):
+                    raise
+                self.retries += 1
         raise AssertionError("unreachable")
+
+    def _forget(self) -> None:
+        if self.session is not None and self.channel_record is not None:
+            self.channel_record.discard(f"ccho:{self.session}")
+        self.session = None
 
     def close(self) -> None:
         """Close the channel (AT+CCHC) when the modem has the command; the port stays open."""
-        session, self.session = self.session, None
+        session = self.session
         profile = self.port.profile
-        if session is None or self._generation != self.port.generation or not self.port.is_open:
+        if session is None:
+            return
+        if self._generation != self.port.generation or not self.port.is_open:
+            self._forget()
             return
         if profile is not None and not profile.card.cchc:
+            self._forget()
             return
         try:
             self.port.command(f"AT+CCHC={session}")
         except TransportError as exc:
             log.info("AT port %s: AT+CCHC failed (%s)", self.port.path, exc.code)
+            if exc.code in ("modem.gone", "modem.timeout", "modem.desync"):
+                self.session = None
+                return  # not known to be closed: the record stays for the next start
+        self._forget()
 
 
 def _take_tty_exclusively(ser: Any, on: bool = True) -> None:
@@ -668,6 +1125,8 @@ def open_modem_transport(
 def enable_ims_reporting(port: AtPort) -> list[str]:
     """Send the profile's IMS/SRVCC reporting commands (AT+CIREP=1, AT+CIREG=2 ...).
 
+    The accepted ones are kept in ``port.after_setup``: a modem reset clears them (TS 27.007
+    8.64: +CIREP is not saved), so the port sends them again after every set-up.
     Returns the commands the modem refused (ERROR / +CME ERROR); other failures raise.
     """
     refused: list[str] = []
@@ -679,4 +1138,7 @@ def enable_ims_reporting(port: AtPort) -> list[str]:
             if exc.code not in ("modem.error", "modem.cme_error"):
                 raise
             refused.append(cmd)
+            continue
+        if cmd not in port.after_setup:
+            port.after_setup.append(cmd)
     return refused

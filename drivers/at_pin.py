@@ -103,9 +103,7 @@ def modem_pin_status(port: AtPort) -> PinStatus:
 def enter_pin(port: AtPort, pin: Secret) -> PinStatus:
     """``AT+CPIN="<pin>"``: ready, or CardError card.pin_wrong (tries left) / card.pin_blocked."""
     digits = pin.reveal().decode("ascii")
-    expect = getattr(port, "expect_cpin_ready", None)
-    if callable(expect):  # the +CPIN: READY that follows answers our PIN: it is not a modem reset
-        expect()
+    port.expect_cpin_ready()  # the +CPIN: READY that follows is ours, not a card reset
     try:
         port.command(f'AT+CPIN="{digits}"')
     except TransportError as exc:

@@ -22,9 +22,9 @@ def key_forms(key: bytes) -> list[str]:
     return [key.hex(), key.hex().upper(), b64(key), base64.urlsafe_b64encode(key).decode().rstrip("=")]
 
 
-def test_success_gives_res_ck_ik_and_never_logs_them(lab_daemon) -> None:
+def test_success_gives_res_ck_ik_and_never_logs_them(lab_agent) -> None:
     rand, autn = aka_challenge(33)
-    with lab_daemon.client() as c:
+    with lab_agent.client() as c:
         r = c.request("ims.authenticate", rand=b64(rand), autn=b64(autn))
         # the RFC 3310 nonce form: base64(RAND || AUTN || server data)
         rand2, autn2 = aka_challenge(34)
@@ -34,16 +34,16 @@ def test_success_gives_res_ck_ik_and_never_logs_them(lab_daemon) -> None:
     assert (r["result"], r["res"], r["ck"], r["ik"]) == ("success", b64(res), b64(ck), b64(ik))
     assert r2["res"] == b64(expected_keys(rand2)[0])
     assert st["counters"]["authentications"] == 2
-    log = lab_daemon.log_text()
+    log = lab_agent.log_text()
     assert "DEBUG" in log  # the daemon ran at debug level
     for key in (res, ck, ik, *expected_keys(rand2)):
         for form in key_forms(key):
             assert form not in log
 
 
-def test_sync_failure_gives_auts_the_hss_can_use(lab_daemon) -> None:
+def test_sync_failure_gives_auts_the_hss_can_use(lab_agent) -> None:
     rand, autn = aka_challenge(5)  # below the card's SQN (32): replay
-    with lab_daemon.client() as c:
+    with lab_agent.client() as c:
         r = c.request("ims.authenticate", rand=b64(rand), autn=b64(autn))
         assert c.request("status")["counters"]["sync_failures"] == 1
     assert r["result"] == "sync_failure" and set(r) == {"id", "ok", "result", "auts"}
@@ -52,14 +52,14 @@ def test_sync_failure_gives_auts_the_hss_can_use(lab_daemon) -> None:
     assert sqn_ms is not None and int.from_bytes(sqn_ms, "big") >= 32
 
 
-def test_mac_failure_is_an_error_and_a_security_warning(lab_daemon) -> None:
+def test_mac_failure_is_an_error_and_a_security_warning(lab_agent) -> None:
     rand, autn = aka_challenge(35)
     bad = autn[:-1] + bytes([autn[-1] ^ 1])
 
     async def go() -> tuple[dict, dict]:
-        sub = await AsyncClient.connect(lab_daemon.socket)
+        sub = await AsyncClient.connect(lab_agent.socket)
         await sub.subscribe(["security.warning"])
-        c = await AsyncClient.connect(lab_daemon.socket)
+        c = await AsyncClient.connect(lab_agent.socket)
         try:
             await c.request("ims.authenticate", rand=b64(rand), autn=b64(bad))
         except ApiCallError as exc:
@@ -74,9 +74,9 @@ def test_mac_failure_is_an_error_and_a_security_warning(lab_daemon) -> None:
     assert ev["event"] == "security.warning" and ev["kind"] == "auth_mac_failure"
 
 
-def test_bad_params(lab_daemon) -> None:
+def test_bad_params(lab_agent) -> None:
     rand, autn = aka_challenge(36)
-    with lab_daemon.client() as c:
+    with lab_agent.client() as c:
         for params in (
             {},
             {"rand": b64(rand)},
@@ -92,7 +92,7 @@ def test_bad_params(lab_daemon) -> None:
         assert c.request("ims.authenticate", rand=b64(rand), autn=b64(autn))["result"] == "success"
 
 
-def test_card_busy_under_concurrent_authenticate(lab_daemon) -> None:
+def test_card_busy_under_concurrent_authenticate(lab_agent) -> None:
     challenges = [aka_challenge(40 + i) for i in range(4)]
     lines = b"".join(
         json.dumps({"id": i, "op": "ims.authenticate", "rand": b64(r), "autn": b64(a)}).encode() + b"\n"
@@ -100,7 +100,7 @@ def test_card_busy_under_concurrent_authenticate(lab_daemon) -> None:
     )
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(20)
-    s.connect(lab_daemon.socket)
+    s.connect(lab_agent.socket)
     s.sendall(lines)  # one write: the agent sees all four at once
     buf = b""
     while buf.count(b"\n") < 4:
@@ -113,7 +113,7 @@ def test_card_busy_under_concurrent_authenticate(lab_daemon) -> None:
     assert outcomes[0] == "ok"
     assert "card.busy" in outcomes and set(outcomes) <= {"ok", "card.busy"}
     # busy was an answer, not a queue: the card takes the next request at once
-    with lab_daemon.client() as c:
+    with lab_agent.client() as c:
         r, a = aka_challenge(50)
         assert c.request("ims.authenticate", rand=b64(r), autn=b64(a))["result"] == "success"
         assert c.request("status")["card"]["busy"] is False

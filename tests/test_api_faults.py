@@ -48,9 +48,9 @@ def assert_alive(daemon) -> None:
         assert c.request("status")["card"]["present"] is True
 
 
-def test_garbage_of_every_kind(lab_daemon) -> None:
+def test_garbage_of_every_kind(lab_agent) -> None:
     rng = random.Random(4)
-    s = raw_conn(lab_daemon.socket)
+    s = raw_conn(lab_agent.socket)
     cases = [
         (bytes(rng.randrange(256) for _ in range(3000)).replace(b"\n", b"") + b"\n", "api.bad_json"),
         (b"\xc3\x28\n", "api.bad_json"),
@@ -79,24 +79,24 @@ def test_garbage_of_every_kind(lab_daemon) -> None:
     (reply,) = read_lines(s, 1)
     assert reply["id"] == "after" and reply["ok"] is True
     s.close()
-    assert_alive(lab_daemon)
+    assert_alive(lab_agent)
 
 
-def test_random_bytes_stream_and_half_lines(lab_daemon) -> None:
-    s = raw_conn(lab_daemon.socket)
+def test_random_bytes_stream_and_half_lines(lab_agent) -> None:
+    s = raw_conn(lab_agent.socket)
     s.sendall(os.urandom(200_000))
     s.close()
-    s = raw_conn(lab_daemon.socket)
+    s = raw_conn(lab_agent.socket)
     s.sendall(b'{"id":1,"op":"ims.authenticate","rand":"AAAA')  # half a line, then gone
     s.close()
-    s = raw_conn(lab_daemon.socket)
+    s = raw_conn(lab_agent.socket)
     s.sendall(b"y" * 100_000)  # an endless line, then gone
     s.close()
-    assert_alive(lab_daemon)
+    assert_alive(lab_agent)
 
 
-def test_too_many_requests_in_flight(daemon_factory) -> None:
-    daemon = daemon_factory(api={"max_inflight": 1})
+def test_too_many_requests_in_flight(agent_factory) -> None:
+    daemon = agent_factory(api={"max_inflight": 1})
     r, a = aka_challenge(60)
     auth = {
         "op": "ims.authenticate",
@@ -111,8 +111,8 @@ def test_too_many_requests_in_flight(daemon_factory) -> None:
     s.close()
 
 
-def test_hundreds_of_idle_connections(daemon_factory) -> None:
-    daemon = daemon_factory(api={"max_clients": 32})
+def test_hundreds_of_idle_connections(agent_factory) -> None:
+    daemon = agent_factory(api={"max_clients": 32})
     held = []
     for _ in range(300):
         s = raw_conn(daemon.socket)
@@ -131,8 +131,8 @@ def test_hundreds_of_idle_connections(daemon_factory) -> None:
     assert daemon.alive
 
 
-def test_idle_timeout_closes_quiet_connections(daemon_factory) -> None:
-    daemon = daemon_factory(api={"idle_timeout_s": 0.3})
+def test_idle_timeout_closes_quiet_connections(agent_factory) -> None:
+    daemon = agent_factory(api={"idle_timeout_s": 0.3})
     s = raw_conn(daemon.socket)
     data = read_all(s)
     assert json.loads(data)["error"]["code"] == "api.idle_timeout"
@@ -212,8 +212,8 @@ def run_as_nobody(path: str, rand: bytes, autn: bytes, lines: int = 0, requests:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a peer as another uid")
-def test_peer_not_allowed_is_refused_and_gets_no_key(daemon_factory) -> None:
-    daemon = daemon_factory()
+def test_peer_not_allowed_is_refused_and_gets_no_key(agent_factory) -> None:
+    daemon = agent_factory()
     os.chown(daemon.socket, 0, 65534)  # the socket group lets it connect, as SocketGroup= would
     rand, autn = aka_challenge(70)
     out = run_as_nobody(daemon.socket, rand, autn)
@@ -230,8 +230,8 @@ def test_peer_not_allowed_is_refused_and_gets_no_key(daemon_factory) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a peer as another uid")
-def test_peer_in_allowed_gids_is_served(daemon_factory) -> None:
-    daemon = daemon_factory(api={"allowed_gids": [65534]})
+def test_peer_in_allowed_gids_is_served(agent_factory) -> None:
+    daemon = agent_factory(api={"allowed_gids": [65534]})
     os.chown(daemon.socket, 0, 65534)
     rand, autn = aka_challenge(71)
     replies = [json.loads(x) for x in run_as_nobody(daemon.socket, rand, autn, 2).splitlines()]
@@ -239,8 +239,8 @@ def test_peer_in_allowed_gids_is_served(daemon_factory) -> None:
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run a peer as another uid")
-def test_sessions_belong_to_their_uid(daemon_factory) -> None:
-    daemon = daemon_factory(api={"allowed_gids": [65534]})
+def test_sessions_belong_to_their_uid(agent_factory) -> None:
+    daemon = agent_factory(api={"allowed_gids": [65534]})
     os.chown(daemon.socket, 0, 65534)
     with daemon.client() as c:
         sid = c.request("sdes.offer", session="root-call")["session"]

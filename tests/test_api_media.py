@@ -16,8 +16,14 @@ BOB = ALICE.parent / "bob.toml"
 
 
 @pytest.fixture
-def two_ues(daemon_factory):
+def two_ues(agent_factory):
     """UE-A (alice) and UE-B (bob): two agents, as on two handsets."""
+    return agent_factory(), agent_factory(subscriber=BOB)
+
+
+@pytest.fixture
+def two_ue_processes(daemon_factory):
+    """UE-A and UE-B as ``ue-agent run`` processes (for what a signal does)."""
     return daemon_factory(), daemon_factory(subscriber=BOB)
 
 
@@ -97,8 +103,8 @@ def test_report_close_and_reuse_guard(two_ues) -> None:
         assert info.value.code == "media.unknown_session"
 
 
-def test_sdes_errors(lab_daemon) -> None:
-    with lab_daemon.client() as c:
+def test_sdes_errors(lab_agent) -> None:
+    with lab_agent.client() as c:
         cases = [
             ({"offer": [["a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:short"]]}, "media.sdes_malformed"),
             ({"offer": [["a=rtpmap:0 PCMU/8000"]]}, "media.no_common_suite"),
@@ -120,8 +126,8 @@ def test_sdes_errors(lab_daemon) -> None:
         assert c.request("status")["sessions"]["pending_offers"] == 0
 
 
-def test_capabilities(lab_daemon) -> None:
-    with lab_daemon.client() as c:
+def test_capabilities(lab_agent) -> None:
+    with lab_agent.client() as c:
         caps = c.request("capabilities")
     assert "AES_CM_128_HMAC_SHA1_80" in caps["sdes"]["suites"]
     assert caps["kms"]["available"] is False  # no kms_url in this config
@@ -129,8 +135,8 @@ def test_capabilities(lab_daemon) -> None:
     assert caps["aka"]["application"] == "isim"
 
 
-def test_sigterm_zeroizes_open_sessions(two_ues) -> None:
-    ue_a, ue_b = two_ues
+def test_sigterm_zeroizes_open_sessions(two_ue_processes) -> None:
+    ue_a, ue_b = two_ue_processes
     with ue_a.client() as a, ue_b.client() as b:
         negotiate(a, b)
         a.request("sdes.offer", media=["audio", "video"])  # pending offer keys too
@@ -142,10 +148,10 @@ def test_sigterm_zeroizes_open_sessions(two_ues) -> None:
     assert zeroized >= 4 + 2 * 2 and line.endswith(", 0 left")
 
 
-def test_srvcc_from_the_modem_releases_session_keys(daemon_factory, modem_factory) -> None:
+def test_srvcc_from_the_modem_releases_session_keys(agent_factory, modem_factory) -> None:
     sim = modem_factory("generic-at")
-    daemon = daemon_factory(modem={"port": str(sim.link_path)})
-    peer = daemon_factory(subscriber=BOB)
+    daemon = agent_factory(modem={"port": str(sim.link_path)})
+    peer = agent_factory(subscriber=BOB)
     with daemon.client() as a, peer.client() as b:
         a.request("subscribe", events=["handover"])
         sa, sb = negotiate(a, b)

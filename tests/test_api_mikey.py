@@ -16,14 +16,14 @@ BOB_URI = "sip:bob@ims.mnc001.mcc001.3gppnetwork.org"
 
 
 @pytest.fixture
-def networked(daemon_factory, lab_network):
+def networked(agent_factory, lab_network):
     net = {
         "bsf_url": lab_network.bsf_url,
         "kms_url": lab_network.kms_url,
         "bsf_fqdn": lab_network.bsf_fqdn,
         "kms_fqdn": lab_network.kms_fqdn,
     }
-    return daemon_factory(network=net), daemon_factory(subscriber=BOB, network=net)
+    return agent_factory(network=net), agent_factory(subscriber=BOB, network=net)
 
 
 def test_mikey_ticket_end_to_end(networked) -> None:
@@ -56,7 +56,7 @@ def test_mikey_ticket_end_to_end(networked) -> None:
         assert form not in log
 
 
-def test_mikey_errors(networked, daemon_factory) -> None:
+def test_mikey_errors(networked, agent_factory) -> None:
     ue_a, ue_b = networked
     with ue_a.client() as a, ue_b.client() as b:
         offer = a.request("mikey.offer", responder=BOB_URI)
@@ -88,15 +88,15 @@ def test_mikey_errors(networked, daemon_factory) -> None:
         assert r["ok"] is False and r["error"]["code"].startswith("mikey."), r
         # the offer survives a bad answer: the right one still completes it
         a.request("mikey.complete", session=offer["session"], transfer_resp=ans["transfer_resp"])
-    lonely = daemon_factory()  # no [network]: MIKEY-TICKET is not configured
+    lonely = agent_factory()  # no [network]: MIKEY-TICKET is not configured
     with lonely.client() as c, pytest.raises(ApiCallError) as info:
         c.request("mikey.offer", responder=BOB_URI)
     assert info.value.code == "kms.not_configured"
 
 
-def test_bsf_unreachable(daemon_factory) -> None:
+def test_bsf_unreachable(agent_factory) -> None:
     net = {"bsf_url": "http://127.0.0.1:9/", "kms_url": "http://127.0.0.1:9/"}
-    ue = daemon_factory(network=net)
+    ue = agent_factory(network=net)
     with ue.client() as c:
         r = c.call("mikey.offer", responder=BOB_URI)
         assert r["ok"] is False and r["error"]["code"].startswith("gba."), r

@@ -27,9 +27,9 @@ def code_of(reply: dict) -> str:
     return reply["error"]["code"]
 
 
-def test_modem_faults_pass_through_and_the_card_comes_back(daemon_factory, modem_factory, soft_uicc):
+def test_modem_faults_pass_through_and_the_card_comes_back(agent_factory, modem_factory, soft_uicc):
     sim = modem_factory("quectel-ec25")
-    daemon = daemon_factory(card={"transport": "at", "port": str(sim.link_path), "profile": "quectel-ec25"})
+    daemon = agent_factory(card={"transport": "at", "port": str(sim.link_path), "profile": "quectel-ec25"})
     sqn = 100
     with daemon.client() as c:
         assert "res" in authenticate(c, sqn)
@@ -50,11 +50,11 @@ def test_modem_faults_pass_through_and_the_card_comes_back(daemon_factory, modem
         assert c.request("status")["card"]["present"] is True
 
 
-def test_card_pulled_from_the_reader_then_reinserted(daemon_factory, vpcd_card):
+def test_card_pulled_from_the_reader_then_reinserted(agent_factory, vpcd_card):
     from tests.fixtures.pcsc import wait_reader
 
     server, reader = vpcd_card
-    daemon = daemon_factory(card={"transport": "pcsc", "reader": reader})
+    daemon = agent_factory(card={"transport": "pcsc", "reader": reader})
     with daemon.client() as c, daemon.client() as events:
         events.request("subscribe", events=["card"])
         assert "res" in authenticate(c, 200)
@@ -73,14 +73,14 @@ def test_card_pulled_from_the_reader_then_reinserted(daemon_factory, vpcd_card):
 
 
 @pytest.fixture
-def net_daemons(daemon_factory, lab_network):
+def net_daemons(agent_factory, lab_network):
     net = {
         "bsf_url": lab_network.bsf_url,
         "kms_url": lab_network.kms_url,
         "bsf_fqdn": lab_network.bsf_fqdn,
         "kms_fqdn": lab_network.kms_fqdn,
     }
-    return lab_network, daemon_factory(network=net), daemon_factory(subscriber=BOB, network=net)
+    return lab_network, agent_factory(network=net), agent_factory(subscriber=BOB, network=net)
 
 
 def test_bsf_faults_pass_through_and_nothing_is_kept(net_daemons):
@@ -121,9 +121,9 @@ def test_kms_faults_pass_through(net_daemons):
         assert a.request("mikey.complete", session=offer["session"], transfer_resp=ans["transfer_resp"])
 
 
-def test_a_ue_outside_the_recipients_is_refused(daemon_factory, net_daemons):
+def test_a_ue_outside_the_recipients_is_refused(agent_factory, net_daemons):
     net, ue_a, _ = net_daemons
-    carol = daemon_factory(
+    carol = agent_factory(
         subscriber=ALICE.parent / "carol.toml",
         network={
             "bsf_url": net.bsf_url,

@@ -15,6 +15,8 @@ from ue_agent.errors import TransportError  # noqa: E402
 from ue_agent.lab.modem import ModemSimulator  # noqa: E402
 
 SELECT_MF = bytes.fromhex("00A40004023F00")
+#: UPDATE BINARY: changes the card, so never sent twice by the driver
+UPDATE = bytes.fromhex("00D6000001FF")
 ISIM_PREFIX = bytes.fromhex("a0000000871004")
 
 
@@ -63,9 +65,16 @@ def test_garbage(csim):
     sim, t = csim
     sim.fail_next("garbage")
     with pytest.raises(TransportError) as ei:
-        t.transmit(SELECT_MF)
+        t.transmit(UPDATE)
     assert ei.value.code == "modem.garbage"
     assert t.transmit(SELECT_MF)[0] == 0x61
+
+
+def test_garbage_on_an_idempotent_apdu_is_sent_again(csim):
+    sim, t = csim
+    sim.fail_next("garbage")
+    assert t.transmit(SELECT_MF)[0] == 0x61  # SELECT changes nothing: sent once more
+    assert t.retries == 1
 
 
 @pytest.mark.parametrize(
@@ -76,7 +85,7 @@ def test_malformed_csim_answers(csim, answer):
     sim, t = csim
     sim.reply_next(f"\r\n{answer}\r\n\r\nOK\r\n")
     with pytest.raises(TransportError) as ei:
-        t.transmit(SELECT_MF)
+        t.transmit(UPDATE)
     assert ei.value.code == "modem.garbage"
 
 
@@ -85,7 +94,7 @@ def test_garbage_error_text_carries_no_key_bytes(csim):
     ck = "B40BA9A3C58B2A05BBF0D987B21BF8CB"
     sim.reply_next(f"\r\n+CSIM: xx,DB10{ck}\r\n\r\nOK\r\n")
     with pytest.raises(TransportError) as ei:
-        t.transmit(SELECT_MF)
+        t.transmit(UPDATE)
     assert ei.value.code == "modem.garbage"
     assert ck.lower() not in str(ei.value.to_dict()).lower()
     assert ck[:8].lower() not in str(ei.value.to_dict()).lower()
@@ -95,10 +104,14 @@ def test_silence_times_out_then_resyncs(csim):
     sim, t = csim
     sim.fail_next("silence")
     with pytest.raises(TransportError) as ei:
-        t.transmit(SELECT_MF)
+        t.transmit(UPDATE)
     assert ei.value.code == "modem.timeout"
     assert ei.value.details["timeout_s"] == 2
     assert t.transmit(SELECT_MF)[0] == 0x61  # 'AT' resync, then the APDU
+    assert t.port.resyncs == 1
+    sim.fail_next("silence")
+    assert t.transmit(SELECT_MF)[0] == 0x61  # timed out, resync, sent again
+    assert t.port.resyncs == 2 and t.retries == 1
 
 
 def test_forbidden_command_never_sent(modem_factory):
@@ -129,7 +142,7 @@ def test_csim_not_offered(modem_factory):
     try:
         sim.fail_next("error")  # the answer to AT+CSIM=?
         with pytest.raises(TransportError) as ei:
-            CsimTransport(port)
+            CsimTransport(port, probe=True)
         assert ei.value.code == "modem.not_supported"
         sim.fail_next("cme_error", 4)  # "operation not supported" on the command itself
         with pytest.raises(TransportError) as ei:
@@ -237,7 +250,10 @@ def test_cgla_session_reopened_after_replug(modem_factory, soft_uicc):
         sim.vanish()
         soft_uicc.reset()  # the modem's power cycle resets the card
         sim.start()
-        resp = bound.transmit(bytes.fromhex("80F2000000"))  # STATUS on the ISIM channel
+        with pytest.raises(TransportError) as ei:  # the APDU in progress fails...
+            bound.transmit(bytes.fromhex("80F2000000"))
+        assert ei.value.code == "modem.reopened"
+        resp = bound.transmit(bytes.fromhex("80F2000000"))  # ...the next one reopens the channel
         assert resp[-2:] == b"\x90\x00" or resp[-2] in (0x61, 0x6C)
         assert bound.session != first  # a new opaque handle from the new CCHO
         bound.close()
@@ -255,7 +271,7 @@ def test_open_missing_port():
 def test_silent_modem_at_open(tmp_path, soft_uicc):
     sim = ModemSimulator(soft_uicc, "generic-at", tmp_path / "tty").start()
     try:
-        for _ in range(3):
+        for _ in range(6):
             sim.fail_next("silence")
         with pytest.raises(TransportError) as ei:
             AtPort(str(sim.link_path), timeout=0.3)

@@ -174,3 +174,27 @@ def test_the_checker_catches_socket_threads_http_and_the_lab() -> None:
     assert not lab_violations("x = 'ue_agent.lab.card:open_transport'")
     assert kms_side_violations("from ue_agent.kms.service import EXT_DIVERT")
     assert kms_side_violations("from ue_agent.kms import service")
+
+
+def test_the_pcsc_marker_follows_the_fixtures() -> None:
+    """tests/conftest.py marks a test ``pcsc`` when it uses a PC/SC fixture, directly or not."""
+    from tests import conftest
+
+    class Item:
+        def __init__(self, fixtures: tuple[str, ...]) -> None:
+            self.fixturenames = fixtures
+            self.markers: list[str] = []
+
+        def add_marker(self, mark: object) -> None:
+            self.markers.append(getattr(mark, "name", ""))
+
+        def get_closest_marker(self, name: str) -> None:
+            return None
+
+    class Config:
+        def getoption(self, name: str) -> bool:
+            return True
+
+    items = [Item(("vpcd_card", "pcscd", "tmp_path")), Item(("lab_agent", "tmp_path"))]
+    conftest.pytest_collection_modifyitems(Config(), items)  # type: ignore[arg-type]
+    assert [i.markers for i in items] == [["pcsc"], []]

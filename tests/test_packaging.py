@@ -54,3 +54,17 @@ def test_lab_extra_is_what_the_cli_checks_and_not_in_the_base() -> None:
     assert not base & lab
     assert {"cryptography", "pyscard", "pyserial", "pyroute2"} <= base
     assert "ue-agent[lab]" in project["optional-dependencies"]["test"]
+
+
+def test_packaged_default_config_starts_nothing_dangerous() -> None:
+    """/etc/ue-agent/config.toml of the .deb: valid; the card through pcscd (no AT command to
+    any tty), no BSF/KMS URL (no network traffic), no modem reports, no netlink watch, and
+    the socket admits root only."""
+    from ue_agent.config import load_config
+
+    cfg = load_config(REPO / "packaging" / "config.toml")
+    assert cfg.card.transport == "pcsc" and cfg.card.port is None
+    assert cfg.network.bsf_url is None and cfg.network.kms_url is None
+    assert cfg.modem.port is None and not cfg.netlink.enabled
+    assert cfg.api.allowed_uids == [] and cfg.api.allowed_gids == []
+    assert cfg.api.socket == "/run/ue-agent/api.sock"

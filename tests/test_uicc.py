@@ -248,7 +248,7 @@ def test_get_response_rules() -> None:
 
 # --- logical channels -----------------------------------------------------------------
 def test_manage_channel_open_select_close() -> None:
-    card = SoftUicc(sub("alice"))
+    card = SoftUicc(sub("alice"), max_channels=8)  # channels 4+ use the further interindustry class
     assert x(card, "0070 0000 01") == b"\x01\x90\x00"
     assert x(card, "0070 0000 01") == b"\x02\x90\x00"
     select_isim(card, cla=0x01)
@@ -278,9 +278,12 @@ def test_channel_opened_from_a_channel_inherits_its_application() -> None:
     assert x(card, "02b0 0000 02") == b"\x05\x00\x90\x00"
 
 
-def test_all_channels_used_and_reset_closes_them() -> None:
-    card = SoftUicc(sub("alice"))
-    for n in range(1, 8):
+@pytest.mark.parametrize("channels", [4, 8])
+def test_all_channels_used_and_reset_closes_them(channels: int) -> None:
+    card = SoftUicc(sub("alice")) if channels == 4 else SoftUicc(sub("alice"), max_channels=channels)
+    assert card.max_channels == channels  # 4 by default: the basic channel and 3 logical ones
+    assert card.atr[-2] & 0x07 == channels - 1  # ATR card capabilities: channels - 1 in b3..b1
+    for n in range(1, channels):
         assert x(card, "0070 0000 01") == bytes([n, 0x90, 0x00])
     assert sw(x(card, "0070 0000 01")) == 0x6A81
     card.reset()

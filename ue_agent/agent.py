@@ -24,7 +24,6 @@ from ue_agent.handover.state import HandoverReport
 from ue_agent.media.sessions import Phase
 from ue_agent.network import NetworkSide
 from ue_agent.ops.context import Context, Emit
-from ue_agent.ops.registry import OPERATIONS
 from ue_agent.pin_unlock import relock
 from ue_agent.secret import Secret
 
@@ -34,6 +33,7 @@ if TYPE_CHECKING:
     from ue_agent.drivers.netlink import AddressChange, LinkChange
     from ue_agent.media.sdes import LocalOffer
     from ue_agent.media.store import KeyStore
+    from ue_agent.ops.declare import Op
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class Agent:
         card.relock = lambda c: relock(c, pin)
         network = NetworkSide(lambda: self.ctx.cfg.network, card, self._identities, emit)
         self.ctx = Context(cfg, emit, card, network)
+        self._ops: dict[str, Op[Any]] | None = None  # the declarations, loaded with the first request
         self.ctx.pin = pin
 
     # the pieces the daemon uses
@@ -117,7 +118,10 @@ class Agent:
         return zeroized, left + sum(1 for k in held if not k.zeroized)
 
     def _card_state(self, state: CardState) -> None:
-        self.ctx.emit("card", {"present": state["present"], "error": state.get("error")})
+        body = {"present": state["present"], "error": state.get("error")}
+        if state.get("reset"):
+            body.update(reset=True, resets=state.get("resets"))
+        self.ctx.emit("card", body)
 
     # -- handover inputs ------------------------------------------------------------------------
     def on_cireph(self, value: int) -> None:
@@ -148,7 +152,12 @@ class Agent:
         functions and return their result at once; those that wait for the card or the
         network are coroutines, returned for the server to run as a task.
         """
-        op = OPERATIONS.get(req.op)
+        ops = self._ops
+        if ops is None:
+            from ue_agent.ops.registry import OPERATIONS
+
+            ops = self._ops = OPERATIONS
+        op = ops.get(req.op)
         if op is None or op.handler is None:
             raise AgentError("agent.unavailable", f"{req.op} is not available in this build")
         return op.handler(self.ctx, req.params, peer)

@@ -3,6 +3,12 @@
 Jobs run one at a time. A job asked for while another runs is refused with ``card.busy``
 at once (oFono's explicit Busy), so no request waits behind a slow card. A transport
 failure closes the card; the next job opens it again.
+
+Resets (issue 9): when the transport signals one (a modem's RDY), the worker runs
+``card.check()`` at once, between requests, so the ISIM's channel is back before the next
+one; every reset the card layer notices is announced with a ``card`` event
+(``reset: true``) and counted in status. Stopping closes the card's logical channel;
+opening reclaims channels a killed predecessor left (:mod:`ue_agent.channel_record`).
 """
 
 from __future__ import annotations
@@ -49,6 +55,10 @@ class CardWorker:
         self._thread = threading.Thread(target=self._main, name="ue-agent-card", daemon=True)
         self.card: Card | None = None
         self.state: CardState = {"present": False, "error": None}
+        #: card resets noticed since the start (over every Card opened)
+        self.resets = 0
+        self._card_resets = 0  # resets the current Card had counted at the last look
+        self._check_queued = False
         #: gives PIN1 again when the card asks for it (6982) after a reset; True when it did
         self.relock: Callable[[Card], bool] | None = None
 
@@ -84,12 +94,16 @@ class CardWorker:
     def _main(self) -> None:
         while True:
             with self._cv:
-                while not self._jobs and not self._stop:
+                while not self._jobs and not self._check_queued and not self._stop:
                     self._cv.wait()
                 if self._stop:
                     pending, self._jobs = self._jobs, []
                     break
-                job, fut = self._jobs.pop(0)
+                check, self._check_queued = self._check_queued, False
+                job, fut = self._jobs.pop(0) if not check else (None, None)
+            if job is None or fut is None:
+                self._check_card()
+                continue
             self._run(job, fut)
         for _job, fut in pending:
             self._deliver(fut, None, CardError("card.closed", "the agent is stopping"))
@@ -100,8 +114,9 @@ class CardWorker:
         exc: BaseException | None = None
         try:
             if self.card is None:
-                self.card = self._opener()
+                self._adopt(self._opener())
                 self._set_state({"present": True, "error": None})
+            assert self.card is not None
             result = self._attempt(job, self.card)
         except AgentError as e:
             exc = e
@@ -111,7 +126,55 @@ class CardWorker:
         except Exception as e:  # noqa: BLE001 - a driver bug must not kill the worker
             log.error("card job failed: %s", type(e).__name__)
             exc = AgentError("card.error", "card access failed")
+        self._note_resets()
         self._deliver(fut, result, exc)
+
+    # -- resets ------------------------------------------------------------------------------
+    def _adopt(self, card: Card) -> None:
+        self.card = card
+        self._card_resets = card.resets
+        card.transport.on_reset = self._reset_signalled
+
+    def _reset_signalled(self, why: str) -> None:
+        """The transport saw a reset (any thread): check the card between requests."""
+        with self._cv:
+            self._check_queued = True
+            self._cv.notify()
+
+    def _check_card(self) -> None:
+        card = self.card
+        if card is None:
+            return
+        try:
+            card.check()  # reopens the ISIM's channel now
+        except AgentError as e:
+            log.warning("card check after a reset: %s", e.code)
+            if e.code in REOPEN_CODES:
+                self._close_card()
+                self._set_state({"present": False, "error": e.code})
+        except Exception as e:  # noqa: BLE001
+            log.error("card check failed: %s", type(e).__name__)
+        self._note_resets()
+
+    def _note_resets(self) -> None:
+        """Announce resets the card layer noticed (``card`` event, ``reset: true``)."""
+        card = self.card
+        if card is None or card.resets == self._card_resets:
+            return
+        self.resets += card.resets - self._card_resets
+        self._card_resets = card.resets
+        if self._loop is not None:
+            event = {"present": True, "error": None, "reset": True, "resets": self.resets}
+            self._loop.call_soon_threadsafe(self._on_state, event)
+
+    def health(self) -> dict[str, Any]:
+        """For status: resets noticed, and the AT port's figures (resyncs, late lines...)."""
+        out: dict[str, Any] = {"resets": self.resets}
+        port = getattr(getattr(self.card, "transport", None), "port", None)
+        counters = getattr(port, "counters", None)
+        if callable(counters):
+            out["at"] = counters()
+        return out
 
     def _attempt(self, job: Job, card: Card) -> Any:
         """Run ``job``. A card or modem reset re-powers the UICC and PIN1 must be given again:
@@ -155,9 +218,12 @@ class CardWorker:
         card, self.card = self.card, None
         if card is not None:
             try:
-                card.transport.close()
-            except Exception:  # noqa: BLE001
-                pass
+                card.close()  # closes the ISIM's logical channel, then the transport
+            except Exception:  # noqa: BLE001 - the path may be gone already
+                try:
+                    card.transport.close()
+                except Exception:  # noqa: BLE001
+                    pass
 
 
 def open_card(
@@ -189,6 +255,9 @@ def open_card(
         except BaseException:
             transport.close()
             raise
+    from ue_agent.channel_record import attach
+
+    attach(card, cfg.api.socket)  # close what a killed predecessor left open, note ours
     return card
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import Any
 
 
 def render(ids: dict, transport: str) -> str:
@@ -24,6 +25,23 @@ def render(ids: dict, transport: str) -> str:
     return "\n".join(lines)
 
 
+#: path failures after which the identities are read once more from the start (the AT driver
+#: has resynchronised the port by then; every APDU of the read changes nothing on the card)
+_READ_AGAIN = ("modem.timeout", "modem.garbage", "modem.desync", "card.reset")
+
+
+def _identities(card: Any) -> Any:
+    from ue_agent.errors import CardError
+
+    try:
+        return card.identities()
+    except CardError as exc:
+        if exc.code not in _READ_AGAIN:
+            raise
+        card.refresh()  # closes the channel it opened; the next read starts from EF_DIR
+        return card.identities()
+
+
 def main(args: argparse.Namespace) -> int:
     from ue_agent.card.pin import PinGate
     from ue_agent.card.session import Card
@@ -33,12 +51,12 @@ def main(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     transport = open_transport(cfg.card)
+    card = Card(transport)
     try:
-        card = Card(transport)
         unlock(card, PinGate(cfg.card.pin_credential, cfg.card.pin_allow_last_try))
-        ids = card.identities().to_dict()
+        ids = _identities(card).to_dict()
     finally:
-        transport.close()
+        card.close()  # closes the ISIM's logical channel, then the transport
     if args.json:
         print(json.dumps({"transport": transport.name, **ids}, indent=2))
     else:

@@ -21,7 +21,8 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from ue_agent.agent import Agent
 from ue_agent.api.server import ApiServer, activated_socket
@@ -30,6 +31,12 @@ from ue_agent.errors import AgentError, ConfigError
 from ue_agent.hardening import harden
 
 log = logging.getLogger("ue_agent.daemon")
+
+
+class Watcher(Protocol):
+    """A modem URC or netlink watcher the daemon started and stops."""
+
+    async def stop(self) -> None: ...
 
 
 class SdNotify:
@@ -96,7 +103,9 @@ class Daemon:
         self.agent = Agent(cfg, self._emit)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._watchers: list[Any] = []
+        self._watchers: list[Watcher] = []
+        #: called once the daemon is ready (after READY=1)
+        self.on_ready: Callable[[], None] | None = None
 
     def _emit(self, name: str, body: dict[str, Any]) -> None:
         """An event to the subscribers allowed to see it: one about a session goes to the
@@ -126,11 +135,14 @@ class Daemon:
             return
         server.broadcast(name, body)
 
-    async def run(self) -> int:
+    async def run(self, *, signals: bool = True) -> int:
+        """Serve until SIGTERM/SIGINT (or :meth:`request_stop`). ``signals=False``: no signal
+        handlers (an event loop outside the main thread: the in-process test daemon)."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        if signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._stop.set)
+            loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.agent.start()
         self.server = ApiServer(self.cfg.api, self.agent.handle)
         server = self.server
@@ -153,8 +165,14 @@ class Daemon:
         from ue_agent import warmup
 
         warmup.start(self.cfg)  # the first call's modules, in the background (docs/performance.md)
+        if self.on_ready is not None:
+            self.on_ready()
         await self._stop.wait()
         return await self.shutdown()
+
+    def request_stop(self) -> None:
+        """Stop as SIGTERM does (call from the daemon's event loop)."""
+        self._stop.set()
 
     def _status_line(self) -> str:
         st = self.agent.card.state

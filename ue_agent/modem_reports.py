@@ -10,8 +10,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from ue_agent.handover.state import parse_cireph
+
+if TYPE_CHECKING:
+    from ue_agent.drivers.at_modem import AtPort
 
 log = logging.getLogger(__name__)
 
@@ -43,11 +47,26 @@ class ModemUrcWatcher:
         sink = urc_sink(loop, self.on_cireph)
         at = await loop.run_in_executor(None, lambda: AtPort(self.port, profile=self.profile, on_urc=sink))
         self._at = at
+        # a modem reset clears +CIREP: set the port up again at once (it sends the reporting
+        # commands enable_ims_reporting() keeps in at.after_setup), off the reader thread
+        at.reset_listeners.append(lambda why: loop.call_soon_threadsafe(self._after_reset, at))
         refused = await loop.run_in_executor(None, enable_ims_reporting, at)
         if refused:
             log.warning("modem %s refused %s: no SRVCC reports", self.port, ", ".join(refused))
         else:
             log.info("modem %s: SRVCC reporting on", self.port)
+
+    def _after_reset(self, at: AtPort) -> None:
+        def settle() -> None:
+            try:
+                at.settle()
+                log.info("modem %s: set up again after a reset (SRVCC reporting on)", self.port)
+            except Exception as exc:  # noqa: BLE001 - logged; the next reset tries again
+                why = getattr(exc, "code", type(exc).__name__)
+                log.warning("modem %s: set-up after a reset failed (%s)", self.port, why)
+
+        if self._at is at:
+            asyncio.get_running_loop().run_in_executor(None, settle)
 
     async def stop(self) -> None:
         if self._at is not None:

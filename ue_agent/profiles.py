@@ -261,9 +261,15 @@ def search_path() -> list[Traversable]:
 def _profile_files() -> dict[str, Traversable]:
     found: dict[str, Traversable] = {}
     for d in search_path():
-        if not d.is_dir():
+        try:
+            if not d.is_dir():
+                continue
+            entries = sorted(d.iterdir(), key=lambda t: t.name)
+        except PermissionError:
+            # /etc/ue-agent is 0750 root:ue-agent on a packaged install: other users
+            # (`ue-agent profiles` as a developer) see the shipped profiles only
             continue
-        for f in sorted(d.iterdir(), key=lambda t: t.name):
+        for f in entries:
             if f.name.endswith(".toml") and f.is_file():
                 found.setdefault(f.name[: -len(".toml")], f)
     return found

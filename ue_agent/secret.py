@@ -9,6 +9,7 @@ object only through :meth:`Secret.reveal`, which call sites use at the last mome
 from __future__ import annotations
 
 import hmac
+import json
 from collections.abc import Iterable
 
 
@@ -64,3 +65,89 @@ class Secret:
 
     def __reduce__(self):  # never pickled into a log or a cache
         raise TypeError("Secret cannot be pickled")
+
+
+def _json_text(text: str) -> bytes:
+    """``text`` as the inside of a JSON string (ASCII, escaped)."""
+    return json.dumps(text, ensure_ascii=True)[1:-1].encode()
+
+
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+
+
+def b64_len(n: int) -> int:
+    """Length of the padded base64 text of ``n`` bytes."""
+    return (n + 2) // 3 * 4
+
+
+def b64_into(out: bytearray, at: int, data: bytearray | memoryview) -> int:
+    """Write the base64 (RFC 4648 §4, padded) of ``data`` into ``out`` at ``at``; the end.
+
+    Byte by byte through ints: no intermediate bytes or str object ever holds the text, so
+    zeroizing ``out`` afterwards leaves no copy (``base64.b64encode`` returns an immutable
+    bytes object that cannot be wiped)."""
+    n = len(data)
+    i = 0
+    while i + 3 <= n:
+        v = data[i] << 16 | data[i + 1] << 8 | data[i + 2]
+        out[at] = _B64[v >> 18]
+        out[at + 1] = _B64[v >> 12 & 63]
+        out[at + 2] = _B64[v >> 6 & 63]
+        out[at + 3] = _B64[v & 63]
+        i += 3
+        at += 4
+    rest = n - i
+    if rest:
+        v = data[i] << 16 | (data[i + 1] << 8 if rest == 2 else 0)
+        out[at] = _B64[v >> 18]
+        out[at + 1] = _B64[v >> 12 & 63]
+        out[at + 2] = _B64[v >> 6 & 63] if rest == 2 else 0x3D
+        out[at + 3] = 0x3D
+        at += 4
+    return at
+
+
+class SecretText:
+    """A reply value that carries key material: literal text parts and :class:`Secret`
+    parts (written as base64). Only the API's reply encoder turns it into bytes, straight
+    into the one buffer it zeroizes once the reply is written, so no str or bytes copy of
+    the key is ever made. ``owned``: the Secrets are this value's own copies, zeroized by
+    the encoder when it is done (else they belong to someone else, e.g. the key store)."""
+
+    __slots__ = ("owned", "parts")
+
+    def __init__(self, *parts: str | Secret, owned: bool = False) -> None:
+        self.parts = parts
+        self.owned = owned
+
+    def _literal(self) -> list[bytes | Secret]:
+        return [_json_text(p) if isinstance(p, str) else p for p in self.parts]
+
+    def size(self) -> int:
+        """Bytes :meth:`write_into` writes (JSON-escaped text, base64 secrets)."""
+        return sum(len(p) if isinstance(p, bytes) else b64_len(len(p)) for p in self._literal())
+
+    def write_into(self, out: bytearray, at: int) -> int:
+        """Write the value (the inside of a JSON string) into ``out`` at ``at``; the end."""
+        for p in self._literal():
+            if isinstance(p, bytes):
+                out[at : at + len(p)] = p
+                at += len(p)
+            else:
+                at = b64_into(out, at, p._buf)
+        return at
+
+    def done(self) -> None:
+        """The encoder wrote it: drop the owned secrets."""
+        if self.owned:
+            for p in self.parts:
+                if isinstance(p, Secret):
+                    p.zeroize()
+
+    def __repr__(self) -> str:
+        return "<SecretText>"
+
+    __str__ = __repr__
+
+    def __reduce__(self):  # never pickled into a log or a cache
+        raise TypeError("SecretText cannot be pickled")

@@ -10,7 +10,7 @@ sockets here, so the whole surface a peer can reach is testable with bytes alone
 from __future__ import annotations
 
 import logging
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ue_agent import __version__
 from ue_agent.api import errors as E
@@ -23,11 +23,14 @@ from ue_agent.api.protocol import (
     LineTooLong,
     decode_line,
     encode,
+    encode_reply,
 )
 from ue_agent.api.schema import check_id, validate
 from ue_agent.errors import AgentError
-from ue_agent.ops.protocol import Hello, Subscribe
-from ue_agent.ops.registry import OPERATIONS
+
+if TYPE_CHECKING:
+    from ue_agent.ops.declare import Op
+    from ue_agent.ops.protocol import Hello, Subscribe
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +55,7 @@ class Request:
 
     __slots__ = ("id", "op", "params")
 
-    def __init__(self, id: str | int, op: str, params: Any) -> None:
+    def __init__(self, id: str | int, op: str, params: object) -> None:
         self.id = id
         self.op = op
         self.params = params
@@ -73,6 +76,12 @@ class ConnectionCore:
         self.subscriptions: set[str] = set()
         self.client: str | None = None
         self.requests = 0
+        # the operation declarations, imported with the first connection (not at start-up)
+        from ue_agent.ops.protocol import Hello, Subscribe
+        from ue_agent.ops.registry import OPERATIONS
+
+        self.ops: dict[str, Op[Any]] = OPERATIONS
+        self._protocol_ops = (Hello, Subscribe)
 
     # -- input -------------------------------------------------------------------------
     def receive(self, data: bytes) -> list[Action]:
@@ -124,7 +133,7 @@ class ConnectionCore:
         op = msg.get("op")
         if not isinstance(op, str):
             return self._error(req_id, E.BAD_REQUEST, "'op' must be a string", param="op")
-        decl = OPERATIONS.get(op)
+        decl = self.ops.get(op)
         if decl is None:
             return self._error(req_id, E.UNKNOWN_OP, f"unknown operation '{op[:64]}'")
         if req_id in self.inflight:
@@ -136,9 +145,10 @@ class ConnectionCore:
             params = validate(decl, msg)
         except AgentError as exc:
             return encode(E.error_reply(req_id, exc))
-        if isinstance(params, Hello):
+        hello, subscribe = self._protocol_ops
+        if isinstance(params, hello):
             return self._hello(req_id, params)
-        if isinstance(params, Subscribe):
+        if isinstance(params, subscribe):
             return self._subscribe(req_id, params)
         if len(self.inflight) >= self.max_inflight:
             return self._error(
@@ -167,7 +177,7 @@ class ConnectionCore:
                 "protocol": max(common),
                 "agent": "ue-agent",
                 "version": __version__,
-                "ops": list(OPERATIONS),
+                "ops": list(self.ops),
                 "events": list(EVENTS),
                 "max_line": self.max_line,
                 "max_inflight": self.max_inflight,
@@ -183,13 +193,13 @@ class ConnectionCore:
         return encode({"id": req_id, "ok": True, "events": sorted(self.subscriptions)})
 
     # -- output --------------------------------------------------------------------------
-    def finish(self, req: Request, outcome: dict[str, Any] | BaseException) -> bytes:
+    def finish(self, req: Request, outcome: dict[str, Any] | BaseException) -> bytes | bytearray:
         """The reply line for ``req``: a result dict, or the exception it raised."""
         self.inflight.discard(req.id)
         if isinstance(outcome, BaseException):
             return encode(E.error_reply(req.id, outcome))
         try:
-            return encode({"id": req.id, "ok": True, **outcome})
+            return encode_reply({"id": req.id, "ok": True, **outcome})  # keys: a bytearray to wipe
         except (TypeError, ValueError, RecursionError) as exc:
             # A result that is not JSON (a bug in an operation): the peer still gets its reply.
             log.error("op %s: result is not JSON (%s)", req.op, type(exc).__name__)

@@ -9,9 +9,11 @@ newline, so one bad line costs one error and the connection stays usable.
 from __future__ import annotations
 
 import json
+import re
+import secrets
 from typing import Any, NamedTuple
 
-from ue_agent.ops.registry import OPERATIONS
+from ue_agent.secret import SecretText
 
 PROTOCOL_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -19,8 +21,17 @@ MAX_LINE = 65536
 #: deepest JSON nesting a request may have (requests are flat; this is generous).
 MAX_DEPTH = 16
 
-#: operation names, from their declarations (:mod:`ue_agent.ops.registry`)
-OPS = tuple(OPERATIONS)
+
+def __getattr__(name: str) -> Any:
+    """``OPS``: the operation names, from their declarations (:mod:`ue_agent.ops.registry`),
+    loaded on first use so that a daemon with no client yet has not imported them."""
+    if name == "OPS":
+        from ue_agent.ops.registry import OPERATIONS
+
+        return tuple(OPERATIONS)
+    raise AttributeError(name)
+
+
 EVENTS = ("card", "bootstrap", "handover", "security.warning")
 
 
@@ -172,5 +183,59 @@ def decode_line(line: bytes) -> Any:
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    """One object -> one line (compact, ASCII-safe, newline-terminated)."""
+    """One object -> one line (compact, ASCII-safe, newline-terminated). Key material
+    (:class:`~ue_agent.secret.SecretText`) is refused here (TypeError): replies that may
+    carry it go through :func:`encode_reply`."""
     return _ENCODER.encode(obj).encode() + b"\n"
+
+
+def encode_reply(obj: dict[str, Any]) -> bytes | bytearray:
+    """A reply line. One that holds :class:`~ue_agent.secret.SecretText` values (key
+    material) comes back as a ``bytearray``, the only place the keys' text is ever
+    written: the caller writes it to the peer and then wipes it (:func:`wipe`)."""
+    try:
+        return _ENCODER.encode(obj).encode() + b"\n"
+    except TypeError:
+        return _encode_secret(obj)  # TypeError again when obj holds something else not JSON
+
+
+def wipe(line: bytes | bytearray) -> None:
+    """Zeroize a line :func:`encode` returned as a bytearray (a reply with key material)."""
+    if isinstance(line, bytearray):
+        line[:] = bytes(len(line))
+
+
+def _encode_secret(obj: dict[str, Any]) -> bytearray:
+    tag = secrets.token_hex(8)
+    found: list[SecretText] = []
+
+    def placeholder(value: Any) -> str:
+        if isinstance(value, SecretText):
+            found.append(value)
+            return f"{tag}{len(found) - 1}{tag}"
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    try:
+        text = json.JSONEncoder(
+            separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=placeholder
+        ).encode(obj)
+        if not found:
+            raise TypeError("not JSON")
+        # '"<tag>N<tag>"' stands where secret N goes; every other piece is ASCII JSON without
+        # key material
+        pieces = re.split(f"{tag}([0-9]+){tag}", text)
+        size = 1 + sum(len(p) if i % 2 == 0 else found[int(p)].size() for i, p in enumerate(pieces))
+        out = bytearray(size)  # one allocation: no growth leaves a partial copy behind
+        at = 0
+        for i, piece in enumerate(pieces):
+            if i % 2 == 0:
+                out[at : at + len(piece)] = piece.encode()
+                at += len(piece)
+            else:
+                at = found[int(piece)].write_into(out, at)
+        out[at] = 0x0A
+        return out
+    finally:
+        for s in found:
+            s.done()
+

@@ -36,7 +36,7 @@ from typing import Any
 
 from ue_agent.api import errors as E
 from ue_agent.api.core import ConnectionCore, Peer, Request
-from ue_agent.api.protocol import encode
+from ue_agent.api.protocol import encode, wipe
 from ue_agent.config import ApiConfig
 from ue_agent.errors import AgentError
 
@@ -316,7 +316,7 @@ class _Connection(asyncio.Protocol):
         core, t = self.core, self.transport
         if core is None or t is None or t.is_closing():
             return
-        out: list[bytes] = []
+        out: list[bytes | bytearray] = []
         queued = t.get_write_buffer_size()
         more = False
         taken = 0
@@ -329,16 +329,22 @@ class _Connection(asyncio.Protocol):
                 break
             taken += 1
             if isinstance(action, bytes):
-                line: bytes | None = action
+                line: bytes | bytearray | None = action
             else:
                 line = self._dispatch(action)
-            if line is not None:
-                out.append(line)
-                queued += len(line)
+            if line is None:
+                continue
+            if isinstance(line, bytearray):  # key material: never joined into a copy
+                self._flush(out)
+                self.send(line)
+                wipe(line)
+                queued = t.get_write_buffer_size()
+                continue
+            out.append(line)
+            queued += len(line)
         if taken:
             self._last = self.loop.time()
-        if out:
-            self.send(out[0] if len(out) == 1 else b"".join(out))
+        self._flush(out)
         if t.is_closing():
             return
         if more:
@@ -356,8 +362,13 @@ class _Connection(asyncio.Protocol):
             self._reading = True
             t.resume_reading()
 
+    def _flush(self, out: list[bytes | bytearray]) -> None:
+        if out:
+            self.send(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
+
     # -- requests ------------------------------------------------------------------------
-    def _dispatch(self, req: Request) -> bytes | None:
+    def _dispatch(self, req: Request) -> bytes | bytearray | None:
         """Run ``req``: its reply line now, or None when it went to a task."""
         assert self.core is not None and self.peer is not None
         try:
@@ -388,10 +399,12 @@ class _Connection(asyncio.Protocol):
             _log_failure(req, exc)
             outcome = exc
         self._last = self.loop.time()
-        self.send(self.core.finish(req, outcome))
+        line = self.core.finish(req, outcome)
+        self.send(line)
+        wipe(line)  # a reply with key material: written (or dropped), now wiped
 
     # -- output --------------------------------------------------------------------------
-    def send(self, line: bytes) -> None:
+    def send(self, line: bytes | bytearray) -> None:
         t = self.transport
         if t is None or t.is_closing():
             return

@@ -16,13 +16,30 @@ file identifier are read by SFI with no SELECT (the whole EF with Le=00, or the 
 spec fixes), the others after a SELECT with the size from their FCP. A card that refuses
 SFI reads is remembered and read by path from then on. Every status word that is not an
 outcome becomes a ``CardError`` (see :mod:`ue_agent.card.sw`).
+
+Resets. A UICC reset closes every logical channel and forgets every selection (TS 102 221
+11.1.17: channels other than the basic one exist only from MANAGE CHANNEL open to close or
+reset). The facade notices one by the transport's :attr:`~ApduTransport.epoch` (the modem
+printed RDY / +CPIN: READY, the port came back) or by SW 6881 / 6A81 on the application's
+channel after it worked. A reset seen before an operation is handled transparently: the
+application is found, its channel opened and selected again. A reset met during an
+operation is handled the same way when the failing command provably never ran (not sent to
+the restarted modem, a +CGLA session the modem forgot, 6881/6A81 from the card); otherwise
+(e.g. a timeout around the reset: an AUTHENTICATE may have run and its answer be lost) the
+operation fails with ``card.reset`` and the next one reopens the channel.
+:attr:`Card.resets` counts them.
+
+Channel lifecycle. :meth:`Card.close` closes the channel this facade opened. Channels it
+opens are noted in ``transport.channel_record`` (``"mc:<n>"``) so that after a crash the
+next agent closes them (:meth:`Card.reclaim`) instead of leaking one per restart.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from ue_agent.card import auth, ef, pin
 from ue_agent.card.apdu import Apdu, ApduLink, Response, cla_for_channel
@@ -51,6 +68,12 @@ SFI_REFUSED = frozenset({0x6700, 0x6981, 0x6986, 0x6A81, 0x6A82, 0x6A86, 0x6B00,
 MAX_TRANSPARENT = 0x7FFF  # READ BINARY offsets are 15 bits
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def _not_run(exc: CardError) -> bool:
+    """Whether a failure met at a reset proves the command never ran on the card."""
+    return exc.code == "modem.reopened" or str(exc.details.get("sw", "")).upper() in ("6881", "6A81")
 
 
 class Card:
@@ -78,6 +101,12 @@ class Card:
         self._gbabp_size: int | None = None
         self._gbabp_selected: tuple[ApduLink, int] | None = None
         self._gbabp_written: bytes | None = None
+        #: the transport's epoch when the selection state above was built
+        self._epoch = transport.epoch
+        #: an operation completed on the application's channel since it was opened
+        self._app_worked = False
+        #: card resets noticed (before or during an operation)
+        self.resets = 0
 
     def __repr__(self) -> str:
         return f"<Card {self.transport.name} app={self._application}>"
@@ -91,7 +120,7 @@ class Card:
     # --- public operations -------------------------------------------------------------
     def identities(self) -> CardIdentities:
         if self._identities is None:
-            self._identities = self._read_identities()
+            self._identities = self._guard("reading the identities", self._read_identities)
         return self._identities
 
     def refresh(self) -> None:
@@ -107,29 +136,41 @@ class Card:
     def authenticate(self, rand: bytes, autn: bytes) -> AkaOutcome:
         """IMS AKA on the ISIM, or the 3G context on the USIM when there is no ISIM."""
         data = auth.aka_command_data(rand, autn)
-        resp = self._app_send(INS_AUTHENTICATE, 0x00, auth.P2_3G, data, le=256)
-        if resp.sw == SW_MAC_FAILURE:
-            return AkaMacFailure()
-        self._expect_ok(resp, "AUTHENTICATE (AKA)")
-        return auth.parse_aka_response(resp.data)
+
+        def run() -> AkaOutcome:
+            resp = self._app_send(INS_AUTHENTICATE, 0x00, auth.P2_3G, data, le=256)
+            if resp.sw == SW_MAC_FAILURE:
+                return AkaMacFailure()
+            self._expect_ok(resp, "AUTHENTICATE (AKA)")
+            return auth.parse_aka_response(resp.data)
+
+        return self._guard("AUTHENTICATE", run)
 
     def gba_bootstrap(self, rand: bytes, autn: bytes) -> GbaBootstrapRes | AkaMacFailure | AkaSyncFailure:
         """GBA_U bootstrapping: the card keeps Ks = CK || IK and answers RES only."""
         data = auth.gba_bootstrap_data(rand, autn)
-        self._require_gba_u()
-        resp = self._app_send(INS_AUTHENTICATE, 0x00, auth.P2_GBA, data, le=256)
-        if resp.sw == SW_MAC_FAILURE:
-            return AkaMacFailure()
-        self._expect_ok(resp, "AUTHENTICATE (GBA bootstrapping)")
-        return auth.parse_gba_bootstrap_response(resp.data)
+
+        def run() -> GbaBootstrapRes | AkaMacFailure | AkaSyncFailure:
+            self._require_gba_u()
+            resp = self._app_send(INS_AUTHENTICATE, 0x00, auth.P2_GBA, data, le=256)
+            if resp.sw == SW_MAC_FAILURE:
+                return AkaMacFailure()
+            self._expect_ok(resp, "AUTHENTICATE (GBA bootstrapping)")
+            return auth.parse_gba_bootstrap_response(resp.data)
+
+        return self._guard("AUTHENTICATE (GBA)", run)
 
     def gba_naf_derive(self, naf_id: bytes, impi: str) -> Secret:
         """Ks_ext_NAF for ``naf_id`` (FQDN || Ua protocol id); the card keeps Ks_int_NAF."""
         data = auth.gba_naf_data(naf_id, impi)
-        self._require_gba_u()
-        resp = self._app_send(INS_AUTHENTICATE, 0x00, auth.P2_GBA, data, le=256)
-        self._expect_ok(resp, "AUTHENTICATE (GBA NAF derivation)", {0x6985: "card.gba_not_bootstrapped"})
-        return auth.parse_gba_naf_response(resp.data)
+
+        def run() -> Secret:
+            self._require_gba_u()
+            resp = self._app_send(INS_AUTHENTICATE, 0x00, auth.P2_GBA, data, le=256)
+            self._expect_ok(resp, "AUTHENTICATE (GBA NAF derivation)", {0x6985: "card.gba_not_bootstrapped"})
+            return auth.parse_gba_naf_response(resp.data)
+
+        return self._guard("AUTHENTICATE (GBA NAF)", run)
 
     def store_gba_bootstrap(self, rand: bytes, btid: str, lifetime: str | datetime) -> None:
         """Write RAND, B-TID and the key lifetime to EF_GBABP after a GBA_U bootstrap."""
@@ -137,6 +178,9 @@ class Card:
             lifetime = lifetime.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         if len(rand) != 16 or not btid:
             raise CardError("card.invalid_argument", "RAND must be 16 bytes and B-TID non-empty")
+        self._guard("UPDATE BINARY EF_GBABP", lambda: self._store_gbabp(rand, btid, lifetime))
+
+    def _store_gbabp(self, rand: bytes, btid: str, lifetime: str) -> None:
         self._require_gba_u()
         try:
             body = ef.encode_gbabp(bytes(rand), btid, lifetime)
@@ -146,9 +190,9 @@ class Card:
             return  # the card already holds exactly this
         try:
             self._write_gbabp(body, reuse_selection=True)
-        except CardError:
-            if self._gbabp_selected is None:
-                raise
+        except CardError as exc:
+            if self._gbabp_selected is None or exc.code == "modem.reopened":
+                raise  # nothing assumed, or a reset: _guard deals with it
             # the EF we thought current was not (a reset we were not told of?): select it again
             self._gbabp_selected = None
             self._write_gbabp(body, reuse_selection=False)
@@ -191,6 +235,39 @@ class Card:
         self._gbabp_selected = None
         self._gbabp_written = None
 
+    def check(self) -> bool:
+        """After the transport signalled a reset: notice it now and, when an application was
+        in use, find it, open its channel and select it again, so that the next operation
+        does not pay for it. True when a reset was noticed."""
+        before = self.resets
+        self._guard("reopening after a reset", lambda: None)
+        if self.resets != before:
+            self._guard("reopening after a reset", self._open_application)
+        return self.resets != before
+
+    def reclaim(self, keys: list[str]) -> list[str]:
+        """Close channels a predecessor left open (keys from its channel record); returns the
+        keys dealt with (closed, or found closed already).
+
+        ``"mc:<n>"``: MANAGE CHANNEL close, P1 '80', P2 = n, sent on the basic channel (TS 102
+        221 11.1.17: any channel but the basic one can be closed so; the card then reuses the
+        number). Only channels recorded as ours are closed: others may belong to the modem's own
+        IMS stack or another PC/SC client. Other keys go to the transport (AT+CCHC).
+        """
+        done: list[str] = []
+        for key in keys:
+            kind, _, value = key.partition(":")
+            if kind == "mc" and value.isdigit() and 1 <= int(value) <= 19:
+                resp = self._link.send(Apdu(0x00, INS_MANAGE_CHANNEL, 0x80, int(value)))
+                # 6A88/6881/6A86: not open any more (the card was reset since): nothing to close
+                if resp.ok or resp.sw in (0x6A88, 0x6881, 0x6A86, 0x6A81):
+                    done.append(key)
+                else:
+                    log.warning("closing leftover channel %s: card answered %04X", value, resp.sw)
+            elif self.transport.reclaim(key):
+                done.append(key)
+        return done
+
     def pin_status(self) -> PinStatus:
         """PIN1's state from VERIFY without data on the basic channel (TS 102 221 11.1.9)."""
         return pin.status_from_sw(self._link.send(pin.verify_apdu()).sw)
@@ -213,6 +290,71 @@ class Card:
             self._release_application()
         finally:
             self.transport.close()
+
+    # --- resets --------------------------------------------------------------------------
+    def _guard(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one operation: after a reset seen before it, transparently on a fresh channel.
+
+        A reset met during it: when the evidence says the failing command never ran (the
+        driver did not send it to the new modem, the modem no longer knew the session, or the
+        card answered 6881/6A81: no such channel), the operation runs once more on a fresh
+        channel, transparently; otherwise (a timeout around a reset: the card may have run an
+        AUTHENTICATE whose answer was lost) it fails with ``card.reset`` and the next
+        operation reopens the channel.
+        """
+        for attempt in (0, 1):
+            if self.transport.check_epoch() != self._epoch:
+                self._forget_after_reset("the transport saw a reset")
+            epoch = self._epoch
+            try:
+                result = fn()
+            except CardError as exc:
+                if exc.code == "card.reset" or not self._reset_during(exc, epoch):
+                    raise  # card.reset: a nested operation (identities) dealt with it already
+                self._forget_after_reset(exc.code)
+                if attempt == 0 and _not_run(exc):
+                    continue
+                raise CardError(
+                    "card.reset",
+                    f"the card or modem was reset during {what}; the next request reopens the channel",
+                    cause=exc.code,
+                ) from None
+            if self._app_link is not None:
+                self._app_worked = True  # a whole operation went through on this channel
+            return result
+        raise AssertionError("unreachable")
+
+    def _reset_during(self, exc: CardError, epoch: int) -> bool:
+        if exc.code == "modem.reopened" or self.transport.epoch != epoch:
+            return True
+        # 6881 (channel not supported) / 6A81 (function not supported) from the application's
+        # own channel after it worked: the card closed it, i.e. it was reset
+        on_own_channel = self._app_transport is not None or self._app_channel != 0
+        return (
+            self._app_worked and on_own_channel and str(exc.details.get("sw", "")).upper() in ("6881", "6A81")
+        )
+
+    def _forget_after_reset(self, why: str) -> None:
+        """The card was reset: its channels and selections are gone. Forget them (nothing is
+        closed on the card: there is nothing to close) and what was read from it."""
+        self.resets += 1
+        log.warning("card reset noticed (%s): application channel and selection dropped", why)
+        bound, channel = self._app_transport, self._app_channel
+        self._retired_count += self._app_link.count if bound is not None and self._app_link else 0
+        self._app_link, self._app_channel, self._app_transport = None, 0, None
+        self._app_worked = False
+        if bound is not None:
+            bound.close()  # a CCHO session of an older generation is only forgotten
+        elif channel and self.transport.channel_record is not None:
+            self.transport.channel_record.discard(f"mc:{channel}")
+        self._aids = None
+        self._aid = None
+        self._application = None
+        self._identities = None
+        self._basic_df = None
+        self._forget_gbabp()
+        self.transport.after_reset()
+        self._epoch = self.transport.epoch
 
     # --- application selection ---------------------------------------------------------
     def _discover(self) -> None:
@@ -270,6 +412,8 @@ class Card:
             if len(resp.data) != 1 or not 1 <= resp.data[0] <= 19:
                 raise ef.malformed("MANAGE CHANNEL answer")
             channel = resp.data[0]
+            if self.transport.channel_record is not None:
+                self.transport.channel_record.add(f"mc:{channel}")
         # from here on, this channel is ours; close it again if the SELECT fails
         self._app_link, self._app_channel = self._link, channel
         try:
@@ -302,14 +446,19 @@ class Card:
         link, channel, bound = self._app_link, self._app_channel, self._app_transport
         self._app_link, self._app_channel, self._app_transport = None, 0, None
         self._gbabp_selected = None
+        self._app_worked = False
         if bound is not None:
             self._retired_count += link.count if link is not None else 0
             bound.close()
         elif channel:
             try:
                 self._link.send(Apdu(0x00, INS_MANAGE_CHANNEL, 0x80, channel))
-            except CardError:
-                pass  # the card was reset or removed: the channel is gone anyway
+            except CardError as exc:
+                log.info("MANAGE CHANNEL close %d: %s", channel, exc.code)
+                if exc.code.startswith("modem.") and exc.code != "modem.reopened":
+                    return  # not known to be closed: the record keeps it for the next start
+            if self.transport.channel_record is not None:
+                self.transport.channel_record.discard(f"mc:{channel}")
 
     def _require_gba_u(self) -> None:
         ids = self.identities()

@@ -10,6 +10,18 @@ AT+CSIM and AT+CCHO/+CGLA (:mod:`ue_agent.drivers.at_modem`).
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Protocol
+
+
+class ChannelRecord(Protocol):
+    """Where a transport or the card layer notes the logical channels it holds open, so
+    that a successor can close them after a crash (``"mc:<n>"``: opened with MANAGE
+    CHANNEL; ``"ccho:<session>"``: opened with AT+CCHO). See :mod:`ue_agent.channel_record`."""
+
+    def add(self, key: str) -> None: ...
+
+    def discard(self, key: str) -> None: ...
 
 
 class ApduTransport(ABC):
@@ -24,6 +36,26 @@ class ApduTransport(ABC):
     use_logical_channel: bool = False
     #: how the transport names itself in status output ("pcsc:Virtual PCD 00 00", "at:/dev/ttyUSB2").
     name: str = "transport"
+    #: logical channels opened through this transport are noted here (None: nowhere)
+    channel_record: ChannelRecord | None = None
+
+    #: called (from any thread) when the transport learns of a reset (a modem's RDY): the
+    #: owner may then have the card layer reopen its channel at once (Card.check)
+    on_reset: Callable[[str], None] | None = None
+
+    def after_reset(self) -> None:
+        """The card layer found a reset by its effects (SW 6881): a modem set up again."""
+
+    def check_epoch(self) -> int:
+        """:attr:`epoch`, after reopening a path that went away and came back (AT port)."""
+        return self.epoch
+
+    @property
+    def epoch(self) -> int:
+        """Increases when the transport knows the card was reset behind the card layer's
+        back (modem restart, +CPIN: READY, the port coming back): logical channels and
+        selections made before are gone. Transports that cannot tell stay at 0."""
+        return 0
 
     @abstractmethod
     def transmit(self, apdu: bytes) -> bytes:
@@ -40,6 +72,11 @@ class ApduTransport(ABC):
         Only transports whose card path requires it implement this; the default says no.
         """
         raise NotImplementedError
+
+    def reclaim(self, key: str) -> bool:
+        """Close a channel a predecessor left open, named by its channel-record key, when the
+        key is of this transport's kind (``"ccho:<session>"``: AT+CCHC). True when done."""
+        return False
 
     def close(self) -> None:
         """Release the reader/port. Idempotent."""

@@ -142,12 +142,12 @@ class NafClient:
         """
         getter = getattr(headers, "get_all", None)
         values = getter("WWW-Authenticate") if getter else [headers.get("WWW-Authenticate")]
-        values = [v for v in values if v]
-        if not values:
+        texts = [v for v in values if isinstance(v, str) and v]
+        if not texts:
             raise GbaError("gba.bad_response", "NAF answered 401 without WWW-Authenticate")
         parsed: list[digest.Challenge] = []
         first_error = ""
-        for value in values:
+        for value in texts:
             try:
                 parsed.append(digest.Challenge.parse(value))
             except digest.DigestError as exc:

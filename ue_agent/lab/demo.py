@@ -29,8 +29,14 @@ import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from ue_agent.errors import AgentError
+
+if TYPE_CHECKING:
+    from ue_agent.api.client import Client
+    from ue_agent.lab.modem import ModemSimulator
+    from ue_agent.lab.network import LabNetwork
 
 SUBSCRIBERS = Path(__file__).parent / "subscribers"
 BOLD, DIM, GREEN, RED, RESET = ("\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[0m")
@@ -67,16 +73,17 @@ class Ue:
     impi: str
     card_path: str
     dir: Path
-    proc: subprocess.Popen | None = None
-    client: object | None = None
-    on_reply: Callable[[str, str, dict], None] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    client: Client | None = None
+    on_reply: Callable[[str, str, dict[str, Any]], None] | None = None
 
     @property
     def socket(self) -> str:
         return str(self.dir / "api.sock")
 
-    def call(self, op: str, **params):
-        reply = self.client.request(op, **params)  # type: ignore[union-attr]
+    def call(self, op: str, **params: Any) -> dict[str, Any]:
+        assert self.client is not None, "the daemon's client is connected first"
+        reply = self.client.request(op, **params)
         if self.on_reply is not None:
             self.on_reply(self.name, op, reply)
         return reply
@@ -110,8 +117,18 @@ class Lab:
         self.tl = tl
         self.stack = contextlib.ExitStack()
         self.ues: dict[str, Ue] = {}
-        self.net = None
-        self.modem = None
+        self._net: LabNetwork | None = None
+        self._modem: ModemSimulator | None = None
+
+    @property
+    def net(self) -> LabNetwork:
+        assert self._net is not None, "start_network() first"
+        return self._net
+
+    @property
+    def modem(self) -> ModemSimulator:
+        assert self._modem is not None, "start_modem() first"
+        return self._modem
 
     # -- parts -----------------------------------------------------------------------------
     def start_network(self) -> None:
@@ -123,7 +140,7 @@ class Lab:
         thread = LabNetworkThread(net)
         thread.start()
         self.stack.callback(thread.stop)
-        self.net = net
+        self._net = net
         self.tl.event("lab", f"HSS+BSF {net.bsf_url} ({net.bsf.fqdn})")
         self.tl.event("lab", f"KMS     {net.kms_url} ({net.naf_auth.naf_fqdn})")
 
@@ -136,7 +153,7 @@ class Lab:
         sim = ModemSimulator(SoftUicc(load_subscriber(sub_path)), "quectel-ec25", link)
         sim.start()
         self.stack.callback(sim.close)
-        self.modem = sim
+        self._modem = sim
         self.tl.event("UE-A", f"modem simulator (quectel-ec25 dialect) on pty {link}")
         return str(link)
 
@@ -217,7 +234,7 @@ class Lab:
     def _stop_daemon(ue: Ue, notify: socket.socket) -> None:
         if ue.client is not None:
             with contextlib.suppress(Exception):
-                ue.client.close()  # type: ignore[union-attr]
+                ue.client.close()
         if ue.proc is not None and ue.proc.poll() is None:
             ue.proc.send_signal(signal.SIGTERM)
             try:
@@ -420,6 +437,7 @@ def tls_psk_handshake(server_keys: dict, client_keys: dict, tls: str = "-tls1_3"
         server_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
     )
     try:
+        assert server.stdout is not None
         for line in server.stdout:  # ACCEPT: listening (a connect probe would use up -naccept 1)
             if line.startswith(b"ACCEPT"):
                 break

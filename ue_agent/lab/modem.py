@@ -10,7 +10,12 @@ command (Telit), commands that reboot the modem.
 
 Test hooks: :meth:`ModemSimulator.emit_urc` (now, or in the middle of the next answer),
 :meth:`ModemSimulator.fail_next` (ERROR, +CME ERROR, garbage, silence, vanish),
-:meth:`ModemSimulator.reply_next` (a raw answer), :meth:`ModemSimulator.vanish` (unplug).
+:meth:`ModemSimulator.reply_next` (a raw answer), :meth:`ModemSimulator.vanish` (unplug),
+:meth:`ModemSimulator.shape_next` (transport behaviour seen on real modems, replayed on one
+answer: late, split, noise, NULs, CR-only lines, SIM busy, a missing OK, no length field),
+:meth:`ModemSimulator.reset_modem` (the modem restarts: settings, channels and the UICC
+reset, ``RDY`` and friends printed). ``verbose_default=False`` powers the modem on in ATV0
+(numeric result codes); ``silent_test_commands`` never answers ``=?``.
 APDU hex is never logged.
 """
 
@@ -54,6 +59,19 @@ _CME_TEXT = {
     CME_INCORRECT_PARAMETERS: "incorrect parameters",
 }
 FAULT_KINDS = ("error", "cme_error", "garbage", "silence", "vanish")
+CME_SIM_BUSY = 14
+#: transport behaviours :meth:`ModemSimulator.shape_next` replays (issue 9 transcripts)
+SHAPE_KINDS = ("late", "noise", "nul", "cr_only", "busy", "missing_ok", "no_length")
+#: what modems print on their own after power-up, and bare numbers seen before answers
+RESET_URCS = ("RDY", "+CPIN: READY", "SMS DONE", "PB DONE")
+
+
+@dataclass
+class _Shape:
+    kind: str
+    match: str  # the command line starts with this (upper case)
+    skip: int  # matching commands to let pass first
+    params: dict
 
 
 class _Fail(Exception):
@@ -79,7 +97,9 @@ def _cla_for_channel(cla: int, n: int) -> int:
 
 def _params(text: str) -> list[str]:
     """Split an AT parameter list on commas outside quotes; quotes removed, spaces trimmed."""
-    out, cur, quoted = [], [], False
+    out: list[str] = []
+    cur: list[str] = []
+    quoted = False
     for ch in text:
         if ch == '"':
             quoted = not quoted
@@ -129,9 +149,16 @@ class ModemSimulator:
         self._faults: list[tuple[str, int | None, str | None]] = []
         self._urcs_during: list[str] = []
         self._next_handle = 0x385A7CF  # opaque +CCHO handles (Sierra): never reused, even across replugs
+        self._shapes: list[_Shape] = []
+        #: V.250 V setting after power-on: False = ATV0, numeric result codes
+        self.verbose_default = True
+        #: "=?" test commands get no answer at all (some modems)
+        self.silent_test_commands = False
+        self.resets = 0
         self._power_on()
 
     def _power_on(self) -> None:
+        self.verbose = getattr(self, "verbose_default", True)
         self.echo = self.dialect.echo_default
         self.cmee = 0
         self.cirep = 0
@@ -269,6 +296,53 @@ class ModemSimulator:
         with self._lock:
             self._faults.append((kind, code, None))
 
+    def shape_next(self, kind: str, match: str = "AT+C", skip: int = 0, **params: object) -> None:
+        """Replay one transport behaviour on the answer to the next command starting with ``match``
+        (after ``skip`` such commands). Kinds:
+
+        - ``late``: the answer comes ``delay`` s late (the modem does nothing else meanwhile),
+          in ``pieces`` chunks ``gap`` s apart;
+        - ``noise``: ``lines`` (default ``RDY``, ``0,1``) ``where`` = before / between / after
+          the answer's lines;
+        - ``nul``: NUL bytes after the information line and before the final OK;
+        - ``cr_only``: CR-only lines before, between and after;
+        - ``busy``: ``+CME ERROR: 14`` (SIM busy), the command not run;
+        - ``missing_ok``: the answer without its final result code (the command ran);
+        - ``no_length``: ``+CSIM: "<hex>"`` without the length field.
+        """
+        if kind not in SHAPE_KINDS:
+            raise ValueError(f"shape kind must be one of {SHAPE_KINDS}")
+        with self._lock:
+            self._shapes.append(_Shape(kind, match.upper(), skip, dict(params)))
+
+    def reset_modem(self, urcs: tuple[str, ...] = RESET_URCS, *, card: bool = True) -> None:
+        """The modem restarts in place: settings back to power-on (echo, V, CMEE, CIREP),
+        its channel sessions gone, the UICC reset (``card``), then ``urcs`` printed."""
+        with self._lock:
+            self._power_on()
+            self.resets += 1
+        if card:
+            self.uicc.reset()
+        for line in urcs:
+            self.emit_urc(line)
+
+    @property
+    def pending_shapes(self) -> int:
+        """Behaviours queued with shape_next() not replayed yet."""
+        with self._lock:
+            return len(self._shapes)
+
+    def _take_shape(self, line: str) -> _Shape | None:
+        upper = line.upper()
+        with self._lock:
+            for i, shape in enumerate(self._shapes):
+                if upper.startswith(shape.match):
+                    if shape.skip:
+                        shape.skip -= 1
+                        return None
+                    return self._shapes.pop(i)
+        return None
+
     def reply_next(self, raw: str) -> None:
         """The next command is answered with exactly ``raw`` (CR/LF included by the caller)."""
         with self._lock:
@@ -365,10 +439,14 @@ class ModemSimulator:
             self.commands.append(f"AT+{sim_cmd.group(1).upper()}" if sim_cmd else line)
         if self.echo:
             self._write(line + "\r")
+        if self.silent_test_commands and line.endswith("=?"):
+            return
         with self._lock:
             fault = self._faults.pop(0) if self._faults else None
             during = list(self._urcs_during)
             self._urcs_during.clear()
+        shape = self._take_shape(line) if fault is None else None
+        info: list[str]
         if fault is not None:
             kind, code, raw = fault
             if kind == "silence":
@@ -387,20 +465,60 @@ class ModemSimulator:
                 [],
                 self._error(code if kind == "cme_error" else None, force_cme=kind == "cme_error"),
             )
+        elif shape is not None and shape.kind == "busy":
+            info, final = [], f"+CME ERROR: {CME_SIM_BUSY}"
         else:
             try:
                 info = self._dispatch(line)
                 final = "OK"
             except _Fail as f:
                 info, final = [], self._error(f.cme)
-        out = []
+        if shape is not None and shape.kind == "no_length":
+            info = [re.sub(r"^(\+CSIM:\s*)\d+\s*,", r"\1", x) for x in info]
+        self._answer(info, final, during, shape)
+
+    def _answer(self, info: list[str], final: str, during: list[str], shape: _Shape | None) -> None:
+        """Write the answer as the modem would: V1 framing (CR LF text CR LF) or V0 (text CR LF,
+        numeric final result code CR), URCs between the lines, and the shape's behaviour."""
+        if self.verbose:
+            lines = [f"\r\n{t}\r\n" for t in info]
+            fin = f"\r\n{final}\r\n"
+        else:
+            lines = [f"{t}\r\n" for t in info]
+            fin = {"OK": "0\r", "ERROR": "4\r"}.get(final, f"{final}\r\n")
+        out: list[str] = []
         if during and not info:
             out += [f"\r\n{u}\r\n" for u in during]
-        for i, text in enumerate(info):
-            out.append(f"\r\n{text}\r\n")
+        for i, piece in enumerate(lines):
+            out.append(piece)
             if i == 0 and during:
                 out += [f"\r\n{u}\r\n" for u in during]
-        out.append(f"\r\n{final}\r\n")
+        kind = shape.kind if shape is not None else None
+        params = shape.params if shape is not None else {}
+        if kind == "noise":
+            noise = [f"\r\n{n}\r\n" for n in params.get("lines", ("RDY", "0,1"))]
+            where = params.get("where", "before")
+            at = 0 if where == "before" else len(out) if where == "after" else min(1, len(out))
+            out[at:at] = noise
+        elif kind == "nul":
+            out = [p + "\x00" for p in out] + ["\x00"]
+        elif kind == "cr_only":
+            out = ["\r\r"] + [p + "\r" for p in out]
+        if kind != "missing_ok":
+            out.append(fin)
+        if kind == "nul":
+            out.append("\x00\r\n")
+        if kind == "late":
+            import time
+
+            time.sleep(float(params.get("delay", 1.0)))
+            text = "".join(out)
+            n = max(1, int(params.get("pieces", 1)))
+            step = -(-len(text) // n)
+            for k in range(0, len(text), step):
+                self._write(text[k : k + step])
+                time.sleep(float(params.get("gap", 0.0)))
+            return
         # one write per piece: URCs really arrive between the answer's lines
         for piece in out:
             self._write(piece)
@@ -428,10 +546,13 @@ class ModemSimulator:
         if ru in ("E0", "E1", "E"):
             self.echo = ru == "E1"
             return []
+        if ru in ("V0", "V1", "V"):
+            self.verbose = ru == "V1"  # V.250 6.2.6: the result code of ATV comes in the new form
+            return []
         if ru in ("Z", "Z0", "&F"):
             self._power_on()
             self.uicc.reset()
-            return []
+            return []  # the OK of ATZ comes in the power-on format
         identity = self._identity(ru)
         if identity is not None:
             return identity

@@ -148,7 +148,7 @@ class NafAuth:
         with self._lock:
             entry = self._nonces.get(creds.nonce)
             fresh = entry is not None and self.clock() - entry[0] <= NONCE_TTL_S
-            replay = fresh and nc <= entry[1]
+            replay = entry is not None and fresh and nc <= entry[1]
         if not fresh:
             raise self._unauthorized("stale nonce", stale=True)
         if replay:

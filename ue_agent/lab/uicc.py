@@ -27,7 +27,9 @@ from ue_agent.lab.uicc_pin import PIN_INS, PinSw, SoftPin
 from ue_agent.secret import Secret
 from ue_agent.subscriber import Subscriber
 
-MAX_CHANNELS = 8  # basic channel 0 and logical channels 1..7 (ATR: 8, assigned by card or terminal)
+#: logical channels of the soft UICC by default, the basic channel included: 4 (channels 0..3), as
+#: many cards in the field (TS 102 221 allows 1..20, 11.1.17; the ATR says how many, below)
+MAX_CHANNELS = 4
 
 # INS codes and whether they are ISO-class (CLA 0X/4X/6X) or TS 102 221 class (8X/CX/EX).
 INS_SELECT, INS_READ_BINARY, INS_READ_RECORD, INS_UPDATE_BINARY = 0xA4, 0xB0, 0xB2, 0xD6
@@ -42,14 +44,16 @@ def _xor(a: bytes, b: bytes) -> bytes:
     return bytes(x ^ y for x, y in zip(a, b, strict=True))
 
 
-def build_atr(t0: bool) -> bytes:
+def build_atr(t0: bool, channels: int = MAX_CHANNELS) -> bytes:
     """A UICC ATR: TA1 96, T=0 or T=1 offered, T=15 global bytes (class A/B/C), TCK.
 
     Historical bytes: category 80, card service data 31 E0 (selection by full and
-    partial DF name, EF_DIR present), card capabilities 73 FE 21 1F (8 logical
-    channels, numbers assigned by card or terminal).
+    partial DF name, EF_DIR present), card capabilities 73 FE 21 xx: the third software
+    function table (ISO/IEC 7816-4; TS 102 221 annex examples '15': 6 channels, '17': 8 or
+    more): b5 b4 numbers assigned by card and by terminal, b3..b1 = channels - 1 (7: 8 or more).
     """
-    hist = bytes.fromhex("8031e073fe211f")
+    third = 0x18 | (min(channels, 8) - 1)
+    hist = bytes.fromhex("8031e073fe21") + bytes([third])
     body = bytes([0x90 | len(hist), 0x96, 0x80 if t0 else 0x81, 0x1F, 0xC7]) + hist
     tck = 0
     for b in body:
@@ -117,12 +121,17 @@ class SoftUicc:
         t0: bool = True,
         sqn_state_path: str | Path | None = None,
         sfi: bool = True,
+        max_channels: int = MAX_CHANNELS,
     ) -> None:
+        if not 1 <= max_channels <= 20:
+            raise ConfigError("config.invalid", "max_channels must be 1..20", key="max_channels")
         self.subscriber = subscriber
+        #: logical channels, the basic one included (MANAGE CHANNEL open fails with 6A81 beyond)
+        self.max_channels = max_channels
         self.t0 = t0
         self.sfi = sfi
         self.sfi_refusal_sw = 0x6A86
-        self.atr = build_atr(t0)
+        self.atr = build_atr(t0, max_channels)
         self._milenage = Milenage(subscriber.k.reveal(), subscriber.opc.reveal())
         self.mf, self.adfs = build_mf(subscriber)
         self._sqn_path = Path(sqn_state_path) if sqn_state_path else None
@@ -453,7 +462,7 @@ class SoftUicc:
     # --- MANAGE CHANNEL -----------------------------------------------------------------
     def _manage_channel(self, ch_no: int, ch: _Channel, cmd: _Command) -> bytes:
         if cmd.p1 == 0x80:  # close channel P2
-            if cmd.p2 == 0 or cmd.p2 >= MAX_CHANNELS:
+            if cmd.p2 == 0 or cmd.p2 > 19:
                 raise SwError(0x6A86)
             if cmd.p2 not in self._channels:
                 raise SwError(0x6A88)
@@ -462,13 +471,13 @@ class SoftUicc:
         if cmd.p1 != 0x00:
             raise SwError(0x6A86)
         if cmd.p2 == 0:
-            free = [n for n in range(1, MAX_CHANNELS) if n not in self._channels]
+            free = [n for n in range(1, self.max_channels) if n not in self._channels]
             if not free:
                 raise SwError(0x6A81)
             number = free[0]
         else:
             number = cmd.p2
-            if number >= MAX_CHANNELS or number in self._channels:
+            if number >= self.max_channels or number in self._channels:
                 raise SwError(0x6A86)
         # the answer (and its Le check) comes before the channel opens
         out = self._case2(bytes([number]), cmd.le) if cmd.p2 == 0 else b"\x90\x00"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 
-from ue_agent.secret import Secret
+from ue_agent.secret import Secret, SecretText
 
 #: SRTP protection profiles: name -> (master key length, master salt length).
 SRTP_SUITES: dict[str, tuple[int, int]] = {
@@ -36,13 +36,14 @@ class SrtpKeys:
         if len(self.master_key) != klen or len(self.master_salt) != slen:
             raise ValueError(f"{self.suite} needs a {klen}-byte key and a {slen}-byte salt")
 
-    def to_wire(self) -> dict:
-        """JSON form for an authorized socket peer (base64 keys)."""
+    def to_wire(self, reply: bool = False) -> dict:
+        """JSON form for an authorized socket peer (base64 keys). ``reply``: the keys as
+        :class:`SecretText` for the API's reply encoder (no str copy of them is made)."""
         return {
             "kind": "srtp",
             "suite": self.suite,
-            "master_key": base64.b64encode(self.master_key.reveal()).decode(),
-            "master_salt": base64.b64encode(self.master_salt.reveal()).decode(),
+            "master_key": _b64(self.master_key, reply),
+            "master_salt": _b64(self.master_salt, reply),
             "ssrc": self.ssrc,
             "roc": self.roc,
             **({"mki": base64.b64encode(self.mki).decode()} if self.mki is not None else {}),
@@ -60,11 +61,11 @@ class TlsPskKeys:
     identity: str
     key: Secret
 
-    def to_wire(self) -> dict:
+    def to_wire(self, reply: bool = False) -> dict:
         return {
             "kind": "tls-psk",
             "identity": self.identity,
-            "key": base64.b64encode(self.key.reveal()).decode(),
+            "key": _b64(self.key, reply),
         }
 
     def zeroize(self) -> None:
@@ -72,6 +73,10 @@ class TlsPskKeys:
 
 
 MediaKeys = SrtpKeys | TlsPskKeys
+
+
+def _b64(key: Secret, reply: bool) -> str | SecretText:
+    return SecretText(key) if reply else base64.b64encode(key.reveal()).decode()
 
 
 @dataclass
@@ -95,10 +100,10 @@ class StreamKeys:
     def suite(self) -> str | None:
         return self.tx.suite if isinstance(self.tx, SrtpKeys) else None
 
-    def to_wire(self) -> dict:
-        out: dict = {"media": self.media, "tx": self.tx.to_wire()}
+    def to_wire(self, reply: bool = False) -> dict:
+        out: dict = {"media": self.media, "tx": self.tx.to_wire(reply)}
         if self.rx is not None:
-            out["rx"] = self.rx.to_wire()
+            out["rx"] = self.rx.to_wire(reply)
         if self.tag is not None:
             out["tag"] = self.tag
         return out

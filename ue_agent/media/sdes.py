@@ -31,10 +31,11 @@ import re
 import secrets
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal, overload
 
 from ue_agent.errors import MediaError
 from ue_agent.media.keys import SRTP_SUITES, SrtpKeys, StreamKeys
-from ue_agent.secret import Secret
+from ue_agent.secret import Secret, SecretText
 
 #: Our preference order for offers (TS 33.328 requires AES_CM_128_HMAC_SHA1_80 support).
 DEFAULT_SUITES: tuple[str, ...] = (
@@ -283,8 +284,19 @@ def new_key(suite: str, rng: RandomBytes = secrets.token_bytes) -> SrtpKeys:
         raw[:] = bytes(len(raw))
 
 
-def format_crypto(tag: int, keys: SrtpKeys, lifetime: int | None = None) -> str:
-    """An ``a=crypto`` line carrying ``keys`` (and its MKI, if any)."""
+@overload
+def format_crypto(tag: int, keys: SrtpKeys, lifetime: int | None = None) -> str: ...
+
+
+@overload
+def format_crypto(tag: int, keys: SrtpKeys, lifetime: int | None, reply: Literal[True]) -> SecretText: ...
+
+
+def format_crypto(
+    tag: int, keys: SrtpKeys, lifetime: int | None = None, reply: bool = False
+) -> str | SecretText:
+    """An ``a=crypto`` line carrying ``keys`` (and its MKI, if any). ``reply``: as a
+    :class:`SecretText` for the API's reply encoder (no str copy of the key is made)."""
     if not 0 <= tag <= 999_999_999:
         raise MediaError(MALFORMED, "tag must be 1-9 digits", tag=tag)
     if lifetime is not None and not 0 < lifetime <= MAX_LIFETIME:
@@ -293,6 +305,11 @@ def format_crypto(tag: int, keys: SrtpKeys, lifetime: int | None = None) -> str:
     mki = mki_len = None
     if keys.mki is not None:
         mki, mki_len = int.from_bytes(keys.mki, "big"), len(keys.mki)
+    if reply:
+        tail = ("|" + _format_lifetime(lifetime) if lifetime is not None else "") + (
+            f"|{mki}:{mki_len}" if mki is not None else ""
+        )
+        return SecretText(f"a=crypto:{tag} {keys.suite} inline:", ks, tail, owned=True)
     attr = CryptoAttribute(tag, keys.suite, [KeyParam(ks, lifetime, mki, mki_len)])
     try:
         return attr.to_line()
@@ -308,7 +325,7 @@ class OfferedStream:
     """What the offerer keeps for one stream until the answer: one own key per offered line."""
 
     media: str
-    lines: list[str]
+    lines: list[str | SecretText]
     keys: dict[int, SrtpKeys]
     lifetime: int | None = None
 
@@ -320,7 +337,7 @@ class LocalOffer:
     streams: list[OfferedStream]
 
     @property
-    def lines(self) -> list[list[str]]:
+    def lines(self) -> list[list[str | SecretText]]:
         return [s.lines for s in self.streams]
 
     def zeroize(self) -> None:
@@ -345,13 +362,15 @@ def make_offer(
     lifetime: int | None = None,
     e2ae: bool = False,
     rng: RandomBytes = secrets.token_bytes,
-) -> tuple[list[list[str]], LocalOffer]:
+    reply: bool = False,
+) -> tuple[list[list[str | SecretText]], LocalOffer]:
     """Offer SDES for each stream (``["audio", "video"]``).
 
     Each offered line carries its own fresh key, so the keys of the suites not chosen
     are never used. With ``e2ae`` each stream also gets ``a=3ge2ae:requested`` (TS 24.229
     §7.5.2, TS 33.328 e2ae). Returns the per-stream attribute lines and the
-    :class:`LocalOffer` to pass to :func:`accept_answer`.
+    :class:`LocalOffer` to pass to :func:`accept_answer`. ``reply``: the ``a=crypto`` lines
+    as :class:`SecretText` for the API's reply encoder.
     """
     if isinstance(streams, str) or not streams:
         raise MediaError(MALFORMED, "give a non-empty list of media streams")
@@ -360,11 +379,11 @@ def make_offer(
     for media in streams:
         _check_media(media)
         keys: dict[int, SrtpKeys] = {}
-        lines: list[str] = []
+        lines: list[str | SecretText] = []
         for tag, suite in enumerate(chosen, start=1):
             k = new_key(suite, rng)
             keys[tag] = k
-            lines.append(format_crypto(tag, k, lifetime))
+            lines.append(format_crypto(tag, k, lifetime, True) if reply else format_crypto(tag, k, lifetime))
         if e2ae:
             lines.append("a=3ge2ae:requested")
         out.append(OfferedStream(media, lines, keys, lifetime))
@@ -383,7 +402,8 @@ def answer_stream(
     suites: Sequence[str] | None = None,
     *,
     rng: RandomBytes = secrets.token_bytes,
-) -> tuple[list[str], StreamKeys]:
+    reply: bool = False,
+) -> tuple[list[str | SecretText], StreamKeys]:
     """Answer one stream's SDES offer: pick a line, answer it with our own fresh key."""
     _check_media(media)
     allowed = _check_suites(suites)
@@ -418,8 +438,10 @@ def answer_stream(
             tx.zeroize()
             raise MediaError("media.key_reuse", "our fresh key equals the offered key")
         lifetime = pick.keys[0].lifetime
-        line = format_crypto(pick.tag, tx, lifetime)
-        return [line], StreamKeys(media, tx=tx, rx=rx, tag=pick.tag, max_packets=lifetime)
+        ours: str | SecretText = (
+            format_crypto(pick.tag, tx, lifetime, True) if reply else format_crypto(pick.tag, tx, lifetime)
+        )
+        return [ours], StreamKeys(media, tx=tx, rx=rx, tag=pick.tag, max_packets=lifetime)
     finally:
         for a in parsed:
             a.zeroize()
@@ -431,18 +453,19 @@ def make_answer(
     suites: Sequence[str] | None = None,
     *,
     rng: RandomBytes = secrets.token_bytes,
-) -> tuple[list[list[str]], list[StreamKeys]]:
+    reply: bool = False,
+) -> tuple[list[list[str | SecretText]], list[StreamKeys]]:
     """Answer a multi-stream offer (one list of attribute lines per stream)."""
     if isinstance(offer, str) or not offer:
         raise _malformed("the offer must be a list of streams")
     names = list(media) if media is not None else ["audio"] * len(offer)
     if len(names) != len(offer):
         raise MediaError(MALFORMED, "one media name per offered stream")
-    lines: list[list[str]] = []
+    lines: list[list[str | SecretText]] = []
     keys: list[StreamKeys] = []
     try:
         for stream_lines, name in zip(offer, names, strict=True):
-            ls, k = answer_stream(stream_lines, name, suites, rng=rng)
+            ls, k = answer_stream(stream_lines, name, suites, rng=rng, reply=reply)
             lines.append(ls)
             keys.append(k)
     except MediaError:

@@ -246,18 +246,19 @@ class KeyStore:
             raise MediaError(KEY_EXHAUSTED, "the keys reached their packet limit; re-key", session=session_id)
         raise MediaError(UNKNOWN_SESSION, "no such media session", session=str(session_id)[:128])
 
-    def keys(self, session_id: str) -> dict[str, Any]:
+    def keys(self, session_id: str, reply: bool = False) -> dict[str, Any]:
         """Hand the session's keys to the media stack, with the current ROC per SSRC.
 
         The result is the wire form (base64 keys) for an authorized socket peer; each SRTP
-        key carries the ROC of its SSRC when one has been reported.
+        key carries the ROC of its SSRC when one has been reported. ``reply``: the keys as
+        :class:`~ue_agent.secret.SecretText` for the API's reply encoder.
         """
         sess = self._get(session_id)
         sess.handed_out += 1
         rocs = sess.ssrcs
         streams = []
         for s in sess.streams:
-            w = s.to_wire()
+            w = s.to_wire(reply)
             for direction in ("tx", "rx"):
                 k = getattr(s, direction)
                 if isinstance(k, SrtpKeys) and k.ssrc is not None and k.ssrc in rocs:

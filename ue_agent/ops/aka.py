@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ue_agent.api.errors import BAD_REQUEST, api_error
 from ue_agent.errors import AgentError, CardError
 from ue_agent.ops.declare import Bytes16, Reply, Text, operation, request
+from ue_agent.secret import Secret, SecretText
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
@@ -53,11 +54,12 @@ async def ims_authenticate(ctx: Context, req: ImsAuthenticate, peer: Peer) -> Re
     ctx.counters["authentications"] += 1
     if isinstance(outcome, AkaSuccess):
         try:
+            # copies the reply encoder writes as base64 and then zeroizes
             out = {
                 "result": "success",
-                "res": b64(outcome.res.reveal()),
-                "ck": b64(outcome.ck.reveal()),
-                "ik": b64(outcome.ik.reveal()),
+                "res": SecretText(Secret.concat([outcome.res]), owned=True),
+                "ck": SecretText(Secret.concat([outcome.ck]), owned=True),
+                "ik": SecretText(Secret.concat([outcome.ik]), owned=True),
             }
         finally:
             outcome.zeroize()

@@ -13,9 +13,10 @@ from ue_agent.ops.session import register
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
     from ue_agent.ops.context import Context
+    from ue_agent.secret import SecretText
 
 
-def streams_out(media: list[str], lines: list[list[str]]) -> list[dict[str, Any]]:
+def streams_out(media: list[str], lines: list[list[str | SecretText]]) -> list[dict[str, Any]]:
     return [{"media": m, "lines": ls} for m, ls in zip(media, lines, strict=True)]
 
 
@@ -44,7 +45,7 @@ def sdes_offer(ctx: Context, req: SdesOffer, peer: Peer) -> Reply:
 
     ctx.sessions.check_room("SDES offers")
     sid = ctx.sessions.new_id(req.session)
-    lines, local = make_offer(req.media, req.suites, lifetime=req.lifetime, e2ae=req.e2ae)
+    lines, local = make_offer(req.media, req.suites, lifetime=req.lifetime, e2ae=req.e2ae, reply=True)
     ctx.sessions.offer(sid, peer.uid, "sdes", local, req.media)
     return {"session": sid, "streams": streams_out(req.media, lines)}
 
@@ -71,6 +72,6 @@ def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
     assert req.offer is not None
     ctx.sessions.check_room("sessions", offer=False)
     sid = ctx.sessions.new_id(req.session)
-    lines, streams = make_answer(req.offer, req.media, req.suites)
+    lines, streams = make_answer(req.offer, req.media, req.suites, reply=True)
     register(ctx, sid, streams, "sdes", peer, Phase.ANSWERED)
     return {"session": sid, "streams": streams_out([s.media for s in streams], lines)}

@@ -42,7 +42,7 @@ class SessionClose:
 @operation("session.keys", SessionKeys)
 def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
     s = ctx.sessions.owned(req.session, peer.uid)
-    out = ctx.store.keys(req.session)
+    out = ctx.store.keys(req.session, reply=True)  # keys leave through the API's reply encoder
     if s is not None:
         out["state"] = s.key_state
         ho = s.handover

@@ -39,6 +39,7 @@ def status_of(ctx: Context, uid: int | None = None) -> Reply:
     }
     if ctx.card.state.get("error"):
         card["error"] = ctx.card.state["error"]
+    card.update(ctx.card.health())  # resets noticed; an AT port's resyncs, late lines, resets
     if ids is not None:
         card.update(application=ids.application, impi=ids.impi, impus=list(ids.impus), domain=ids.domain)
     if ctx.pin is not None:

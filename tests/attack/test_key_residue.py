@@ -1,0 +1,61 @@
+"""Key residue (issue 13): after session.close, the key bytes the agent handed out (raw and
+base64) are not left in its memory. Measured by reading /proc/PID/mem, not assumed.
+
+What is checked: keys the agent generated or computed and handed out over the socket (its
+own SDES keys, in the a=crypto line and in session.keys; RES/CK/IK of ims.authenticate).
+They leave through the one reply encoder, written into a buffer that is zeroized once
+written. Keys that arrive in a request (the peer's SDES key in sdes.answer) pass through
+the JSON decoder's immutable strings first; benchmarks/bench_key_residue.py reports how many
+of those are still found.
+
+Bounded: one daemon, three calls, one memory scan (the daemon's ~40 MB).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+
+import pytest
+
+from tests.attack.memscan import forms, scan
+from tests.fixtures.daemon import aka_challenge
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="reads another process's memory (root)")
+
+
+def _inline_key(line: str) -> bytes:
+    m = re.search(r"inline:([A-Za-z0-9+/=]+)", line)
+    assert m is not None, line
+    return base64.b64decode(m.group(1))
+
+
+def test_handed_out_keys_are_gone_after_close(lab_daemon) -> None:
+    ours: list[bytes] = []
+    with lab_daemon.client() as c:
+        for _ in range(3):
+            # we offer: our keys (one per offered suite) leave in the a=crypto lines
+            offer = c.request("sdes.offer", media=["audio"])
+            ours += [_inline_key(x) for x in offer["streams"][0]["lines"] if x.startswith("a=crypto")]
+            # we answer a peer's offer we make up here: our answer key, then session.keys
+            peer_key = os.urandom(30)
+            peer_line = f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(peer_key).decode()}"
+            ans = c.request("sdes.answer", offer=[[peer_line]])
+            ours.append(_inline_key(ans["streams"][0]["lines"][0]))
+            keys = c.request("session.keys", session=ans["session"])
+            tx = keys["streams"][0]["tx"]
+            ours.append(base64.b64decode(tx["master_key"]) + base64.b64decode(tx["master_salt"]))
+            ours.append(base64.b64decode(tx["master_key"]))
+            c.request("session.close", session=ans["session"])
+            c.request("session.close", session=offer["session"])
+        rand, autn = aka_challenge(200)
+        b64 = base64.b64encode
+        aka = c.request("ims.authenticate", rand=b64(rand).decode(), autn=b64(autn).decode())
+        ours += [base64.b64decode(aka[k]) for k in ("res", "ck", "ik")]
+    needles = {form: name for key in ours for name, form in forms(key).items()}
+    found = scan(lab_daemon.proc.pid, needles)
+    left = [needles[n] for n, c in found.items() if c]
+    assert not left, f"{len(left)} of {len(found)} key forms still in memory ({', '.join(left)})"
+    # the scan itself can see what it looks for: a control string the daemon does hold
+    assert scan(lab_daemon.proc.pid, [b"ue_agent.api.server"])[b"ue_agent.api.server"] > 0

@@ -111,7 +111,10 @@ class Daemon:
         """An event to the subscribers allowed to see it: one about a session goes to the
         session's owner and root; a handover event lists to each uid only its own sessions
         (root: all); anything else (card, bootstrap) goes to every subscriber."""
-        log.info("event %s %s", name, body.get("kind", body.get("present", "")))
+        # handover events are the hot path of a call (a URC each): at debug only
+        (log.debug if name == "handover" else log.info)(
+            "event %s %s", name, body.get("kind", body.get("present", ""))
+        )
         server = self.server
         if server is None:
             return

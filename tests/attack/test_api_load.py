@@ -15,7 +15,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -284,5 +283,19 @@ def test_sighup_removing_a_uid_closes_its_open_connection(daemon_factory) -> Non
     again.close()
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(pytest.main([__file__, "-q"]))
+
+
+@root_only
+def test_root_gets_in_when_nothing_can_be_evicted(daemon_factory) -> None:
+    daemon = daemon_factory(api={"allowed_uids": [NOBODY], "max_clients": 2, "max_clients_per_uid": 2})
+    os.chown(daemon.socket, 0, NOBODY)
+    full = [connect(daemon.socket, NOBODY, NOBODY) for _ in range(2)]
+    for s in full:  # subscribers hold something: not evictable
+        s.sendall(b'{"id":1,"op":"subscribe"}\n')
+        assert read_lines(s, 1)[0]["ok"]
+    extra = connect(daemon.socket, NOBODY, NOBODY)
+    assert read_lines(extra, 1)[0]["error"]["code"] == "api.too_many_clients"
+    extra.close()
+    status_within(daemon.socket, 5)  # root: one of the places kept for it
+    for s in full:
+        s.close()

@@ -95,7 +95,7 @@ class ConnectionCore:
                 actions.append(self._line(item))
         return actions
 
-    def push(self, data: bytes) -> None:
+    def push(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer received bytes; :meth:`next_action` parses them one line at a time."""
         self.framer.push(data)
 

@@ -64,7 +64,7 @@ class LineFramer:
             out.append(item)
         return out
 
-    def push(self, data: bytes) -> None:
+    def push(self, data: bytes | bytearray | memoryview) -> None:
         """Buffer ``data``; :meth:`next` takes the lines out one at a time. The buffer holds
         what was pushed and not yet taken: the caller bounds it by pushing only after it
         took the lines (a server pauses reading meanwhile)."""
@@ -94,7 +94,9 @@ class LineFramer:
             if nl + 1 > self.max_line:
                 del buf[: nl + 1]
                 return LineTooLong(nl + 1)
-            line = bytes(buf[:nl])
+            with memoryview(buf) as view:
+                line = bytes(view[:nl])
+                view[: nl + 1] = bytes(nl + 1)  # a request may carry a key: leave no copy
             del buf[: nl + 1]
             return line
 

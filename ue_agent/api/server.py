@@ -48,6 +48,9 @@ HIGH_WATER = 64 * 1024
 #: a peer that stops reading: drop it when this much output (replies of work in progress
 #: and events, which cannot wait) is queued.
 MAX_WRITE_BUFFER = 256 * 1024
+#: bytes one read takes (the transport reads into the connection's own buffer)
+READ_SIZE = 64 * 1024
+_ZEROS = memoryview(bytes(READ_SIZE))
 #: lines of one connection taken per event-loop turn; the rest waits for the next turn
 LINES_PER_TURN = 64
 #: connections root may open beyond max_clients when no connection can be evicted
@@ -204,7 +207,7 @@ def activated_socket() -> socket.socket | None:
     return sock
 
 
-class _Connection(asyncio.Protocol):
+class _Connection(asyncio.BufferedProtocol):
     """One client connection: authorization, admission, paced framing via the core, replies,
     deadlines.
 
@@ -212,7 +215,7 @@ class _Connection(asyncio.Protocol):
     and only while the replies waiting in the transport stay under :data:`HIGH_WATER`:
     before each line the queued bytes (the transport's buffer plus the replies of this turn
     not yet written) are counted. When either limit stops the turn, reading pauses, so the
-    unread input is at most one read (256 KiB) plus a line: memory per connection is
+    unread input is at most one read (64 KiB) plus a line: memory per connection is
     bounded before any reply is produced. Reading resumes when the lines are taken (next
     turn) or the peer has read its replies (``resume_writing``).
 
@@ -237,6 +240,7 @@ class _Connection(asyncio.Protocol):
         self._partial_since: float | None = None  # an unfinished line is buffered
         self._reading = True
         self._turn: asyncio.Handle | None = None  # the next turn of input, scheduled
+        self._rbuf: bytearray | None = None  # what the transport reads into
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -268,11 +272,20 @@ class _Connection(asyncio.Protocol):
         self._last = self.loop.time()
         self._arm(self._last + cfg.idle_timeout_s)
 
-    def data_received(self, data: bytes) -> None:
-        core = self.core
-        if core is None:
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # The transport reads into our buffer (recv_into), so no bytes object of the request
+        # (which may carry a peer's key) is left behind: the buffer is wiped after each read.
+        if self._rbuf is None:
+            self._rbuf = bytearray(READ_SIZE if self.core is not None else 256)
+        return memoryview(self._rbuf)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        core, buf = self.core, self._rbuf
+        if core is None or buf is None:
             return
-        core.push(data)
+        with memoryview(buf) as view:
+            core.push(view[:nbytes])
+            view[:nbytes] = _ZEROS[:nbytes]
         if self._turn is None and self._write_blocked_since is None:
             self._take_input()
         else:  # a turn is due or the peer must read first: read no more meanwhile

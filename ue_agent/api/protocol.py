@@ -32,7 +32,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-EVENTS = ("card", "bootstrap", "handover", "security.warning")
+EVENTS = ("card", "bootstrap", "handover", "session", "security.warning")
 
 
 class LineTooLong(NamedTuple):

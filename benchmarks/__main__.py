@@ -276,6 +276,27 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
 
     subs = [load_subscriber(SUBSCRIBERS / f"{x}.toml") for x in ("alice", "bob")]
     net = LabNetwork(subs)
+    # the lab servers' own time per request (HSS/BSF digest, ticket issue): a real network's
+    # round trip includes its server's work, so the first call's budget does too
+    server_s: list[float] = []
+    counter = net._counter
+
+    def timed_counter(name: str):  # type: ignore[no-untyped-def]
+        from aiohttp import web
+
+        inner = counter(name)
+
+        @web.middleware
+        async def timing(request, handler):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            try:
+                return await inner(request, handler)
+            finally:
+                server_s.append(time.perf_counter() - t0)
+
+        return timing
+
+    net._counter = timed_counter  # type: ignore[method-assign]
     thread = LabNetworkThread(net)
     thread.start()
     network = (
@@ -290,14 +311,18 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
             rss_idle = (rss_kib(da.proc.pid), rss_kib(db.proc.pid))
             with Client(da.socket) as a, Client(db.socket) as b:
                 r0 = dict(net.requests)
+                s0 = len(server_s)
                 t0 = time.perf_counter()
                 o = a.request("mikey.offer", responder=subs[1].impu[0], media=["audio"])
                 first_offer = time.perf_counter() - t0
                 r1 = dict(net.requests)
+                s1 = len(server_s)
                 t0 = time.perf_counter()
                 ans = b.request("mikey.answer", transfer_init=o["key_mgmt"])
                 first_answer = time.perf_counter() - t0
                 r2 = dict(net.requests)
+                offer_server = sum(server_s[s0:s1])
+                answer_server = sum(server_s[s1:])
                 a.request("mikey.complete", session=o["session"], transfer_resp=ans["key_mgmt"])
                 size = len(base64.b64decode(o["key_mgmt"]))
                 offer_reqs = sum(r1.values()) - sum(r0.values())
@@ -334,13 +359,13 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
             "first mikey.offer (GBA bootstrap + ticket)",
             f"{first_offer * ms:.1f}",
             str(offer_reqs),
-            f"{offer_reqs} x {hp50 * ms:.2f}",
+            f"{offer_reqs} x {hp50 * ms:.2f} + lab servers {offer_server * ms:.1f}",
         ],
         [
             "first mikey.answer (ticket resolution)",
             f"{first_answer * ms:.1f}",
             str(answer_reqs),
-            f"{answer_reqs} x {hp50 * ms:.2f}",
+            f"{answer_reqs} x {hp50 * ms:.2f} + lab servers {answer_server * ms:.1f}",
         ],
         [
             "warm mikey.offer p50 / p99",
@@ -359,7 +384,7 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
     ]
     rep.table(
         f"Calls through two agents and the lab BSF/KMS (n={n} warm calls)",
-        ["figure", "ms", "HTTP requests", "floor ms"],
+        ["figure", "ms", "HTTP requests", "floor ms: round trips + the lab servers' own time"],
         rows,
     )
     rep.table(
@@ -373,15 +398,15 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
     wo = pct(warm_o, 50)
     wa = pct(warm_a, 50)
     rep.goal(
-        "first mikey.offer / (3 x warm offer + its HTTP requests x floor)",
-        first_offer / (3 * wo + offer_reqs * hp50),
+        "first mikey.offer / (3 x warm offer + its round trips: requests x floor + lab servers' time)",
+        first_offer / (3 * wo + offer_reqs * hp50 + offer_server),
         1.0,
         "<=",
         "x",
     )
     rep.goal(
-        "first mikey.answer / (3 x warm answer + its HTTP requests x floor)",
-        first_answer / (3 * wa + answer_reqs * hp50),
+        "first mikey.answer / (3 x warm answer + its round trips: requests x floor + lab servers' time)",
+        first_answer / (3 * wa + answer_reqs * hp50 + answer_server),
         1.0,
         "<=",
         "x",

@@ -21,8 +21,15 @@ from ue_agent.config import Config
 
 log = logging.getLogger(__name__)
 
-#: any media session (SDES offers/answers, the key store)
-MEDIA = ("ue_agent.media.keys", "ue_agent.media.sdes", "ue_agent.media.store")
+#: any request (the operations' declarations load on first use) and any media session
+#: (SDES offers/answers, the protection report, the key store)
+MEDIA = (
+    "ue_agent.ops.registry",
+    "ue_agent.media.keys",
+    "ue_agent.media.protection",
+    "ue_agent.media.sdes",
+    "ue_agent.media.store",
+)
 #: a KMS call: GBA over HTTP (h11, defusedxml), the Ua client, the MIKEY-TICKET codec
 KMS = (
     "ue_agent.drivers.http",

@@ -88,3 +88,21 @@ def test_six_sigkill_restarts_on_a_card_with_four_channels(modem_factory, soft_u
         import shutil
 
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_urc_watcher_turns_srvcc_reporting_on_again_after_a_modem_reset(daemon_factory, modem_factory):
+    """The [modem] port apart from the card (the card is the lab's): its watcher sends no
+    command of its own, so after a reset it sets the port up again by itself (+CIREP=1)."""
+    sim = modem_factory("quectel-ec25")
+    daemon = daemon_factory(modem={"port": str(sim.link_path)})
+    deadline = time.monotonic() + 10
+    while sim.cirep != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sim.cirep == 1
+    sim.reset_modem()
+    assert sim.cirep == 0
+    deadline = time.monotonic() + 10
+    while sim.cirep != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sim.cirep == 1, daemon.log_text()[-3000:]
+    assert sim.srvcc(1)  # and the reports flow again

@@ -194,7 +194,12 @@ def _open(report: Report, cfg: Any) -> tuple[Any, Any] | None:
         if connect is not None:
             connect()
     except AgentError as exc:
-        report.add("card", FAIL, _err(exc))
+        hint = (
+            " (ue-agent holds the card: stop the daemon first)"
+            if exc.code == "card.sharing_violation"
+            else ""
+        )
+        report.add("card", FAIL, _err(exc) + hint)
         return None
     return transport, None
 

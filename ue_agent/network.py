@@ -136,6 +136,11 @@ class KmsReachability:
     def complete(self, pending: PendingOffer, transfer_resp: bytes) -> list[StreamKeyPair]:
         return self.client.complete(pending, transfer_resp)
 
+    def complete_with_peer(
+        self, pending: PendingOffer, transfer_resp: bytes
+    ) -> tuple[list[StreamKeyPair], str, bool]:
+        return self.client.complete_with_peer(pending, transfer_resp)
+
     async def _track(self, call: Awaitable[T]) -> T:
         try:
             result = await call

@@ -104,9 +104,17 @@ class KmsClient:
 
     def complete(self, pending: session.PendingOffer, transfer_resp: bytes) -> list[StreamKeyPair]:
         """Verify the peer's TRANSFER_RESP; the same keys the peer derived (one call per fork)."""
+        return self.complete_with_peer(pending, transfer_resp)[0]
+
+    def complete_with_peer(
+        self, pending: session.PendingOffer, transfer_resp: bytes
+    ) -> tuple[list[StreamKeyPair], str, bool]:
+        """As :meth:`complete`, with the responder (IDRr) and whether the KMS vouches for it:
+        with key forking (I flag, RFC 6043 5.1.1) MPKr' is derived from IDRr, so only the
+        party the KMS resolved the ticket for can answer under that identity."""
         responder, keys = session.complete(pending, transfer_resp, self.clock())
         log.info("MIKEY-TICKET session %s -> %s keyed", self.own, responder)
-        return keys
+        return keys, responder, bool(pending.issued.flags & mikey.F_I)
 
     # -- responder
 

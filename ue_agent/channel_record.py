@@ -24,7 +24,10 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ue_agent.card.session import Card
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ class ChannelRecordFile:
             log.warning("channel record %s not written (%s)", self.path, type(exc).__name__)
 
 
-def reclaim(card: Any, record: ChannelRecordFile) -> int:
+def reclaim(card: Card, record: ChannelRecordFile) -> int:
     """Close the channels a predecessor left open on this card (see the module text), then
     note ours from now on. Returns how many were dealt with. Failures are logged: the
     agent still starts (a full card then says so with its own error)."""
@@ -114,7 +117,7 @@ def reclaim(card: Any, record: ChannelRecordFile) -> int:
     return len(done)
 
 
-def attach(card: Any, socket_path: str | None) -> int:
+def attach(card: Card, socket_path: str | None) -> int:
     """Reclaim and record for ``card`` with the record file at its default place (if any)."""
     path = default_path(socket_path)
     if path is None or not path.parent.is_dir():

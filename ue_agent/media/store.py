@@ -117,6 +117,8 @@ class Keys:
     ssrcs: dict[int, SsrcState] = field(default_factory=dict)
     fingerprints: list[bytes] = field(default_factory=list)
     srtp_limit: int = SRTP_LIMIT
+    #: SSRCs of streams released by SRVCC (the session's other streams live on)
+    released_ssrcs: set[int] = field(default_factory=set)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -293,6 +295,10 @@ class KeyStore:
         ):
             raise MediaError(BAD_SESSION, "srtcp_index is a 31-bit unsigned integer")
         sess = self._get(session_id)
+        if ssrc in sess.released_ssrcs:
+            raise MediaError(
+                SESSION_RELEASED, "this SSRC's stream moved to CS; its keys are released", session=sess.id
+            )
         st = sess.ssrcs.setdefault(ssrc, SsrcState())
         if index < st.index or (srtcp_index is not None and srtcp_index < st.srtcp_index):
             self._withdraw(sess, KeyState.COMPROMISED)
@@ -340,6 +346,29 @@ class KeyStore:
         sess = self._sessions.get(session_id)
         if sess is not None:
             self._withdraw(sess, KeyState.RELEASED)
+
+    def release_media(self, session_id: str, media: Iterable[str]) -> list[str]:
+        """SRVCC moved these media of the session to CS: their streams' keys are zeroized and
+        retired (never registered again); the other streams stay. Returns the media released."""
+        sess = self._sessions.get(session_id)
+        if sess is None:
+            return []
+        names = set(media)
+        gone = [s for s in sess.streams if s.media in names]
+        for s in gone:
+            for k in _master_keys([s]):
+                if isinstance(k, SrtpKeys) and k.ssrc is not None:
+                    sess.released_ssrcs.add(k.ssrc)
+                fp = self._fingerprint(k)
+                self._live_fps.pop(fp, None)
+                self._retired[fp] = None
+            s.zeroize()
+        sess.streams = [s for s in sess.streams if s.media not in names]
+        while len(self._retired) > self._max_retired:
+            self._retired.popitem(last=False)
+        if not sess.streams:
+            self._withdraw(sess, KeyState.RELEASED)
+        return [s.media for s in gone]
 
     def _withdraw(self, sess: Keys, why: KeyState) -> None:
         sess.state = why

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from ue_agent.api.core import Peer
     from ue_agent.media.keys import StreamKeys
     from ue_agent.media.protection import Finding, Protection
-    from ue_agent.media.sessions import MediaSession
+    from ue_agent.media.sessions import Decision, MediaSession
     from ue_agent.ops.context import Context
 
 POLICY_REFUSED = "policy.refused"
@@ -73,6 +73,40 @@ def register(
     warn(ctx, sid, findings)
     ctx.emit("session", session_event(s))
     return sid
+
+
+def moved_to_cs(ctx: Context, decisions: list[Decision]) -> None:
+    """After SRVCC success: each session whose voice/video moved to CS says so
+    (``protection_lost`` naming the media and the new protection, CS radio only; TR 33.829
+    clause 6, docs/handover.md) and its ``session`` event shows the new protection."""
+    from ue_agent.media.protection import CS_RADIO, PROTECTION_LOST
+
+    for d in decisions:
+        s = ctx.sessions.get(d.session)
+        if s is None or not (d.release_keys or d.release_media):
+            continue
+        media = list(d.release_media) if d.release_media else []
+        before: dict[str, str] = {}
+        if s.protection is not None:
+            media = media or [m for m in s.protection.media if m != CS_RADIO]
+            before = {m: s.protection.media.get(m, "none") for m in media}
+            for m in media:
+                s.protection.media[m] = CS_RADIO
+        what = ", ".join(media) or "the call"
+        ctx.emit(
+            "security.warning",
+            {
+                "kind": PROTECTION_LOST,
+                "session": s.id,
+                "message": f"{what} moved to CS (SRVCC): ciphered on the CS radio link only, "
+                "no longer end to end; the keys are released",
+                "action": "warned",
+                "media": media,
+                "before": before,
+                "protection": {"scope": "none", "mechanism": CS_RADIO},
+            },
+        )
+        ctx.emit("session", session_event(s))
 
 
 @request

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from ue_agent.kms.session import PendingOffer
     from ue_agent.media.protection import Protection
     from ue_agent.media.sdes import LocalOffer
+    from ue_agent.ops.early import EarlyDialog
 
 #: a session id: what the softphone may choose (RFC 3261 token characters, roughly), or ours
 SESSION_ID = re.compile(r"[A-Za-z0-9._:@+-]{1,128}")
@@ -105,6 +106,8 @@ class MediaSession:
     protection: Protection | None = None
     #: media whose streams SRVCC moved to CS (their keys released; the session lives on)
     moved: list[str] = field(default_factory=list)
+    #: offered: the early dialogs keyed by provisional answers (ue_agent.ops.early)
+    early: dict[str, EarlyDialog] = field(default_factory=dict)
     #: offered (MIKEY): the party called and the ticket's recipients
     requested: str | None = None
     recipients: list[str] | None = None

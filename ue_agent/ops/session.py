@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from ue_agent.media.protection import Finding, Protection
     from ue_agent.media.sessions import Decision, MediaSession
     from ue_agent.ops.context import Context
+    from ue_agent.ops.early import EarlyDialog
 
 POLICY_REFUSED = "policy.refused"
 
@@ -54,6 +55,7 @@ def register(
     peer: Peer,
     phase: Phase,
     protection: Protection,
+    group: str | None = None,
 ) -> str:
     """Keys negotiated: checked against the [policy] (docs/policy.md), then into the store
     (which owns them from now on) and the session ``phase``; warnings and the ``session``
@@ -67,7 +69,7 @@ def register(
         s = ctx.sessions.end(sid, peer.uid, kind, "policy_refused")
         s.protection = protection
         raise refuse(ctx, s, findings)
-    sid = ctx.store.add(streams, kind=kind, session_id=sid, peer=f"uid:{peer.uid}")
+    sid = ctx.store.add(streams, kind=kind, session_id=sid, peer=f"uid:{peer.uid}", group=group)
     s = ctx.sessions.activate(sid, peer.uid, kind, phase, [st.media for st in streams])
     s.protection = protection
     warn(ctx, sid, findings)
@@ -109,9 +111,20 @@ def moved_to_cs(ctx: Context, decisions: list[Decision]) -> None:
         ctx.emit("session", session_event(s))
 
 
+def early_of(s: MediaSession | None, sid: str, dialog: str) -> tuple[EarlyDialog, str]:
+    """The keyed early dialog ``dialog`` of the offer ``sid``, or ``media.unknown_session``."""
+    from ue_agent.errors import MediaError
+
+    e = s.early.get(dialog) if s is not None and s.phase is Phase.OFFERED else None
+    if e is None or e.store_id is None:
+        raise MediaError("media.unknown_session", "no keyed early dialog under this session", session=sid)
+    return e, e.store_id
+
+
 @request
 class SessionKeys:
     session: SessionId
+    dialog: SessionId | None = None
 
 
 @request
@@ -120,6 +133,7 @@ class SessionReport:
     ssrc: Ssrc
     index: SrtpIndex
     srtcp_index: SrtcpIndex | None = None
+    dialog: SessionId | None = None
 
 
 @request
@@ -130,6 +144,11 @@ class SessionClose:
 @operation("session.keys", SessionKeys)
 def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
     s = ctx.sessions.owned(req.session, peer.uid)
+    if req.dialog is not None:  # an early dialog of an offer still waiting (ue_agent.ops.early)
+        e, store_id = early_of(s, req.session, req.dialog)
+        out = ctx.store.keys(store_id, reply=True)
+        out.update(session=req.session, dialog=req.dialog, state="early", protection=e.protection.to_wire())
+        return out
     if s is not None and s.phase is Phase.CLOSED and s.ended == "policy_refused":
         raise AgentError(POLICY_REFUSED, "the [policy] refused this session's keys", session=s.id)
     out = ctx.store.keys(req.session, reply=True)  # keys leave through the API's reply encoder
@@ -145,7 +164,11 @@ def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
 
 @operation("session.report", SessionReport)
 def session_report(ctx: Context, req: SessionReport, peer: Peer) -> Reply:
-    ctx.sessions.owned(req.session, peer.uid)
+    s = ctx.sessions.owned(req.session, peer.uid)
+    if req.dialog is not None:
+        _, store_id = early_of(s, req.session, req.dialog)
+        got = ctx.store.report(store_id, req.ssrc, req.index, srtcp_index=req.srtcp_index)
+        return {"session": req.session, "dialog": req.dialog, **got}
     return {
         "session": req.session,
         **ctx.store.report(req.session, req.ssrc, req.index, srtcp_index=req.srtcp_index),
@@ -161,9 +184,11 @@ def session_close(ctx: Context, req: SessionClose, peer: Peer) -> Reply:
         # its own: the ticket key stays in the KMS client's cache (for the next offer to this
         # peer) until it expires or we stop.
         from ue_agent.media.sdes import LocalOffer
+        from ue_agent.ops.early import release
 
         if isinstance(s.offer, LocalOffer):
             s.offer.zeroize()
+        release(ctx, list(s.early.values()))  # the early dialogs' keys too
         ctx.sessions.drop(sid)
         return {"session": sid, "state": "closed"}
     if s is None or s.phase is not Phase.CLOSED or s.ended not in ("policy_refused", "unprotected"):

@@ -18,8 +18,11 @@ pytest.importorskip("serial", reason="pyserial is not installed")
 PIN = "73915824"
 
 
-@pytest.mark.parametrize("profile", ["quectel-ec25", "sierra-em7455"])
-def test_daemon_pin_across_a_modem_reset(profile, modem_factory, tmp_path):
+@pytest.mark.parametrize(
+    "profile, urcs",
+    [("quectel-ec25", None), ("sierra-em7455", ("RDY", "+CPIN: SIM PIN"))],
+)
+def test_daemon_pin_across_a_modem_reset(profile, urcs, modem_factory, tmp_path):
     from ue_agent.lab.uicc import SoftUicc
     from ue_agent.subscriber import load_subscriber
 
@@ -54,7 +57,11 @@ def test_daemon_pin_across_a_modem_reset(profile, modem_factory, tmp_path):
             assert status["pin"]["credential"] == "ue-agent.pin"
             assert "res" in authenticate(40)
             # the modem restarts with its UICC: the SIM wants its PIN again
-            sim.reset_modem(urcs=("RDY", "+CPIN: SIM PIN"))
+            # (default URCs: RDY, +CPIN: SIM PIN as the simulator derives it, SMS DONE, PB DONE)
+            if urcs:
+                sim.reset_modem(urcs=urcs)
+            else:
+                sim.reset_modem()
             reply = authenticate(41)
             assert "res" in reply, (reply, daemon.log_text()[-3000:])
             assert uicc.pin1 is not None and uicc.pin1.verified

@@ -63,6 +63,8 @@ class NetworkConfig:
     kms_url: Url | None = None
     bsf_fqdn: Text | None = None
     kms_fqdn: Text | None = None
+    #: PEM file of the CAs that sign the BSF's and KMS's https certificates; None: the system CAs
+    ca_file: Annotated[str, Check(lambda p: p.startswith("/"), "must be an absolute path")] | None = None
 
     @property
     def bsf_host(self) -> str | None:

@@ -71,7 +71,7 @@ class NetworkSide:
         from ue_agent.gba.naf_client import NafClient
         from ue_agent.kms.client import KmsClient
 
-        self.http = HttpClient()
+        self.http = HttpClient(ca_file=self._network().ca_file)
         self.gba = GbaClient(
             CardOps(self._card),
             bsf_url,

@@ -323,6 +323,9 @@ class ModemSimulator:
             self.resets += 1
         if card:
             self.uicc.reset()
+            # a card with PIN1 enabled comes back asking for it (TS 27.007 8.3 +CPIN URC)
+            code = self._cpin_code()
+            urcs = tuple(f"+CPIN: {code}" if u.upper() == "+CPIN: READY" else u for u in urcs)
         for line in urcs:
             self.emit_urc(line)
 

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from ue_agent.kms.session import PendingOffer
     from ue_agent.media.protection import Protection
     from ue_agent.media.sdes import LocalOffer
-    from ue_agent.ops.early import EarlyDialog
 
 #: a session id: what the softphone may choose (RFC 3261 token characters, roughly), or ours
 SESSION_ID = re.compile(r"[A-Za-z0-9._:@+-]{1,128}")
@@ -82,6 +81,15 @@ class HandoverState(StrEnum):
     HANDOVER_PENDING = "handover_pending"
     HANDED_OVER = "handed_over"  # keys released: on CS now
     REKEY_REQUIRED = "rekey_required"
+
+
+@dataclass
+class EarlyDialog:
+    """One early dialog's keys (ue_agent.ops.early): in the key store under ``store_id``."""
+
+    store_id: str | None  # None: the provisional answer carried no key (plain early media)
+    digest: bytes  # of the answer that keyed it, to recognise the final answer repeating it
+    protection: Protection
 
 
 @dataclass

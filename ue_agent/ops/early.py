@@ -14,11 +14,10 @@ the dialogs of one offer share that key and nothing else (``KeyStore.add(group=)
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ue_agent.errors import AgentError
-from ue_agent.media.sessions import check_session_id, new_session_id
+from ue_agent.media.sessions import EarlyDialog, check_session_id, new_session_id
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
@@ -28,15 +27,6 @@ if TYPE_CHECKING:
     from ue_agent.ops.context import Context
 
 DEFAULT_DIALOG = "0"
-
-
-@dataclass
-class EarlyDialog:
-    """One early dialog's keys: in the key store under ``store_id`` (internal)."""
-
-    store_id: str | None  # None: the provisional answer carried no key (plain early media)
-    digest: bytes  # of the answer that keyed it, to recognise the final answer repeating it
-    protection: Protection
 
 
 def digest(parts: list[list[str]] | bytes) -> bytes:

@@ -13,9 +13,8 @@ if TYPE_CHECKING:
     from ue_agent.api.core import Peer
     from ue_agent.media.keys import StreamKeys
     from ue_agent.media.protection import Finding, Protection
-    from ue_agent.media.sessions import Decision, MediaSession
+    from ue_agent.media.sessions import Decision, EarlyDialog, MediaSession
     from ue_agent.ops.context import Context
-    from ue_agent.ops.early import EarlyDialog
 
 POLICY_REFUSED = "policy.refused"
 

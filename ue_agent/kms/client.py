@@ -15,12 +15,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ue_agent.crypto.mikey_prf import PRF_HMAC_SHA_256
 from ue_agent.errors import GbaError, KmsError
 from ue_agent.kms import ids, mikey, session, ts33328
 from ue_agent.kms.streams import SrtpStream, Stream, StreamKeyPair, TlsStream
 from ue_agent.secret import Secret
+
+if TYPE_CHECKING:
+    from ue_agent.gba.client import GbaClient
+    from ue_agent.gba.naf_client import NafClient
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +55,12 @@ class AnswerResult:
 class KmsClient:
     def __init__(
         self,
-        naf,
+        naf: NafClient,
         kms_url: str,
         kms_fqdn: str,
         own_uri: str,
         *,
-        gba=None,
+        gba: GbaClient | None = None,
         clock: Callable[[], float] = time.time,
         prf_func: int = PRF_HMAC_SHA_256,
         ticket_validity: int = 3600,

@@ -637,6 +637,79 @@ def sc_early(lab: Lab) -> str:
     return "both early dialogs keyed; B's keys confirmed by the 200 OK, C's released"
 
 
+@scenario("e2ae", "e2ae for real: REGISTER through the lab P-CSCF, a call through the lab IMS-AGW")
+def sc_e2ae(lab: Lab) -> str:
+    from ue_agent.lab.e2ae import LabImsAgw, LabPcscf
+
+    a = lab.ues["UE-A"]
+    pcscf, agw = LabPcscf(), LabImsAgw()
+    try:
+        caps = a.call("capabilities")["e2ae"]["security_client"]
+        server = pcscf.security_server
+        first = pcscf.handle(
+            f"REGISTER sip:ims SIP/2.0\r\nContact: <{a.impu}>\r\nSecurity-Client: {caps}\r\n\r\n"
+        )
+        m = a.call("ims.mediasec", security_server=server)
+        verify = f"Security-Client: {caps}\r\nSecurity-Verify: {m['security_verify']}"
+        second = pcscf.handle(f"REGISTER sip:ims SIP/2.0\r\nContact: <{a.impu}>\r\n{verify}\r\n\r\n")
+        status = [r.split("\r\n")[0][8:] for r in (first, second)]
+        lab.tl.event(a.name, f"REGISTER Security-Client: {caps} -> {status[0]}, Security-Server: {server}")
+        lab.tl.event(a.name, f"ims.mediasec: both support {m['mechanisms']}; Security-Verify -> {status[1]}")
+        assert second.startswith("SIP/2.0 200") and m["e2ae"]
+        offer = a.call("sdes.offer", media=["audio"], e2ae=True)
+        answer = agw.answer([str(x) for x in offer["streams"][0]["lines"]])
+        done = a.call("sdes.answer", session=offer["session"], answer=[answer])
+        lab.tl.event(
+            a.name, f"IMS-AGW answered with a=3ge2ae:applied: protection {done['protection']['scope']}"
+        )
+        assert done["protection"]["scope"] == "e2ae"
+        keys = stream_keys(a.call("session.keys", session=offer["session"]), "audio", "tx")
+        rx_keys = stream_keys(a.call("session.keys", session=offer["session"]), "audio", "rx")
+        n = _through_agw(agw, keys, rx_keys, 1000)
+        lab.tl.event("media", f"UE-A <-SRTP-> IMS-AGW <-RTP-> far end: {n[0]}/1000 up, {n[1]}/1000 down")
+        assert n == (1000, 1000)
+        a.call("session.close", session=offer["session"])
+    finally:
+        agw.close()
+    return "Security-Verify accepted; the IMS-AGW terminates the agent's SRTP keys (scope e2ae)"
+
+
+def _through_agw(agw, tx_keys: dict, rx_keys: dict, count: int) -> tuple[int, int]:
+    import pylibsrtp
+
+    prof = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+
+    def sess(k: dict, kind: int) -> pylibsrtp.Session:
+        key = base64.b64decode(k["master_key"]) + base64.b64decode(k["master_salt"])
+        return pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=kind, srtp_profile=prof))
+
+    tx, rx = (
+        sess(tx_keys, pylibsrtp.Policy.SSRC_ANY_OUTBOUND),
+        sess(rx_keys, pylibsrtp.Policy.SSRC_ANY_INBOUND),
+    )
+    ue, far = (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+    )
+    up = down = 0
+    try:
+        for s in (ue, far):
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(5)
+        agw.start(far.getsockname(), ue.getsockname())
+        for i in range(count):
+            rtp = bytes([0x80, 0]) + i.to_bytes(2, "big") + b"\0\0\0\1\0\0\0\x0a" + b"up" * 20
+            ue.sendto(tx.protect(rtp), ("127.0.0.1", agw.access_port))
+            up += far.recvfrom(2048)[0] == rtp
+            back = bytes([0x80, 0]) + i.to_bytes(2, "big") + b"\0\0\0\1\0\0\0\x0b" + b"dn" * 20
+            far.sendto(back, ("127.0.0.1", agw.core_port))
+            down += rx.unprotect(ue.recvfrom(2048)[0]) == back
+    finally:
+        ue.close()
+        far.close()
+    return up, down
+
+
 # -- the command -------------------------------------------------------------------------
 
 

@@ -92,6 +92,7 @@ class Agent:
 
     def reconfigure(self, cfg: Config) -> None:
         self.ctx.cfg = cfg
+        self.ctx.apply_limits()
 
     async def stop(self) -> tuple[int, int]:
         """Zeroize every key; returns (key objects zeroized, keys left non-zero)."""

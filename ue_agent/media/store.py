@@ -121,6 +121,9 @@ class Keys:
     released_ssrcs: set[int] = field(default_factory=set)
     #: the offer this session answers (early dialogs and the final answer share it)
     group: str | None = None
+    #: the streams' wire form, encoded once (keys_encoded): the ROCs it holds and its bytes,
+    #: zeroized with the session
+    wire: tuple[tuple[int | None, ...], bytearray] | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -134,8 +137,15 @@ class Keys:
         }
 
     def zeroize(self) -> None:
+        self.drop_wire()
         for s in self.streams:
             s.zeroize()
+
+    def drop_wire(self) -> None:
+        if self.wire is not None:
+            buf = self.wire[1]
+            buf[:] = bytes(len(buf))
+            self.wire = None
 
 
 def _kind(s: StreamKeys) -> str:
@@ -268,6 +278,36 @@ class KeyStore:
         """
         sess = self._get(session_id)
         sess.handed_out += 1
+        return self._head(sess, self._streams_wire(sess, reply))
+
+    def keys_encoded(self, session_id: str, encode: Callable[[Any], bytearray]) -> dict[str, Any]:
+        """:meth:`keys` with ``streams`` already encoded: ``encode`` (the API's JSON encoder
+        for key material) runs once per session -- again only when a ROC in it changed --
+        and its ``bytearray`` stays with the session, zeroized with it. The caller must not
+        keep or change it."""
+        sess = self._get(session_id)
+        sess.handed_out += 1
+        rocs = self._rocs(sess)
+        if sess.wire is None or sess.wire[0] != rocs:
+            fresh = encode(self._streams_wire(sess, True))
+            sess.drop_wire()
+            sess.wire = (rocs, fresh)
+        return self._head(sess, sess.wire[1])
+
+    @staticmethod
+    def _rocs(sess: Keys) -> tuple[int | None, ...]:
+        rocs = sess.ssrcs
+        if not rocs:
+            return ()
+        out: list[int | None] = []
+        for s in sess.streams:
+            for k in (s.tx, s.rx):
+                ssrc = k.ssrc if isinstance(k, SrtpKeys) else None
+                out.append(rocs[ssrc].roc if ssrc is not None and ssrc in rocs else None)
+        return tuple(out) if any(r is not None for r in out) else ()
+
+    @staticmethod
+    def _streams_wire(sess: Keys, reply: bool) -> list[dict[str, Any]]:
         rocs = sess.ssrcs
         streams = []
         for s in sess.streams:
@@ -277,12 +317,16 @@ class KeyStore:
                 if isinstance(k, SrtpKeys) and k.ssrc is not None and k.ssrc in rocs:
                     w[direction]["roc"] = rocs[k.ssrc].roc
             streams.append(w)
+        return streams
+
+    @staticmethod
+    def _head(sess: Keys, streams: Any) -> dict[str, Any]:
         return {
             "session": sess.id,
             "kind": sess.kind,
             "state": str(sess.state),
             "streams": streams,
-            "ssrcs": [st.to_wire(ssrc) for ssrc, st in sorted(sess.ssrcs.items())],
+            "ssrcs": [st.to_wire(ssrc) for ssrc, st in sorted(sess.ssrcs.items())] if sess.ssrcs else [],
         }
 
     def streams(self, session_id: str) -> list[StreamKeys]:
@@ -389,6 +433,7 @@ class KeyStore:
                 self._retired[fp] = None
             s.zeroize()
         sess.streams = [s for s in sess.streams if s.media not in names]
+        sess.drop_wire()  # the cached wire form held the released keys too
         while len(self._retired) > self._max_retired:
             self._retired.popitem(last=False)
         if not sess.streams:

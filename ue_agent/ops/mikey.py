@@ -96,6 +96,7 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     streams = [mikey_stream(m, req.suite) for m in req.media]
     kms = await ctx.network.kms()
     res = await kms.offer(req.responder, streams, recipients=req.recipients, group=req.group)
+    ctx.sessions.check_room("offers")  # again: other offers may have taken the room meanwhile
     s = ctx.sessions.offer(sid, peer.uid, "mikey", res.pending, req.media)
     s.requested, s.recipients = req.responder, list(req.recipients or [req.responder])
     return {
@@ -110,6 +111,7 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
 async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
     from ue_agent.kms.sdp import build
 
+    ctx.sessions.check_room("sessions", offer=False)
     sid = ctx.sessions.new_id(req.session)
     message = mikey_message(req.transfer_init, "transfer_init")
     kms = await ctx.network.kms()

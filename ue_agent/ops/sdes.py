@@ -111,6 +111,7 @@ def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
             **settled,
         }
     assert req.offer is not None
+    ctx.sessions.check_room("sessions", offer=False)
     sid = ctx.sessions.new_id(req.session)
     lines, streams = make_answer(req.offer, req.media, req.suites, reply=True)
     # the terminating e2ae case: the network (IMS-AGW) put the offer in, saying so per m-line

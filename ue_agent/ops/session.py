@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ue_agent.api.protocol import RawJson, encode_value
 from ue_agent.errors import AgentError
 from ue_agent.media.sessions import Phase
 from ue_agent.ops.declare import Reply, SessionId, SrtcpIndex, SrtpIndex, Ssrc, operation, request
@@ -150,7 +151,9 @@ def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
         return out
     if s is not None and s.phase is Phase.CLOSED and s.ended == "policy_refused":
         raise AgentError(POLICY_REFUSED, "the [policy] refused this session's keys", session=s.id)
-    out = ctx.store.keys(req.session, reply=True)  # keys leave through the API's reply encoder
+    # the keys' wire form is encoded once per session and zeroized with it (issue 14)
+    out = ctx.store.keys_encoded(req.session, encode_value)
+    out["streams"] = RawJson(out["streams"])
     if s is not None:
         out["state"] = s.key_state
         ho = s.handover

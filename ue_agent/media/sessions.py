@@ -40,6 +40,8 @@ TOO_MANY_SESSIONS = "media.too_many_sessions"
 #: the handset defaults of [limits] (ue_agent.config.LimitsConfig)
 MAX_SESSIONS = 64
 MAX_PENDING_OFFERS = 32
+#: the media SRVCC moves to CS: voice, and video with vSRVCC (TS 23.216)
+VOICE_MEDIA = frozenset({"audio", "video"})
 
 
 def check_session_id(sid: object) -> str:
@@ -84,6 +86,15 @@ class HandoverState(StrEnum):
 
 
 @dataclass
+class EarlyDialog:
+    """One early dialog's keys (ue_agent.ops.early): in the key store under ``store_id``."""
+
+    store_id: str | None  # None: the provisional answer carried no key (plain early media)
+    digest: bytes  # of the answer that keyed it, to recognise the final answer repeating it
+    protection: Protection
+
+
+@dataclass
 class MediaSession:
     id: str
     owner: int
@@ -103,6 +114,10 @@ class MediaSession:
     resume: Phase | None = None
     #: how the session is protected (set when it gets keys; media.protection)
     protection: Protection | None = None
+    #: media whose streams SRVCC moved to CS (their keys released; the session lives on)
+    moved: list[str] = field(default_factory=list)
+    #: offered: the early dialogs keyed by provisional answers (ue_agent.ops.early)
+    early: dict[str, EarlyDialog] = field(default_factory=dict)
     #: offered (MIKEY): the party called and the ticket's recipients
     requested: str | None = None
     recipients: list[str] | None = None
@@ -140,6 +155,9 @@ class Decision:
     old: HandoverState
     new: HandoverState
     release_keys: bool = False
+    #: SRVCC success on a session that also carries non-voice media: only these media's keys
+    #: go (their streams moved to CS); the others stay on their PS bearer
+    release_media: tuple[str, ...] = ()
 
 
 _LIVE, _PENDING = ("live", ""), ("pending", "")
@@ -309,8 +327,11 @@ class SessionRegistry:
 
         - started: sessions keep their keys (the call is still on PS until success);
           active ones (not waiting for a re-key) become ``handover``;
-        - success: the voice leg is on CS now; every live session is closed as handed over
-          and its keys are released (a return to PS needs a new offer/answer);
+        - success: the voice (and video) leg is on CS now (TS 23.216; docs/handover.md). A
+          session of voice/video media only is closed as handed over and its keys are
+          released; a session that also carries other media (MSRP, BFCP) loses the voice
+          media's keys only and goes back to its phase; a session without voice goes back
+          untouched (its PS bearer stays). A return to PS needs a new offer/answer;
         - cancelled / failure: the call stays on PS; ``handover`` sessions go back.
         """
         out: list[Decision] = []
@@ -320,10 +341,22 @@ class SessionRegistry:
                     out.append(self._move(s, Phase.HANDOVER))
             elif event is Srvcc.SUCCESS:
                 if s.live:
-                    out.append(self._move(s, Phase.CLOSED, ended="handed_over"))
+                    out.append(self._to_cs(s))
             elif s.phase is Phase.HANDOVER:  # cancelled, failure
                 out.append(self._move(s, s.resume or Phase.ACTIVE))
         return out
+
+    def _to_cs(self, s: MediaSession) -> Decision:
+        voice = [m for m in s.media if m in VOICE_MEDIA]
+        if not s.media or len(voice) == len(s.media):  # (no names known: as voice)
+            return self._move(s, Phase.CLOSED, ended="handed_over")
+        back = (s.resume or Phase.ACTIVE) if s.phase is Phase.HANDOVER else s.phase
+        d = self._move(s, back)
+        if not voice:
+            return d
+        s.media = [m for m in s.media if m not in VOICE_MEDIA]
+        s.moved = [*s.moved, *voice]
+        return Decision(d.session, d.old, d.new, release_media=tuple(voice))
 
     def require_rekey(self, sid: str) -> Decision | None:
         """One live session needs a re-key (its keys stay)."""

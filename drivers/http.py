@@ -347,7 +347,10 @@ class HttpClient:
         if self._ssl_context is None:
             import ssl
 
-            self._ssl_context = ssl.create_default_context(cafile=self.ca_file)
+            try:
+                self._ssl_context = ssl.create_default_context(cafile=self.ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise HttpError("tls", f"CA file {self.ca_file} unusable ({_describe(exc)})") from None
         return self._ssl_context
 
     async def _exchange(

@@ -140,7 +140,7 @@ def test_idle_timeout_closes_quiet_connections(agent_factory) -> None:
     s = raw_conn(daemon.socket)
     s.sendall(b'{"id":1,"op":"subscribe"}\n')
     (r,) = read_lines(s, 1)
-    assert r["ok"] and r["events"] == ["bootstrap", "card", "handover", "security.warning"]
+    assert r["ok"] and r["events"] == ["bootstrap", "card", "handover", "security.warning", "session"]
     s.settimeout(1.0)
     with pytest.raises(TimeoutError):
         s.recv(100)

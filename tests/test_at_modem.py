@@ -365,6 +365,45 @@ def test_cli_lab_modem_with_control_fifo(tmp_path, subscriber_file, urcs):
     assert not link.exists() and not control.exists()
 
 
+def test_cli_lab_modem_replays_behaviours_and_resets_from_the_fifo(tmp_path, subscriber_file):
+    """``!shape KIND key=value`` and ``!reset`` on the control FIFO of ``ue-agent lab modem``."""
+    import time
+
+    link, control = tmp_path / "ttyMODEM", tmp_path / "modem.ctl"
+    env = dict(os.environ, UE_AGENT_MODEM_CONTROL=str(control))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ue_agent", "lab", "modem", "--subscriber", str(subscriber_file),
+         "--pty", str(link), "--profile", "generic-at"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        _wait_path(control, proc)
+        _wait_path(link, proc)
+        transport = open_modem_transport(str(link), profile="generic-at", timeout=1)
+        card = Card(transport)
+        try:
+            with open(control, "w") as fifo:
+                fifo.write("!shape missing_ok match=AT+CSIM skip=2\n!shape noise lines=SMS|0,1|+CREG:1\n")
+            time.sleep(0.3)  # the simulator reads the FIFO between commands
+            impi = card.identities().impi
+            assert transport.port.resyncs == 1 and transport.retries == 1
+            with open(control, "w") as fifo:
+                fifo.write("!reset\n")
+            deadline = time.monotonic() + 5
+            while transport.port.resets == 0 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert transport.port.resets == 1
+            card.refresh()
+            assert card.identities().impi == impi
+        finally:
+            card.close()
+            transport.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+
+
 def test_cli_lab_modem_unknown_profile_fails(tmp_path, subscriber_file):
     proc = subprocess.run(
         [sys.executable, "-m", "ue_agent", "lab", "modem", "--subscriber", str(subscriber_file),

@@ -63,6 +63,7 @@ def test_netlink_section_enables_watch() -> None:
         (PCSC | {"api": {"idle_timeout_s": 0}}, "config.invalid", "api.idle_timeout_s"),
         (PCSC | {"network": {"bsf_url": "ftp://x/"}}, "config.invalid", "network.bsf_url"),
         (PCSC | {"network": {"kms_url": "nohost"}}, "config.invalid", "network.kms_url"),
+        (PCSC | {"network": {"ca_file": "ca.pem"}}, "config.invalid", "network.ca_file"),
         (PCSC | {"netlink": {"interfaces": "eth0"}}, "config.invalid", "netlink.interfaces"),
         (PCSC | {"log": {"level": "loud"}}, "config.invalid", "log.level"),
         (PCSC | {"modem": {"port": ""}}, "config.invalid", "modem.port"),

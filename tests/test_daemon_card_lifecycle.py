@@ -88,3 +88,46 @@ def test_six_sigkill_restarts_on_a_card_with_four_channels(modem_factory, soft_u
         import shutil
 
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_urc_watcher_turns_srvcc_reporting_on_again_after_a_modem_reset(daemon_factory, modem_factory):
+    """The [modem] port apart from the card (the card is the lab's): its watcher sends no
+    command of its own, so after a reset it sets the port up again by itself (+CIREP=1)."""
+    sim = modem_factory("quectel-ec25")
+    daemon = daemon_factory(modem={"port": str(sim.link_path)})
+    deadline = time.monotonic() + 10
+    while sim.cirep != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sim.cirep == 1
+    sim.reset_modem()
+    assert sim.cirep == 0
+    deadline = time.monotonic() + 10
+    while sim.cirep != 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert sim.cirep == 1, daemon.log_text()[-3000:]
+    assert sim.srvcc(1)  # and the reports flow again
+
+
+@pytest.mark.pcsc
+def test_six_sigkill_restarts_over_pcsc(vpcd_card):
+    """The same over pcscd + vpcd: the ISIM on a MANAGE CHANNEL channel (generic-pcsc)."""
+    server, reader = vpcd_card
+    uicc = server.uicc
+    assert uicc.max_channels == 4
+    d = short_dir()
+    cfg = lab_config(d, card={"transport": "pcsc", "reader": reader})
+    try:
+        for run in range(7):
+            daemon = spawn(d, cfg)
+            try:
+                with daemon.client() as c:
+                    reply = authenticate(c, uicc.highest_sqn + 1)
+                    assert "res" in reply, (run, reply, daemon.log_text()[-3000:])
+                assert len(uicc.open_channels) <= 2, uicc.open_channels
+            finally:
+                daemon.stop(signal.SIGKILL if run < 6 else signal.SIGTERM)
+        assert uicc.open_channels == [0]
+    finally:
+        import shutil
+
+        shutil.rmtree(d, ignore_errors=True)

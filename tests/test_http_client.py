@@ -581,3 +581,21 @@ def test_close_stops_a_request_in_flight_with_shut_down():
         run(go())
     finally:
         listener.close()
+
+
+def test_an_unusable_ca_file_is_a_tls_failure(tmp_path):
+    cert, key = _self_signed(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+
+    async def go():
+        async with aiohttp_server([("GET", "/", hello)], ssl_context=server_ctx) as (base, peers):
+            for ca in (tmp_path / "missing.pem", tmp_path / "garbage.pem"):
+                async with HttpClient(ca_file=str(ca)) as http:
+                    with pytest.raises(HttpError) as exc:
+                        await http.request("GET", base + "/")
+                    assert exc.value.reason == "tls" and str(ca) in str(exc.value)
+            assert not peers
+
+    run(go())

@@ -68,3 +68,19 @@ def test_packaged_default_config_starts_nothing_dangerous() -> None:
     assert cfg.modem.port is None and not cfg.netlink.enabled
     assert cfg.api.allowed_uids == [] and cfg.api.allowed_gids == []
     assert cfg.api.socket == "/run/ue-agent/api.sock"
+
+
+def test_every_subpackage_is_in_the_wheel() -> None:
+    """pyproject lists the packages explicitly: a new subpackage missing there works in the
+    editable install the tests use and is absent from the wheel (tests/test_install.py sees
+    it only with --install-tests)."""
+    listed = set(PYPROJECT["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(("ue_agent", *p.parent.relative_to(REPO / "ue_agent").parts))
+        for p in (REPO / "ue_agent").rglob("__init__.py")
+    }
+    found |= {
+        ".".join(("ue_agent.drivers", *p.parent.relative_to(REPO / "drivers").parts))
+        for p in (REPO / "drivers").rglob("__init__.py")
+    }
+    assert found - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ue_agent.card.results import CardIdentities
+    from ue_agent.card.session import Card
 
 
 def render(ids: dict, transport: str) -> str:
@@ -30,7 +34,7 @@ def render(ids: dict, transport: str) -> str:
 _READ_AGAIN = ("modem.timeout", "modem.garbage", "modem.desync", "card.reset")
 
 
-def _identities(card: Any) -> Any:
+def _identities(card: Card) -> CardIdentities:
     from ue_agent.errors import CardError
 
     try:

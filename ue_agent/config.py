@@ -63,6 +63,8 @@ class NetworkConfig:
     kms_url: Url | None = None
     bsf_fqdn: Text | None = None
     kms_fqdn: Text | None = None
+    #: PEM file of the CAs that sign the BSF's and KMS's https certificates; None: the system CAs
+    ca_file: Annotated[str, Check(lambda p: p.startswith("/"), "must be an absolute path")] | None = None
 
     @property
     def bsf_host(self) -> str | None:
@@ -109,6 +111,34 @@ class NetlinkConfig:
     enabled: Annotated[bool, INTERNAL] = False  # set from the section's presence, not a key
 
 
+Level = Literal["e2e", "e2ae", "none"]
+Action = Literal["warn", "refuse"]
+
+
+@dataclass
+class MinimumConfig:
+    """[policy.minimum]: the least protection per media type (docs/policy.md)."""
+
+    audio: Level = "e2ae"
+    video: Level = "e2ae"
+    message: Level = "e2ae"  # MSRP
+    bfcp: Level = "e2ae"
+    other: Level = "e2ae"
+
+
+@dataclass
+class PolicyConfig:
+    """[policy]: what protection the user accepts, and what happens below it (docs/policy.md).
+    Reloadable: SIGHUP applies it to the sessions negotiated from then on."""
+
+    minimum: MinimumConfig = field(default_factory=MinimumConfig)
+    below_minimum: Action = "warn"
+    early_media_plaintext: Literal["allow", "warn", "refuse"] = "warn"
+    #: who may answer a call we placed: anyone the KMS let in, one of the recipients, the party called
+    responder: Literal["any", "recipients", "called"] = "recipients"
+    responder_mismatch: Action = "warn"
+
+
 @dataclass
 class LogConfig:
     level: LogLevel = "info"
@@ -122,6 +152,7 @@ class Config:
     modem: ModemConfig = field(default_factory=ModemConfig)
     netlink: NetlinkConfig = field(default_factory=NetlinkConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
     source: Annotated[str, INTERNAL] = "<config>"
 
 

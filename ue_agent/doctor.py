@@ -29,9 +29,12 @@ import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ue_agent.errors import AgentError
+
+if TYPE_CHECKING:
+    from ue_agent.config import Config
 
 OK, WARN, FAIL, SKIP, INFO = "ok", "warn", "fail", "skip", "info"
 #: the AKA probe: any RAND, and an AUTN (SQN^AK || AMF || MAC) whose MAC is all zeros
@@ -142,7 +145,7 @@ def check_ports(report: Report, configured: list[str]) -> None:
 # --- the card path ----------------------------------------------------------------------------------
 
 
-def _open(report: Report, cfg: Any) -> tuple[Any, Any] | None:
+def _open(report: Report, cfg: Config) -> tuple[Any, Any] | None:
     """Open the card path as the daemon would; (transport, detection or None)."""
     card = cfg.card
     if card.transport == "at":
@@ -194,12 +197,17 @@ def _open(report: Report, cfg: Any) -> tuple[Any, Any] | None:
         if connect is not None:
             connect()
     except AgentError as exc:
-        report.add("card", FAIL, _err(exc))
+        hint = (
+            " (ue-agent holds the card: stop the daemon first)"
+            if exc.code == "card.sharing_violation"
+            else ""
+        )
+        report.add("card", FAIL, _err(exc) + hint)
         return None
     return transport, None
 
 
-def check_card(report: Report, cfg: Any) -> Any:
+def check_card(report: Report, cfg: Config) -> Any:
     """The card checks; returns the AT profile in use (None: not a modem)."""
     from ue_agent.card.pin import READY, PinGate
     from ue_agent.card.results import AkaMacFailure, AkaSuccess, AkaSyncFailure
@@ -285,7 +293,7 @@ def check_card(report: Report, cfg: Any) -> Any:
         card.close()
 
 
-def check_ims_reporting(report: Report, cfg: Any, card_profile: Any = None) -> None:
+def check_ims_reporting(report: Report, cfg: Config, card_profile: Any = None) -> None:
     port_path = cfg.modem.port or (cfg.card.port if cfg.card.transport == "at" else None)
     if not port_path:
         report.add("ims-reporting", SKIP, "no modem ([modem] port): no SRVCC reports (+CIREPH)")
@@ -343,7 +351,7 @@ def _reachable(url: str, timeout: float = 3.0) -> tuple[bool, str]:
         return False, str(reason)
 
 
-def check_network(report: Report, cfg: Any) -> None:
+def check_network(report: Report, cfg: Config) -> None:
     for name, url in (("bsf", cfg.network.bsf_url), ("kms", cfg.network.kms_url)):
         if not url:
             report.add(name, SKIP, "not configured")

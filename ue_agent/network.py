@@ -71,7 +71,7 @@ class NetworkSide:
         from ue_agent.gba.naf_client import NafClient
         from ue_agent.kms.client import KmsClient
 
-        self.http = HttpClient()
+        self.http = HttpClient(ca_file=self._network().ca_file)
         self.gba = GbaClient(
             CardOps(self._card),
             bsf_url,
@@ -135,6 +135,11 @@ class KmsReachability:
 
     def complete(self, pending: PendingOffer, transfer_resp: bytes) -> list[StreamKeyPair]:
         return self.client.complete(pending, transfer_resp)
+
+    def complete_with_peer(
+        self, pending: PendingOffer, transfer_resp: bytes
+    ) -> tuple[list[StreamKeyPair], str, bool]:
+        return self.client.complete_with_peer(pending, transfer_resp)
 
     async def _track(self, call: Awaitable[T]) -> T:
         try:

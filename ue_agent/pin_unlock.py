@@ -8,11 +8,14 @@ credential file (:mod:`ue_agent.credentials`). The PIN Secret is zeroized at onc
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ue_agent.card.pin import BLOCKED, REQUIRED, PinGate, PinStatus, plan_verify
 from ue_agent.errors import CardError
 from ue_agent.secret import Secret
+
+if TYPE_CHECKING:
+    from ue_agent.card.session import Card
 
 
 def _modem_port(transport: Any) -> Any:
@@ -21,7 +24,7 @@ def _modem_port(transport: Any) -> Any:
     return port if port is not None and hasattr(port, "command") else None
 
 
-def query(card: Any) -> PinStatus:
+def query(card: Card) -> PinStatus:
     """PIN1's state: AT+CPIN? (+ tries left) on a modem, VERIFY without data otherwise."""
     port = _modem_port(card.transport)
     if port is not None:
@@ -32,7 +35,7 @@ def query(card: Any) -> PinStatus:
     return status
 
 
-def _verify(card: Any, pin: Secret) -> PinStatus:
+def _verify(card: Card, pin: Secret) -> PinStatus:
     port = _modem_port(card.transport)
     if port is not None:
         from ue_agent.drivers.at_pin import enter_pin
@@ -42,7 +45,7 @@ def _verify(card: Any, pin: Secret) -> PinStatus:
     return result
 
 
-def relock(card: Any, gate: PinGate) -> bool:
+def relock(card: Card, gate: PinGate) -> bool:
     """The card refused a command with 6982: give PIN1 again if that is what it needs.
     True when the PIN was verified now (the refused request may run again)."""
     if gate.credential is None:
@@ -50,7 +53,7 @@ def relock(card: Any, gate: PinGate) -> bool:
     return unlock(card, gate).verified_by_agent
 
 
-def unlock(card: Any, gate: PinGate) -> PinStatus:
+def unlock(card: Card, gate: PinGate) -> PinStatus:
     """Make PIN1 verified if it has to be and may be; else raise card.pin_required /
     card.pin_wrong / card.pin_blocked. Returns the PIN status (also kept in ``gate``)."""
     status = gate.record(query(card))

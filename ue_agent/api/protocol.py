@@ -32,7 +32,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(name)
 
 
-EVENTS = ("card", "bootstrap", "handover", "security.warning")
+EVENTS = ("card", "bootstrap", "handover", "session", "security.warning")
 
 
 class LineTooLong(NamedTuple):
@@ -240,4 +240,3 @@ def _encode_secret(obj: dict[str, Any]) -> bytearray:
     finally:
         for s in found:
             s.done()
-

@@ -27,12 +27,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
 
 from ue_agent.crypto.kdf import UA_KMS, ks_naf, naf_id
 from ue_agent.errors import AgentError, GbaError
 from ue_agent.gba.ub import Bootstrap, CardChallenge, UbSession
-from ue_agent.httpmsg import Headers, HttpError
+from ue_agent.httpmsg import Headers, HttpError, HttpRequester
 from ue_agent.secret import Secret
+
+if TYPE_CHECKING:
+    from ue_agent.card.results import AkaOutcome, GbaBootstrapRes
+
+
+class CardOps(Protocol):
+    """The card calls GBA needs (the agent runs them on its card worker). GBA_U cards also
+    give ``gba_bootstrap`` and ``gba_naf_derive``, and optionally ``store_gba_bootstrap``."""
+
+    async def authenticate(self, rand: bytes, autn: bytes) -> AkaOutcome: ...
+
+    async def gba_bootstrap(self, rand: bytes, autn: bytes) -> GbaBootstrapRes | AkaOutcome: ...
+
+    async def gba_naf_derive(self, naf_id: bytes, impi: str) -> Secret: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -76,11 +92,11 @@ class BootstrapState:
 class GbaClient:
     def __init__(
         self,
-        card_ops,
+        card_ops: CardOps,
         bsf_url: str,
         bsf_fqdn: str,
         impi: str,
-        http,
+        http: HttpRequester,
         gba_u: bool = False,
         *,
         on_event: Callable[[str, dict], None] | None = None,

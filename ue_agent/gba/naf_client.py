@@ -17,12 +17,16 @@ from __future__ import annotations
 import base64
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from ue_agent.crypto import digest
 from ue_agent.crypto.kdf import UA_KMS
 from ue_agent.errors import GbaError
-from ue_agent.httpmsg import Headers, HttpError, request_target
+from ue_agent.httpmsg import Headers, HttpError, HttpRequester, request_target
 from ue_agent.secret import Secret
+
+if TYPE_CHECKING:
+    from ue_agent.gba.client import GbaClient
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,9 @@ class _Nonce:
 
 
 class NafClient:
-    def __init__(self, gba, http, *, timeout_s: float = 10.0, max_body: int = MAX_NAF_BODY) -> None:
+    def __init__(
+        self, gba: GbaClient, http: HttpRequester, *, timeout_s: float = 10.0, max_body: int = MAX_NAF_BODY
+    ) -> None:
         self.gba = gba
         self.http = http
         self.timeout_s = timeout_s

@@ -15,12 +15,17 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ue_agent.crypto.mikey_prf import PRF_HMAC_SHA_256
 from ue_agent.errors import GbaError, KmsError
 from ue_agent.kms import ids, mikey, session, ts33328
 from ue_agent.kms.streams import SrtpStream, Stream, StreamKeyPair, TlsStream
 from ue_agent.secret import Secret
+
+if TYPE_CHECKING:
+    from ue_agent.gba.client import GbaClient
+    from ue_agent.gba.naf_client import NafClient
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +55,12 @@ class AnswerResult:
 class KmsClient:
     def __init__(
         self,
-        naf,
+        naf: NafClient,
         kms_url: str,
         kms_fqdn: str,
         own_uri: str,
         *,
-        gba=None,
+        gba: GbaClient | None = None,
         clock: Callable[[], float] = time.time,
         prf_func: int = PRF_HMAC_SHA_256,
         ticket_validity: int = 3600,
@@ -104,9 +109,17 @@ class KmsClient:
 
     def complete(self, pending: session.PendingOffer, transfer_resp: bytes) -> list[StreamKeyPair]:
         """Verify the peer's TRANSFER_RESP; the same keys the peer derived (one call per fork)."""
+        return self.complete_with_peer(pending, transfer_resp)[0]
+
+    def complete_with_peer(
+        self, pending: session.PendingOffer, transfer_resp: bytes
+    ) -> tuple[list[StreamKeyPair], str, bool]:
+        """As :meth:`complete`, with the responder (IDRr) and whether the KMS vouches for it:
+        with key forking (I flag, RFC 6043 5.1.1) MPKr' is derived from IDRr, so only the
+        party the KMS resolved the ticket for can answer under that identity."""
         responder, keys = session.complete(pending, transfer_resp, self.clock())
         log.info("MIKEY-TICKET session %s -> %s keyed", self.own, responder)
-        return keys
+        return keys, responder, bool(pending.issued.flags & mikey.F_I)
 
     # -- responder
 

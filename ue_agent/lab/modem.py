@@ -33,6 +33,7 @@ import threading
 import tty
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ue_agent.errors import ConfigError
 from ue_agent.profiles import AtDialect, CardAccess, Profile, resolve
@@ -112,6 +113,23 @@ def _params(text: str) -> list[str]:
     if quoted:
         raise _Fail(CME_INCORRECT_PARAMETERS)
     out.append("".join(cur).strip())
+    return out
+
+
+def _shape_params(words: list[str]) -> dict[str, Any]:
+    """``key=value`` words of a ``!shape`` control line: skip/pieces integers, delay/gap
+    seconds, lines ``|``-separated (``lines=RDY|0,1``), match as written."""
+    out: dict[str, Any] = {}
+    for word in words:
+        key, _, value = word.partition("=")
+        if key in ("skip", "pieces"):
+            out[key] = int(value)
+        elif key in ("delay", "gap"):
+            out[key] = float(value)
+        elif key == "lines":
+            out[key] = value.split("|")
+        else:
+            out[key] = value
     return out
 
 
@@ -260,7 +278,8 @@ class ModemSimulator:
             self._thread = None
 
     def set_control(self, path: str | Path) -> None:
-        """Read URC lines (and ``!fail KIND [n]``, ``!vanish``, ``!srvcc N``) from a FIFO at ``path``."""
+        """Read URC lines (and ``!fail KIND [n]``, ``!vanish``, ``!srvcc N``, ``!reset [silent]``,
+        ``!shape KIND [key=value ...]``) from a FIFO at ``path``."""
         path = Path(path)
         if path.exists() and not stat.S_ISFIFO(path.stat().st_mode):
             raise ConfigError("config.invalid", f"{path} exists and is not a FIFO", key="control")
@@ -323,6 +342,9 @@ class ModemSimulator:
             self.resets += 1
         if card:
             self.uicc.reset()
+            # a card with PIN1 enabled comes back asking for it (TS 27.007 8.3 +CPIN URC)
+            code = self._cpin_code()
+            urcs = tuple(f"+CPIN: {code}" if u.upper() == "+CPIN: READY" else u for u in urcs)
         for line in urcs:
             self.emit_urc(line)
 
@@ -422,6 +444,10 @@ class ModemSimulator:
                 self.srvcc(int(words[1]))
             elif words[0] == "vanish":
                 threading.Thread(target=self.vanish, daemon=True).start()
+            elif words[0] == "reset":  # !reset [silent]: the modem restarts (RDY... unless silent)
+                self.reset_modem(urcs=() if words[1:2] == ["silent"] else RESET_URCS)
+            elif words[0] == "shape":  # !shape KIND [key=value ...]: see shape_next()
+                self.shape_next(words[1], **_shape_params(words[2:]))
             else:
                 log.warning("modem control: unknown command %r", words[0])
         except (IndexError, ValueError) as exc:
@@ -867,7 +893,8 @@ def main(args: argparse.Namespace) -> int:
     """``ue-agent lab modem --subscriber F --pty PATH [--profile NAME] [--control FIFO]``.
 
     Runs until SIGTERM/SIGINT. The FIFO (``--control``, or ``$UE_AGENT_MODEM_CONTROL``) takes
-    one URC line per line, or ``!fail KIND [n]``, ``!srvcc N``, ``!vanish``.
+    one URC line per line, or ``!fail KIND [n]``, ``!srvcc N``, ``!vanish``, ``!reset [silent]``,
+    ``!shape KIND [key=value ...]`` (e.g. ``!shape late match=AT+CSIM delay=1.5``).
     """
     from ue_agent.lab.uicc import SoftUicc
     from ue_agent.subscriber import load_subscriber

@@ -28,6 +28,7 @@ from ue_agent.errors import MediaError
 
 if TYPE_CHECKING:
     from ue_agent.kms.session import PendingOffer
+    from ue_agent.media.protection import Protection
     from ue_agent.media.sdes import LocalOffer
 
 #: a session id: what the softphone may choose (RFC 3261 token characters, roughly), or ours
@@ -98,6 +99,11 @@ class MediaSession:
     ended: str | None = None
     #: the phase an SRVCC that is cancelled or fails returns to
     resume: Phase | None = None
+    #: how the session is protected (set when it gets keys; media.protection)
+    protection: Protection | None = None
+    #: offered (MIKEY): the party called and the ticket's recipients
+    requested: str | None = None
+    recipients: list[str] | None = None
 
     @property
     def live(self) -> bool:
@@ -184,15 +190,27 @@ class SessionRegistry:
             raise MediaError(UNKNOWN_SESSION, f"no {what} offer waits under this session", session=sid)
         return s
 
-    def activate(self, sid: str, owner: int, kind: str, phase: Phase = Phase.ACTIVE) -> MediaSession:
+    def activate(
+        self, sid: str, owner: int, kind: str, phase: Phase = Phase.ACTIVE, media: list[str] | None = None
+    ) -> MediaSession:
         """The session's keys are in the store now: ``active`` (our offer answered) or
-        ``answered`` (we answered the peer's)."""
+        ``answered`` (we answered the peer's); ``media``: its streams' media names."""
         s = self._sessions.get(sid)
         if s is None:
             s = self._sessions[sid] = MediaSession(sid, owner, kind, phase)
-        s.phase, s.offer, s.media = phase, None, []
+        s.phase, s.offer, s.media = phase, None, list(media or [])
         if self.on_new is not None:
             self.on_new(s)
+        return s
+
+    def end(self, sid: str, owner: int, kind: str, reason: str) -> MediaSession:
+        """A negotiation that ended without keys in the store (``policy_refused``: the policy
+        refused them; ``unprotected``: the answer keyed no stream). The session stays, closed,
+        so ``session.keys`` can say why, until ``session.close``."""
+        s = self._sessions.get(sid)
+        if s is None:
+            s = self._sessions[sid] = MediaSession(sid, owner, kind, Phase.CLOSED)
+        s.phase, s.offer, s.ended = Phase.CLOSED, None, reason
         return s
 
     def drop(self, sid: str) -> MediaSession | None:

@@ -92,7 +92,8 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     streams = [mikey_stream(m, req.suite) for m in req.media]
     kms = await ctx.network.kms()
     res = await kms.offer(req.responder, streams, recipients=req.recipients, group=req.group)
-    ctx.sessions.offer(sid, peer.uid, "mikey", res.pending, req.media)
+    s = ctx.sessions.offer(sid, peer.uid, "mikey", res.pending, req.media)
+    s.requested, s.recipients = req.responder, list(req.recipients or [req.responder])
     return {
         "session": sid,
         "transfer_init": b64(res.transfer_init),
@@ -119,11 +120,15 @@ async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
         if err is not None:
             exc.details["key_mgmt"] = build(err)
         raise
+    from ue_agent.media.protection import mikey_callee
+
     streams = mikey_streams(res.keys, req.media)
-    register(ctx, sid, streams, "mikey", peer, Phase.ANSWERED)
+    protection = mikey_callee([s.media for s in streams], res.peer_uri)
+    register(ctx, sid, streams, "mikey", peer, Phase.ANSWERED, protection)
     return {
         "session": sid,
         "peer": res.peer_uri,
+        "protection": protection.to_wire(),
         # no TRANSFER_RESP when the ticket's F flag is clear (RFC 6043 6.10)
         **(
             {"transfer_resp": b64(res.transfer_resp), "key_mgmt": build(res.transfer_resp)}
@@ -144,8 +149,19 @@ async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
     assert isinstance(pending, PendingOffer)
     message = mikey_message(req.transfer_resp, "transfer_resp")
     kms = await ctx.network.kms()
-    keys = kms.complete(pending, message)  # raises on a bad answer; the offer stays for a retry
+    from ue_agent.media.protection import mikey_caller
+
+    # raises on a bad answer; the offer stays for a retry
+    keys, responder, vouched = kms.complete_with_peer(pending, message)
+    requested, recipients = offer.requested or pending.peer, offer.recipients or [pending.peer]
     ctx.sessions.drop(sid)
     streams = mikey_streams(keys, req.media or media)
-    register(ctx, sid, streams, "mikey", peer, Phase.ACTIVE)
-    return {"session": sid, "state": "active", "streams": [s.media for s in streams]}
+    protection = mikey_caller([s.media for s in streams], responder, vouched, requested, recipients)
+    register(ctx, sid, streams, "mikey", peer, Phase.ACTIVE, protection)
+    return {
+        "session": sid,
+        "state": "active",
+        "streams": [s.media for s in streams],
+        "peer": responder,
+        "protection": protection.to_wire(),
+    }

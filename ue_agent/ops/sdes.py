@@ -12,6 +12,7 @@ from ue_agent.ops.session import register
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
+    from ue_agent.media.protection import Protection
     from ue_agent.ops.context import Context
     from ue_agent.secret import SecretText
 
@@ -52,7 +53,9 @@ def sdes_offer(ctx: Context, req: SdesOffer, peer: Peer) -> Reply:
 
 @operation("sdes.answer", SdesAnswer)
 def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
-    from ue_agent.media.sdes import LocalOffer, accept_answer, make_answer
+    from ue_agent.media.e2ae import APPLIED, parse_e2ae
+    from ue_agent.media.protection import sdes
+    from ue_agent.media.sdes import LocalOffer, accept_answer, crypto_lines, make_answer
 
     if (req.offer is None) == (req.answer is None):
         raise api_error(BAD_REQUEST, "give 'offer' (to answer it) or 'answer' (to our offer)", param="offer")
@@ -63,14 +66,52 @@ def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
         local = ctx.sessions.take_offer(sid, peer.uid, "sdes").offer
         assert isinstance(local, LocalOffer)
         ctx.sessions.drop(sid)  # one answer per offer, accepted or not
+        answer, unkeyed, offered = req.answer, [], local
         try:
-            streams = accept_answer(local, req.answer)
+            if len(answer) == len(local.streams):  # a stream answered without a=crypto: plain RTP
+                plain = [i for i, ls in enumerate(answer) if not crypto_lines(ls)]
+                unkeyed = [local.streams[i].media for i in plain]
+                answer = [ls for i, ls in enumerate(answer) if i not in plain]
+                local = LocalOffer([st for i, st in enumerate(local.streams) if i not in plain])
+            streams = accept_answer(local, answer) if answer else []
         finally:
-            local.zeroize()
-        register(ctx, sid, streams, "sdes", peer, Phase.ACTIVE)
-        return {"session": sid, "state": "active", "streams": [s.media for s in streams]}
+            offered.zeroize()  # the keys not taken (accepted ones left the offer)
+        applied = [parse_e2ae(ls) == APPLIED for ls in answer]
+        protection = sdes([st.media for st in streams], applied, unkeyed)
+        if not streams:  # nothing keyed: the call runs unprotected
+            return unprotected(ctx, sid, peer, protection)
+        register(ctx, sid, streams, "sdes", peer, Phase.ACTIVE, protection)
+        return {
+            "session": sid,
+            "state": "active",
+            "streams": [s.media for s in streams],
+            "protection": protection.to_wire(),
+        }
     assert req.offer is not None
     sid = ctx.sessions.new_id(req.session)
     lines, streams = make_answer(req.offer, req.media, req.suites, reply=True)
-    register(ctx, sid, streams, "sdes", peer, Phase.ANSWERED)
-    return {"session": sid, "streams": streams_out([s.media for s in streams], lines)}
+    # the terminating e2ae case: the network (IMS-AGW) put the offer in, saying so per m-line
+    applied = [parse_e2ae(ls) == APPLIED for ls in req.offer]
+    protection = sdes([st.media for st in streams], applied[: len(streams)])
+    register(ctx, sid, streams, "sdes", peer, Phase.ANSWERED, protection)
+    return {
+        "session": sid,
+        "streams": streams_out([s.media for s in streams], lines),
+        "protection": protection.to_wire(),
+    }
+
+
+def unprotected(ctx: Context, sid: str, peer: Peer, protection: Protection) -> Reply:
+    """The answer keyed none of our streams: the session ends without keys, as the policy says."""
+    from ue_agent.media.protection import evaluate
+    from ue_agent.ops.session import refuse, session_event, warn
+
+    findings = evaluate(ctx.cfg.policy, protection)
+    refused = any(f.refuse for f in findings)
+    s = ctx.sessions.end(sid, peer.uid, "sdes", "policy_refused" if refused else "unprotected")
+    s.protection = protection
+    if refused:
+        raise refuse(ctx, s, findings)
+    warn(ctx, sid, findings)
+    ctx.emit("session", session_event(s))
+    return {"session": sid, "state": "closed", "streams": [], "protection": protection.to_wire()}

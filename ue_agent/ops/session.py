@@ -3,21 +3,75 @@ family uses to hand a negotiated session's keys to the key store and the session
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from ue_agent.errors import AgentError
 from ue_agent.media.sessions import Phase
 from ue_agent.ops.declare import Reply, SessionId, SrtcpIndex, SrtpIndex, Ssrc, operation, request
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
     from ue_agent.media.keys import StreamKeys
+    from ue_agent.media.protection import Finding, Protection
+    from ue_agent.media.sessions import MediaSession
     from ue_agent.ops.context import Context
 
+POLICY_REFUSED = "policy.refused"
 
-def register(ctx: Context, sid: str, streams: list[StreamKeys], kind: str, peer: Peer, phase: Phase) -> str:
-    """Keys negotiated: into the store (which owns them from now on) and the session ``phase``."""
+
+def session_event(s: MediaSession) -> dict[str, Any]:
+    """The ``session`` event's body: the session's keys' state and its protection."""
+    out: dict[str, Any] = {"session": s.id, "kind": s.kind, "state": s.key_state}
+    if s.protection is not None:
+        out["protection"] = s.protection.to_wire()
+    return out
+
+
+def warn(ctx: Context, sid: str, findings: list[Finding]) -> None:
+    for f in findings:
+        ctx.emit("security.warning", f.event(sid))
+
+
+def refuse(ctx: Context, s: MediaSession, findings: list[Finding]) -> AgentError:
+    """The policy refused the session's keys (they are zeroized): warnings, the ``session``
+    event, and the error to raise."""
+    warn(ctx, s.id, findings)
+    ctx.emit("session", session_event(s))
+    kinds = [f.kind for f in findings if f.refuse]
+    return AgentError(
+        POLICY_REFUSED,
+        "the [policy] refuses this session's protection: " + ", ".join(kinds),
+        session=s.id,
+        kinds=kinds,
+    )
+
+
+def register(
+    ctx: Context,
+    sid: str,
+    streams: list[StreamKeys],
+    kind: str,
+    peer: Peer,
+    phase: Phase,
+    protection: Protection,
+) -> str:
+    """Keys negotiated: checked against the [policy] (docs/policy.md), then into the store
+    (which owns them from now on) and the session ``phase``; warnings and the ``session``
+    event go out. A refusal zeroizes the keys and raises ``policy.refused``."""
+    from ue_agent.media.protection import evaluate
+
+    findings = evaluate(ctx.cfg.policy, protection)
+    if any(f.refuse for f in findings):
+        for st in streams:
+            st.zeroize()
+        s = ctx.sessions.end(sid, peer.uid, kind, "policy_refused")
+        s.protection = protection
+        raise refuse(ctx, s, findings)
     sid = ctx.store.add(streams, kind=kind, session_id=sid, peer=f"uid:{peer.uid}")
-    ctx.sessions.activate(sid, peer.uid, kind, phase)
+    s = ctx.sessions.activate(sid, peer.uid, kind, phase, [st.media for st in streams])
+    s.protection = protection
+    warn(ctx, sid, findings)
+    ctx.emit("session", session_event(s))
     return sid
 
 
@@ -42,12 +96,16 @@ class SessionClose:
 @operation("session.keys", SessionKeys)
 def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
     s = ctx.sessions.owned(req.session, peer.uid)
+    if s is not None and s.phase is Phase.CLOSED and s.ended == "policy_refused":
+        raise AgentError(POLICY_REFUSED, "the [policy] refused this session's keys", session=s.id)
     out = ctx.store.keys(req.session, reply=True)  # keys leave through the API's reply encoder
     if s is not None:
         out["state"] = s.key_state
         ho = s.handover
         if ho is not None:
             out["handover"] = ho.value
+        if s.protection is not None:
+            out["protection"] = s.protection.to_wire()
     return out
 
 
@@ -74,6 +132,7 @@ def session_close(ctx: Context, req: SessionClose, peer: Peer) -> Reply:
             s.offer.zeroize()
         ctx.sessions.drop(sid)
         return {"session": sid, "state": "closed"}
-    ctx.store.close(sid)
+    if s is None or s.phase is not Phase.CLOSED or s.ended not in ("policy_refused", "unprotected"):
+        ctx.store.close(sid)  # a session ended without keys has none in the store
     ctx.sessions.drop(sid)
     return {"session": sid, "state": "closed"}

@@ -40,17 +40,20 @@ def summary(
     floor_s: Sequence[float] | None = None,
     over_s: Sequence[float] | None = None,
 ) -> str:
-    """One line: p50/p90/p99 in microseconds, ops/s, the ratio to ``floor_s``'s p50 and,
-    with ``over_s``, the p50 difference to that second floor in microseconds."""
+    """One line: p50/p90/p99 in microseconds of one client's sequential calls, the ratio to
+    ``floor_s``'s p50 and, with ``over_s``, the p50 difference to that second floor.
+
+    No requests per second here: one client's 1/mean is not a throughput (python -m
+    benchmarks measures completed requests per second with 1 and 16 clients)."""
     us = [x * 1e6 for x in samples_s]
     line = (
         f"{name:<34} n={len(us):<6} p50={pct(us, 50):8.1f}us p90={pct(us, 90):8.1f}us "
-        f"p99={pct(us, 99):8.1f}us  {len(us) / sum(samples_s):9.0f} ops/s"
+        f"p99={pct(us, 99):8.1f}us"
     )
     if floor_s:
         line += f"  x{statistics.median(samples_s) / statistics.median(floor_s):5.1f} floor"
     if over_s:
-        line += f"  {(statistics.median(samples_s) - statistics.median(over_s)) * 1e6:+8.1f}us over asyncio"
+        line += f"  {(statistics.median(samples_s) - statistics.median(over_s)) * 1e6:+8.1f}us over floor"
     return line
 
 

@@ -3,38 +3,24 @@
     python -m benchmarks.bench_call [--n N]
 
 Two ``ue-agent run`` daemons (UE-A alice, UE-B bob, lab cards) and the lab network on
-loopback. Floors measured in the same run: one HTTP round trip to the lab KMS listener
-(aiohttp client, kept-alive connection) and one raw Unix-socket echo. Also prints the KMS
+loopback. Floors measured in the same run: an RFC 2617 Digest-authenticated POST of the
+size of the offer's MIKEY message each way (aiohttp both sides, kept-alive connection; the
+server checks the digest) and one raw Unix-socket echo. Also prints the KMS
 and BSF requests each kind of call costs, and the daemons' RSS before and after the calls.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import base64
 import json
 import time
 
+from benchmarks._floors import DigestHttpFloor
 from benchmarks._util import SUBSCRIBERS, Daemon, EchoFloor, rss_kib, summary, timed
 from ue_agent.api.client import Client
 from ue_agent.lab.network import LabNetwork, LabNetworkThread
 from ue_agent.subscriber import load_subscriber
-
-
-def http_floor(url: str, n: int) -> list[float]:
-    import aiohttp
-
-    async def go() -> list[float]:
-        out = []
-        async with aiohttp.ClientSession() as s:
-            for _ in range(n + 20):
-                t0 = time.perf_counter()
-                async with s.get(url + "/ping") as r:
-                    await r.read()
-                out.append(time.perf_counter() - t0)
-        return out[20:]
-
-    return asyncio.run(go())
 
 
 def main() -> None:
@@ -55,7 +41,6 @@ def main() -> None:
         line = json.dumps({"id": 1, "op": "status"}).encode() + b"\n"
         echo_s = timed(lambda: floor.roundtrip(line), 2000)
         floor.close()
-        http_s = http_floor(net.kms_url, n)
         with (
             Daemon(network, "alice.toml") as da,
             Daemon(network, "bob.toml") as db,
@@ -90,12 +75,18 @@ def main() -> None:
             first_cost = {k: net.requests[k] - before.get(k, 0) for k in net.requests}
             before = dict(net.requests)
             repeat_s = timed(mikey, n)
+            size = len(base64.b64decode(first["key_mgmt"].split()[-1]))
+            hf = DigestHttpFloor(size)
+            try:
+                http_s = hf.measure(size, n)
+            finally:
+                hf.close()
             repeat_cost = {k: (net.requests[k] - before.get(k, 0)) / n for k in net.requests}
             sdes_s = timed(sdes, n)
             rss1 = (rss_kib(da.proc.pid), rss_kib(db.proc.pid))
         rows = [
             summary("floor: raw Unix-socket echo", echo_s),
-            summary("floor: HTTP GET to the lab KMS", http_s),
+            summary(f"floor: Digest POST, {size} B each way", http_s),
             f"{'first KMS call (GBA + tickets)':<34} {first_s * 1000:8.1f} ms once; "
             f"requests {first_cost}; reused_ticket={first['reused_ticket']}",
             summary("repeated KMS call (ticket reuse)", repeat_s, http_s) + f"  requests/call {repeat_cost}",

@@ -118,6 +118,13 @@ def main() -> None:
                 finally:
                     card.stop()
                     pcsc.release(daemon)
+    from benchmarks.__main__ import gba_apdus
+
+    for name, (first, renewal, naf) in gba_apdus().items():
+        rows.append(
+            f"[GBA, soft UICC T=0, {name}] APDUs: first bootstrap {first}, renewal {renewal}, "
+            f"first Ks_(ext_)NAF per B-TID and NAF {naf}"
+        )
     print("\n".join(rows))
 
 

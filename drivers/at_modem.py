@@ -214,7 +214,10 @@ class AtPort:
         import serial  # pyserial, imported only when a modem is used
 
         try:
-            ser = serial.Serial(self.path, self.baudrate, timeout=0.2, write_timeout=2.0, exclusive=True)
+            # timeout=None: the reader blocks until data comes or close() cancels the read (no
+            # wake-ups while the modem is quiet: a handset's battery, issue 14); command
+            # deadlines are kept by the waiting caller, not by the read
+            ser = serial.Serial(self.path, self.baudrate, timeout=None, write_timeout=2.0, exclusive=True)
         except (serial.SerialException, OSError) as exc:
             raise TransportError(
                 "modem.gone", f"cannot open AT port {self.path}: {exc.__class__.__name__}", port=self.path

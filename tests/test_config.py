@@ -23,7 +23,11 @@ def test_examples_load(name: str) -> None:
 def test_lab_example_resolves_subscriber_relative_to_file() -> None:
     cfg = load_config(EXAMPLES / "config-lab.toml")
     assert Path(cfg.card.subscriber).resolve().is_file()
-    assert cfg.network.bsf_host == "bsf.ims.mnc001.mcc001.3gppnetwork.org"
+    from ue_agent.lab.network import DEFAULT_BSF_FQDN, DEFAULT_KMS_FQDN
+
+    # the lab's own FQDNs, or every mikey operation fails with gba.wrong_realm (issue 14)
+    assert cfg.network.bsf_host == DEFAULT_BSF_FQDN
+    assert cfg.network.kms_host == DEFAULT_KMS_FQDN
 
 
 def test_defaults() -> None:

@@ -70,3 +70,23 @@ def test_ip_change_marks_rekey() -> None:
     assert t.snapshot() == {"phase": "ps", "last_cireph": None, "sessions": {"rekey_required": 1}}
     t.sessions.drop("s1")
     assert t.snapshot()["sessions"] == {}
+
+
+def test_srvcc_success_moves_voice_only() -> None:
+    """Voice/video sessions go to CS; a session with MSRP too loses only its audio keys; a
+    session without voice keeps everything (TS 23.216; docs/handover.md)."""
+    t = HandoverTracker()
+    t.sessions.activate("voice", 1000, "mikey", media=["audio", "video"])
+    t.sessions.activate("mixed", 1000, "mikey", media=["audio", "message"])
+    t.sessions.activate("chat", 1000, "mikey", media=["message", "bfcp"])
+    t.on_cireph(0)
+    r = t.on_cireph(1)
+    by = {d.session: d for d in r.decisions}
+    assert by["voice"].release_keys and t.state_of("voice") is HandoverState.HANDED_OVER
+    assert not by["mixed"].release_keys and by["mixed"].release_media == ("audio",)
+    assert t.state_of("mixed") is HandoverState.ACTIVE and t.sessions.get("mixed").moved == ["audio"]
+    assert not by["chat"].release_keys and by["chat"].release_media == ()
+    assert r.event["sessions"] == {"voice": "handed_over", "mixed": "active", "chat": "active"}
+    # a second SRVCC has no voice left to move in the mixed session
+    t.on_cireph(0)
+    assert t.on_cireph(1).decisions[0].release_media == ()

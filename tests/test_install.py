@@ -236,3 +236,34 @@ def test_device_daemon_on_an_at_modem_never_imports_the_lab(
         assert not lab, f"the device daemon imported {lab}"
     finally:
         shutil.rmtree(d, ignore_errors=True)
+
+
+def test_device_doctor_on_an_at_modem_never_imports_the_lab(
+    device_venv: Path, modem_factory, elsewhere: Path
+) -> None:
+    """``ue-agent doctor`` of the device venv on the pty modem (profile auto-detected): a
+    correct report, exit 0, and not one lab module or lab library in sys.modules at exit."""
+    sim = modem_factory("quectel-ec25")
+    d = short_dir()
+    try:
+        config = d / "config.toml"
+        config.write_text(config_text({"card": {"transport": "at", "port": str(sim.link_path)}}))
+        dump = d / "modules.txt"
+        py = str(device_venv / "bin" / "python")
+        out = run(
+            [py, "-c", WITH_MODULE_DUMP, str(dump), "doctor", "--config", str(config), "--json"], elsewhere
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        checks = {c["name"]: c for c in json.loads(out.stdout)["checks"]}
+        assert checks["profile"]["details"]["profile"] == "quectel-ec25"
+        assert checks["aka"]["verdict"] == "ok" and checks["ims-reporting"]["verdict"] == "ok"
+        modules = set(dump.read_text().split())
+        assert "ue_agent.doctor" in modules and "ue_agent.drivers.at_identify" in modules
+        lab = sorted(
+            m
+            for m in modules
+            if m.split(".")[0] in LAB_ONLY or m == "ue_agent.lab" or m.startswith("ue_agent.lab.")
+        )
+        assert not lab, f"the device doctor imported {lab}"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)

@@ -385,7 +385,7 @@ def test_count_by_state_agrees_with_the_summaries(store: KeyStore) -> None:
     registered(store, reg, negotiated())
     reg.srvcc(Srvcc.STARTED)
     reg.srvcc(Srvcc.CANCELLED)
-    reg.get(a).rekey_required = True  # type: ignore[union-attr]
+    reg.require_rekey(a)  # phases change through the registry only: it keeps the counts
     reg.srvcc(Srvcc.STARTED)  # moves only the other one
     counted: dict[str, int] = {}
     for s in reg.sessions():
@@ -393,3 +393,23 @@ def test_count_by_state_agrees_with_the_summaries(store: KeyStore) -> None:
     assert reg.count_by_state() == counted
     assert sum(counted.values()) == 2 and len(counted) == 2
     assert tracker.snapshot()["sessions"] == {"rekey_required": 1, "handover_pending": 1}
+
+
+def test_release_media_keeps_the_other_streams(store: KeyStore) -> None:
+    """SRVCC of a session with audio + MSRP: the audio keys are zeroized and retired, the
+    TLS-PSK stays; a release of the last stream releases the session."""
+    audio = negotiated()
+    kept = (audio[0].tx.master_key.reveal(), audio[0].tx.master_salt.reveal())
+    psk = StreamKeys("message", tx=tls_psk_keys("msrp-1", bytes(range(16))))
+    sid = store.add([*audio, psk], kind="mikey")
+    assert store.release_media(sid, ["audio", "video"]) == ["audio"]
+    assert audio[0].tx.master_key.zeroized
+    assert [s["media"] for s in store.keys(sid)["streams"]] == ["message"]
+    again = StreamKeys("audio", tx=SrtpKeys(audio[0].tx.suite, Secret(kept[0]), Secret(kept[1])))
+    with pytest.raises(MediaError) as info:  # the released key can never come back
+        store.add([again], kind="sdes")
+    assert info.value.code == "media.key_reuse"
+    assert store.release_media(sid, ["message"]) == ["message"]
+    with pytest.raises(MediaError) as info:
+        store.keys(sid)
+    assert info.value.code == "media.session_released"

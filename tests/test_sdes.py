@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 
 import pytest
@@ -360,7 +361,11 @@ def test_capabilities() -> None:
     wire = caps.to_wire()
     assert wire["kms"]["available"] is True
     assert wire["sdes"]["suites"] == list(sdes.DEFAULT_SUITES)
-    assert wire["e2ae"]["security_client"] == "sdes-srtp;mediasec, msrp-tls;mediasec, bfcp-tls;mediasec"
+    # only what the agent can key e2ae: SDES; its TLS-PSK keys are MIKEY-TICKET's (e2e)
+    assert wire["e2ae"]["security_client"] == "sdes-srtp;mediasec"
+    assert wire["e2ae"]["mechanisms"] == ["sdes-srtp"] and wire["tls_psk"]["media"] == ["msrp", "bfcp"]
+    keyed = dataclasses.replace(caps, e2ae_tls=("msrp",))
+    assert keyed.security_client_value() == "sdes-srtp;mediasec, msrp-tls;mediasec"
     off = device_capabilities(e2ae=False)
     assert off.to_wire()["kms"]["available"] is False and off.security_client_value() is None
     with pytest.raises(MediaError):

@@ -92,6 +92,7 @@ class Agent:
 
     def reconfigure(self, cfg: Config) -> None:
         self.ctx.cfg = cfg
+        self.ctx.apply_limits()
 
     async def stop(self) -> tuple[int, int]:
         """Zeroize every key; returns (key objects zeroized, keys left non-zero)."""
@@ -138,10 +139,15 @@ class Agent:
         self._apply(self.ctx.handover.on_ip_change(ev.ifname, what))
 
     def _apply(self, report: HandoverReport) -> None:
+        from ue_agent.ops.session import moved_to_cs
+
         for d in report.decisions:
             if d.release_keys:  # SRVCC done: the session's keys are zeroized
                 self.ctx.store.release(d.session)
+            elif d.release_media:  # only its voice/video streams went to CS
+                self.ctx.store.release_media(d.session, d.release_media)
         self.ctx.emit("handover", report.event)
+        moved_to_cs(self.ctx, report.decisions)
 
     # -- dispatch -----------------------------------------------------------------------------
     def handle(self, req: Request, peer: Peer) -> dict[str, Any] | Awaitable[dict[str, Any]]:

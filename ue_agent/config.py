@@ -111,6 +111,30 @@ class NetlinkConfig:
     enabled: Annotated[bool, INTERNAL] = False  # set from the section's presence, not a key
 
 
+#: [limits] defaults per device: (max_sessions, max_pending_offers); docs/deployment.md
+LIMIT_PRESETS: dict[str, tuple[int, int]] = {"handset": (64, 32), "gateway": (4096, 1024)}
+
+
+@dataclass
+class LimitsConfig:
+    """[limits]: how many media sessions the agent keeps. ``preset`` gives the defaults
+    (``handset``: 64 sessions, 32 offers waiting; ``gateway``: 4096 and 1024); a key set
+    here overrides it. Checked when an offer is made, so no SDP goes out for a session
+    that could not be answered."""
+
+    preset: Literal["handset", "gateway"] = "handset"
+    #: live sessions plus offers waiting for their answer
+    max_sessions: Annotated[int, Range(1, 1_000_000)] | None = None
+    max_pending_offers: Annotated[int, Range(1, 1_000_000)] | None = None
+
+    def effective(self) -> tuple[int, int]:
+        """(max_sessions, max_pending_offers) after the preset."""
+        sessions, pending = LIMIT_PRESETS[self.preset]
+        sessions = self.max_sessions if self.max_sessions is not None else sessions
+        pending = self.max_pending_offers if self.max_pending_offers is not None else pending
+        return sessions, min(pending, sessions)
+
+
 Level = Literal["e2e", "e2ae", "none"]
 Action = Literal["warn", "refuse"]
 
@@ -151,6 +175,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     modem: ModemConfig = field(default_factory=ModemConfig)
     netlink: NetlinkConfig = field(default_factory=NetlinkConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     log: LogConfig = field(default_factory=LogConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     source: Annotated[str, INTERNAL] = "<config>"

@@ -39,48 +39,66 @@ MISSING_KEY = "convert.missing_key"
 INVALID = "convert.invalid"
 
 
-@dataclasses.dataclass(frozen=True)
+# The annotation markers are plain classes (a dataclass costs a code generation at import,
+# and the daemon imports this module at start-up).
 class Hex:
     """``bytes`` given as a hex string; ``lengths``: the allowed decoded lengths (empty: any)."""
 
-    lengths: tuple[int, ...] = ()
+    __slots__ = ("lengths",)
 
     def __init__(self, *lengths: int) -> None:
-        object.__setattr__(self, "lengths", lengths)
+        self.lengths = lengths
+
+    def __repr__(self) -> str:
+        return f"Hex{self.lengths}"
 
 
-@dataclasses.dataclass(frozen=True)
 class Base64:
     """``bytes`` given as standard base64 (RFC 4648 section 4); ``lengths`` as for :class:`Hex`."""
 
-    lengths: tuple[int, ...] = ()
+    __slots__ = ("lengths",)
 
     def __init__(self, *lengths: int) -> None:
-        object.__setattr__(self, "lengths", lengths)
+        self.lengths = lengths
+
+    def __repr__(self) -> str:
+        return f"Base64{self.lengths}"
 
 
-@dataclasses.dataclass(frozen=True)
 class Len:
     """Length bounds (inclusive) of a string, list, tuple or dict."""
 
-    min: int = 0
-    max: int | None = None
+    __slots__ = ("max", "min")
+
+    def __init__(self, min: int = 0, max: int | None = None) -> None:
+        self.min, self.max = min, max
+
+    def __repr__(self) -> str:
+        return f"Len({self.min}, {self.max})"
 
 
-@dataclasses.dataclass(frozen=True)
 class Range:
     """Inclusive bounds of an int or float (NaN is outside every range)."""
 
-    min: float | None = None
-    max: float | None = None
+    __slots__ = ("max", "min")
+
+    def __init__(self, min: float | None = None, max: float | None = None) -> None:
+        self.min, self.max = min, max
+
+    def __repr__(self) -> str:
+        return f"Range({self.min}, {self.max})"
 
 
-@dataclasses.dataclass(frozen=True)
 class Check:
     """A predicate on the converted value; ``why`` completes "'key' ..." when it is false."""
 
-    test: Callable[[Any], bool]
-    why: str
+    __slots__ = ("test", "why")
+
+    def __init__(self, test: Callable[[Any], bool], why: str) -> None:
+        self.test, self.why = test, why
+
+    def __repr__(self) -> str:
+        return f"Check({self.why!r})"
 
 
 class _Internal:

@@ -111,7 +111,10 @@ class Daemon:
         """An event to the subscribers allowed to see it: one about a session goes to the
         session's owner and root; a handover event lists to each uid only its own sessions
         (root: all); anything else (card, bootstrap) goes to every subscriber."""
-        log.info("event %s %s", name, body.get("kind", body.get("present", "")))
+        # handover events are the hot path of a call (a URC each): at debug only
+        (log.debug if name == "handover" else log.info)(
+            "event %s %s", name, body.get("kind", body.get("present", ""))
+        )
         server = self.server
         if server is None:
             return
@@ -162,6 +165,9 @@ class Daemon:
             self._tasks.append(asyncio.create_task(self._watchdog(interval)))
         log.info("ready: listening on %s", where)  # logged first: whoever saw READY=1 finds it
         self.notify.send("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
+        from ue_agent import warmup
+
+        warmup.start(self.cfg)  # the first call's modules, in the background (docs/performance.md)
         if self.on_ready is not None:
             self.on_ready()
         await self._stop.wait()

@@ -191,10 +191,71 @@ def encode(obj: dict[str, Any]) -> bytes:
     return _ENCODER.encode(obj).encode() + b"\n"
 
 
+class RawJson:
+    """A reply value already encoded as JSON, in a ``bytearray`` its owner zeroizes: key
+    material encoded once per session (the key store's cached wire form, zeroized with the
+    session), spliced into each reply line as it is (:func:`encode_reply`)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytearray) -> None:
+        self.data = data
+
+    def __repr__(self) -> str:
+        return "<RawJson>"
+
+
+def encode_value(value: Any) -> bytearray:
+    """``value`` as JSON in a ``bytearray`` (key material in it written as for a reply, see
+    :func:`encode_reply`): a :class:`RawJson` to be, zeroized by its owner."""
+    try:
+        return bytearray(_ENCODER.encode(value).encode())
+    except TypeError:
+        line = _encode_secret({"v": value})  # '{"v":' value '}\n'
+        try:
+            return line[5:-2]
+        finally:
+            wipe(line)
+
+
+def _splice(obj: dict[str, Any]) -> bytearray:
+    # runs of plain items are encoded as one object each (its braces dropped), RawJson
+    # values go in as they are: the members keep their order
+    pieces: list[bytes | bytearray] = []
+    run: dict[str, Any] = {}
+    for key, value in obj.items():
+        if isinstance(value, RawJson):
+            if run:
+                pieces.append(_ENCODER.encode(run).encode()[1:-1] + b",")
+                run = {}
+            pieces.append(_ENCODER.encode(key).encode() + b":")
+            pieces.append(value.data)
+            pieces.append(b",")
+        else:
+            run[key] = value
+    if run:
+        pieces.append(_ENCODER.encode(run).encode()[1:-1])
+    else:
+        pieces.pop()  # the last comma
+    out = bytearray(sum(map(len, pieces)) + 3)  # one allocation: no partial copy left behind
+    out[0] = 0x7B  # {
+    at = 1
+    for p in pieces:
+        out[at : at + len(p)] = p
+        at += len(p)
+    out[at : at + 2] = b"}\n"
+    return out
+
+
 def encode_reply(obj: dict[str, Any]) -> bytes | bytearray:
     """A reply line. One that holds :class:`~ue_agent.secret.SecretText` values (key
     material) comes back as a ``bytearray``, the only place the keys' text is ever
-    written: the caller writes it to the peer and then wipes it (:func:`wipe`)."""
+    written: the caller writes it to the peer and then wipes it (:func:`wipe`). One with
+    :class:`RawJson` values at its top level is spliced together from their bytes (also a
+    ``bytearray`` to wipe): nothing is encoded again."""
+    for value in obj.values():
+        if isinstance(value, RawJson):
+            return _splice(obj)
     try:
         return _ENCODER.encode(obj).encode() + b"\n"
     except TypeError:

@@ -36,6 +36,8 @@ def bad_request(exc: ConvertError, op: str) -> ApiError:
 
 def validate(op: Op[R], params: dict[str, Any]) -> R:
     """``params`` (the request minus id and op) as ``op``'s typed request."""
+    if not params and op.empty is not None:  # status, capabilities: nothing to convert
+        return op.empty
     try:
         return convert(op.request, params)
     except ConvertError as exc:

@@ -107,15 +107,27 @@ def split_response(raw: bytes) -> tuple[bytes, int]:
     return raw[:-2], int.from_bytes(raw[-2:], "big")
 
 
+#: instructions that never change the current EF or DF (TS 102 221 8.4, 10.1.2): AUTHENTICATE,
+#: GET RESPONSE, STATUS, VERIFY/UNBLOCK PIN, ENVELOPE, FETCH, TERMINAL RESPONSE; READ and
+#: UPDATE BINARY too unless P1 b8 selects a file by SFI (11.1.3.1)
+_SELECTION_NEUTRAL = frozenset({0x88, 0xC0, 0xF2, 0x20, 0x2C, 0xC2, 0x12, 0x14})
+_BINARY = frozenset({0xB0, 0xD6})
+
+
 class ApduLink:
     """Sends APDUs over one transport; counts every APDU that goes to the card."""
 
     def __init__(self, transport: ApduTransport) -> None:
         self.transport = transport
         self.count = 0
+        #: bumped by every APDU that may change a channel's current EF/DF (any SELECT, SFI
+        #: access, MANAGE CHANNEL, ...): a caller that selected an EF can tell it is still current
+        self.selection_epoch = 0
 
     def _transmit(self, apdu: Apdu) -> tuple[bytes, int]:
         self.count += 1
+        if apdu.ins not in _SELECTION_NEUTRAL and not (apdu.ins in _BINARY and not apdu.p1 & 0x80):
+            self.selection_epoch += 1
         raw = self.transport.transmit(apdu.encode())
         data, sw = split_response(raw)
         log.debug("APDU %s -> %04X (%d bytes)", apdu.header(), sw, len(data))

@@ -97,6 +97,10 @@ class Card:
         #: what this facade last made the current DF on the basic channel: "mf" (after a
         #: SELECT by path from the MF), "app" (after selecting the application there) or None
         self._basic_df: str | None = None
+        #: EF_GBABP, valid for one card session (see _forget_gbabp)
+        self._gbabp_size: int | None = None
+        self._gbabp_selected: tuple[ApduLink, int] | None = None
+        self._gbabp_written: bytes | None = None
         #: the transport's epoch when the selection state above was built
         self._epoch = transport.epoch
         #: an operation completed on the application's channel since it was opened
@@ -127,6 +131,7 @@ class Card:
         self._application = None
         self._identities = None
         self._basic_df = None
+        self._forget_gbabp()
 
     def authenticate(self, rand: bytes, autn: bytes) -> AkaOutcome:
         """IMS AKA on the ISIM, or the 3G context on the USIM when there is no ISIM."""
@@ -181,17 +186,54 @@ class Card:
             body = ef.encode_gbabp(bytes(rand), btid, lifetime)
         except ValueError as exc:
             raise CardError("card.invalid_argument", str(exc)) from None
-        fcp = ef.decode_fcp(self._select_app_ef(ef.FID_ISIM_GBABP, "EF_GBABP").data)
-        size = fcp.size or 0
+        if body == self._gbabp_written:
+            return  # the card already holds exactly this
+        try:
+            self._write_gbabp(body, reuse_selection=True)
+        except CardError as exc:
+            if self._gbabp_selected is None or exc.code == "modem.reopened":
+                raise  # nothing assumed, or a reset: _guard deals with it
+            # the EF we thought current was not (a reset we were not told of?): select it again
+            self._gbabp_selected = None
+            self._write_gbabp(body, reuse_selection=False)
+
+    def _write_gbabp(self, body: bytes, reuse_selection: bool) -> None:
+        """UPDATE BINARY of EF_GBABP: its FCP is read once per card, the SELECT is skipped while
+        it is still the current EF (nothing selected since), and only the bytes that can differ
+        from the last write are sent (the rest already holds the 'FF' padding)."""
+        link, _ = self._open_application()
+        selected = self._gbabp_selected
+        current = reuse_selection and selected == (link, link.selection_epoch)
+        if not (current and self._gbabp_size is not None):
+            self._gbabp_selected = None
+            if self._gbabp_size is None:
+                fcp = ef.decode_fcp(self._select_app_ef(ef.FID_ISIM_GBABP, "EF_GBABP").data)
+                self._gbabp_size = fcp.size or 0
+            else:
+                self._select_app_ef(ef.FID_ISIM_GBABP, "EF_GBABP", P2_NO_DATA)
+            self._gbabp_selected = (link, link.selection_epoch)
+        size = self._gbabp_size
+        assert size is not None
         if len(body) > size:
             raise CardError(
                 "card.data_too_long", f"EF_GBABP holds {size} bytes, bootstrap data needs {len(body)}"
             )
-        body += b"\xff" * (size - len(body))
-        for off in range(0, size, 255):
-            chunk = body[off : off + 255]
+        prev = self._gbabp_written
+        end = size if prev is None else max(len(body), len(prev))
+        data = body + b"\xff" * (end - len(body))
+        self._gbabp_written = None  # unknown until every chunk is written
+        for off in range(0, end, 255):
+            chunk = data[off : off + 255]
             resp = self._app_send(INS_UPDATE_BINARY, off >> 8, off & 0xFF, chunk)
             self._expect_ok(resp, "UPDATE BINARY EF_GBABP")
+        self._gbabp_written = body
+
+    def _forget_gbabp(self) -> None:
+        """EF_GBABP facts valid for one card session: its size (FCP), whether it is the current
+        EF (link, selection epoch) and what this facade last wrote there."""
+        self._gbabp_size = None
+        self._gbabp_selected = None
+        self._gbabp_written = None
 
     def check(self) -> bool:
         """After the transport signalled a reset: notice it now and, when an application was
@@ -310,6 +352,7 @@ class Card:
         self._application = None
         self._identities = None
         self._basic_df = None
+        self._forget_gbabp()
         self.transport.after_reset()
         self._epoch = self.transport.epoch
 
@@ -402,6 +445,7 @@ class Card:
     def _release_application(self) -> None:
         link, channel, bound = self._app_link, self._app_channel, self._app_transport
         self._app_link, self._app_channel, self._app_transport = None, 0, None
+        self._gbabp_selected = None
         self._app_worked = False
         if bound is not None:
             self._retired_count += link.count if link is not None else 0

@@ -7,7 +7,8 @@ interfaces. The sessions and their transitions are the session registry's
 phase, reads the inputs and builds the ``handover`` event. Outputs: :class:`Decision`
 values the agent applies to the media key store (release the keys of handed-over sessions).
 
-Policy (TS 33.328 says nothing SRVCC-specific, so this is ours, documented in docs/api.md
+Policy (TS 33.328 says nothing SRVCC-specific, so this is ours, each case with its reason in
+docs/handover.md; summary in docs/api.md
 "handover"): see :meth:`~ue_agent.media.sessions.SessionRegistry.srvcc` and
 :meth:`~ue_agent.media.sessions.SessionRegistry.ip_lost`; values outside 0-3 (vSRVCC /
 CS-to-PS values are not confirmed) are reported and change nothing.

@@ -206,6 +206,8 @@ class Lab:
         ]
         if modem_port:
             lines += ["", "[modem]", f'port = "{modem_port}"']
+        if ue.name == "UE-A":  # A's user wants KMS-grade calls, answered by the party called
+            lines += ["", "[policy]", 'minimum = { audio = "e2e" }', 'responder = "called"']
         config = ue.dir / "config.toml"
         config.write_text("\n".join(lines) + "\n")
         notify_path = ue.dir / "notify.sock"
@@ -382,45 +384,6 @@ def wait_event(client, name: str, timeout: float = 10.0) -> dict:
     raise AssertionError(f"no {name} event")
 
 
-@scenario("srvcc", "SRVCC: the modem reports PS->CS handover mid-call; keys follow the call")
-def sc_srvcc(lab: Lab) -> str:
-    from ue_agent.api.client import Client
-
-    a, b = lab.ues["UE-A"], lab.ues["UE-B"]
-    with Client(a.socket, timeout=10) as events:
-        events.request("subscribe", events=["handover", "security.warning"])
-        sa, sb = sdes_call(lab, a, b)
-        lab.tl.event(a.name, f"call {sa} active on PS (SDES keys held)")
-        assert lab.modem.srvcc(0), "the agent did not enable +CIREP reporting on the modem"
-        ev = wait_event(events, "handover")
-        lab.tl.event("modem", f"+CIREPH: 0 -> handover event {ev.get('phase') or ev}")
-        assert lab.modem.srvcc(2)
-        wait_event(events, "handover")
-        keys = a.call("session.keys", session=sa)
-        lab.tl.event("modem", "+CIREPH: 2 (cancelled): the call stays on PS, keys still handed out")
-        assert keys["streams"], keys
-        lab.modem.srvcc(0)
-        wait_event(events, "handover")
-        lab.modem.srvcc(1)
-        ev = wait_event(events, "handover")
-        lab.tl.event("modem", f"+CIREPH: 0, 1 (success): voice moved to CS; event phase {ev['phase']}")
-        try:
-            a.call("session.keys", session=sa)
-            raise AssertionError("PS keys still handed out after SRVCC to CS")
-        except AgentError as exc:
-            lab.tl.event(a.name, f"session.keys after SRVCC -> {exc.code} (keys zeroized, never reused)")
-        st = a.call("status")["handover"]
-        lab.tl.event(a.name, f"status: handover phase {st.get('phase')}")
-        b.call("session.close", session=sb)
-        with contextlib.suppress(AgentError):
-            a.call("session.close", session=sa)
-        sa2, sb2 = sdes_call(lab, a, b)
-        lab.tl.event(a.name, f"back on PS: a new call {sa2} gets fresh keys")
-        a.call("session.close", session=sa2)
-        b.call("session.close", session=sb2)
-    return "cancel keeps the PS keys; success releases and zeroizes them; a new call re-keys"
-
-
 def tls_psk_handshake(server_keys: dict, client_keys: dict, tls: str = "-tls1_3") -> bool:
     """openssl s_server and s_client on loopback, each with one agent's PSK and identity."""
     if shutil.which("openssl") is None:
@@ -555,6 +518,196 @@ def sc_kms_policy(lab: Lab) -> str:
     for ue, sid in ((a, fork["session"]), (b, ab["session"]), (c, ac["session"])):
         ue.call("session.close", session=sid)
     return "a UE outside the recipients is refused; forked endpoints get different keys"
+
+
+@scenario("srvcc", "SRVCC mid-call (audio + MSRP): voice moves to CS, MSRP keeps its keys")
+def sc_srvcc(lab: Lab) -> str:
+    from ue_agent.api.client import Client
+
+    a, b = lab.ues["UE-A"], lab.ues["UE-B"]
+    with Client(a.socket, timeout=10) as events:
+        events.request("subscribe", events=["handover", "security.warning"])
+        offer, answer, _ = mikey_call(lab, a, b, ["audio", "message"])
+        sa, sb = offer["session"], answer["session"]
+        lab.tl.event(a.name, f"call {sa} active on PS: audio (SRTP) + MSRP (TLS-PSK), e2e-kms")
+        assert lab.modem.srvcc(0), "the agent did not enable +CIREP reporting on the modem"
+        ev = wait_event(events, "handover")
+        lab.tl.event("modem", f"+CIREPH: 0 -> handover event {ev.get('phase') or ev}")
+        assert lab.modem.srvcc(2)
+        wait_event(events, "handover")
+        keys = a.call("session.keys", session=sa)
+        lab.tl.event("modem", "+CIREPH: 2 (cancelled): the call stays on PS, keys resume (index continues)")
+        assert len(keys["streams"]) == 2, keys
+        lab.modem.srvcc(0)
+        wait_event(events, "handover")
+        lab.modem.srvcc(1)
+        ev = wait_event(events, "handover")
+        w = wait_event(events, "security.warning")
+        lab.tl.event("modem", f"+CIREPH: 0, 1 (success): event phase {ev['phase']}")
+        lab.tl.event(
+            a.name,
+            f"security.warning {w['kind']}: {', '.join(w['media'])} now {w['protection']['mechanism']} "
+            f"(was {w['before']})",
+        )
+        assert w["kind"] == "protection_lost" and w["media"] == ["audio"], w
+        keys = a.call("session.keys", session=sa)
+        kb = b.call("session.keys", session=sb)
+        left = [st["media"] for st in keys["streams"]]
+        ok = tls_psk_handshake(stream_keys(kb, "message", "tx"), stream_keys(keys, "message", "tx"))
+        lab.tl.event(a.name, f"keys left: {left}; MSRP over TLS-PSK after SRVCC: {'ok' if ok else 'FAILED'}")
+        assert left == ["message"] and ok
+        st = a.call("status")["handover"]
+        lab.tl.event(a.name, f"status: handover phase {st.get('phase')}")
+        a.call("session.close", session=sa)
+        b.call("session.close", session=sb)
+        offer2, answer2, _ = mikey_call(lab, a, b, ["audio"])
+        lab.tl.event(a.name, f"back on PS: the call is re-keyed ({offer2['session']}, fresh TEKs)")
+        a.call("session.close", session=offer2["session"])
+        b.call("session.close", session=answer2["session"])
+    return "voice keys released with protection_lost; MSRP kept working; the return re-keys"
+
+
+@scenario("who-answered", "Who answered: A calls B with recipients [B, C]; C answers")
+def sc_who_answered(lab: Lab) -> str:
+    from ue_agent.api.client import Client
+
+    a, b, c = lab.ues["UE-A"], lab.ues["UE-B"], lab.ues["UE-C"]
+    with Client(a.socket, timeout=10) as events:
+        events.request("subscribe", events=["security.warning"])
+        offer = a.call("mikey.offer", responder=b.impu, media=["audio"], recipients=[b.impu, c.impu])
+        answer = c.call("mikey.answer", transfer_init=offer["key_mgmt"])
+        done = a.call("mikey.complete", session=offer["session"], transfer_resp=answer["key_mgmt"])
+        p = done["protection"]
+        lab.tl.event(
+            a.name,
+            f"mikey.complete: answered by {done['peer']} (KMS-vouched: {p['peer_authenticated']}), "
+            f"called {p['requested']}, intended: {p['intended']}",
+        )
+        w = wait_event(events, "security.warning")
+        lab.tl.event(a.name, f"security.warning {w['kind']} ({w['action']}): {w['message']}")
+        assert done["peer"] == c.impu and w["kind"] == "responder_mismatch"
+        a.call("session.close", session=offer["session"])
+        c.call("session.close", session=answer["session"])
+    return "the caller learns C answered, and its policy warns that C is not the party called"
+
+
+@scenario("downgraded", "A downgraded call: A's policy asks for e2e audio, the answer is SDES")
+def sc_downgraded(lab: Lab) -> str:
+    from ue_agent.api.client import Client
+
+    a, b = lab.ues["UE-A"], lab.ues["UE-B"]
+    with Client(a.socket, timeout=10) as events:
+        events.request("subscribe", events=["security.warning"])
+        sa, sb = sdes_call(lab, a, b)
+        p = a.call("session.keys", session=sa)["protection"]
+        w = wait_event(events, "security.warning")
+        lab.tl.event(a.name, f"protection: {p['scope']} ({p['mechanism']}), peer {p['peer']}")
+        lab.tl.event(a.name, f"security.warning {w['kind']} ({w['action']}): {w['message']}")
+        assert w["kind"] == "downgraded" and p["scope"] == "e2e-sdes"
+        a.call("session.close", session=sa)
+        b.call("session.close", session=sb)
+    return "an SDES answer under a policy asking for e2e is reported and warned"
+
+
+@scenario("early-media", "Early media: the INVITE forks to B and C, both send 183 with SDP")
+def sc_early(lab: Lab) -> str:
+    a, b, c = lab.ues["UE-A"], lab.ues["UE-B"], lab.ues["UE-C"]
+    offer = a.call("sdes.offer", media=["audio"], suites=["AES_CM_128_HMAC_SHA1_80"])
+    sid, lines = offer["session"], [st["lines"] for st in offer["streams"]]
+    ans = {ue.name: ue.call("sdes.answer", offer=lines) for ue in (b, c)}
+    for ue in (b, c):
+        a.call(
+            "sdes.answer",
+            session=sid,
+            answer=[ans[ue.name]["streams"][0]["lines"]],
+            early=True,
+            dialog=ue.name,
+        )
+        ka = a.call("session.keys", session=sid, dialog=ue.name)
+        ku = ue.call("session.keys", session=ans[ue.name]["session"])
+        n = srtp_roundtrip(stream_keys(ku, "audio", "tx"), stream_keys(ka, "audio", "rx"), 100)
+        lab.tl.event(ue.name, f"183 (early dialog {ue.name}): ringback {n}/100 packets decrypted at A")
+        assert n == 100
+    done = a.call("sdes.answer", session=sid, answer=[ans["UE-B"]["streams"][0]["lines"]])
+    lab.tl.event(a.name, f"200 OK from B: early keys {done['early']}")
+    assert done["early"] == {"confirmed": "UE-B", "released": ["UE-C"]}
+    a.call("session.close", session=sid)
+    for ue in (b, c):
+        ue.call("session.close", session=ans[ue.name]["session"])
+    return "both early dialogs keyed; B's keys confirmed by the 200 OK, C's released"
+
+
+@scenario("e2ae", "e2ae for real: REGISTER through the lab P-CSCF, a call through the lab IMS-AGW")
+def sc_e2ae(lab: Lab) -> str:
+    from ue_agent.lab.e2ae import LabImsAgw, LabPcscf
+
+    a = lab.ues["UE-A"]
+    pcscf, agw = LabPcscf(), LabImsAgw()
+    try:
+        caps = a.call("capabilities")["e2ae"]["security_client"]
+        server = pcscf.security_server
+        first = pcscf.handle(
+            f"REGISTER sip:ims SIP/2.0\r\nContact: <{a.impu}>\r\nSecurity-Client: {caps}\r\n\r\n"
+        )
+        m = a.call("ims.mediasec", security_server=server)
+        verify = f"Security-Client: {caps}\r\nSecurity-Verify: {m['security_verify']}"
+        second = pcscf.handle(f"REGISTER sip:ims SIP/2.0\r\nContact: <{a.impu}>\r\n{verify}\r\n\r\n")
+        status = [r.split("\r\n")[0][8:] for r in (first, second)]
+        lab.tl.event(a.name, f"REGISTER Security-Client: {caps} -> {status[0]}, Security-Server: {server}")
+        lab.tl.event(a.name, f"ims.mediasec: both support {m['mechanisms']}; Security-Verify -> {status[1]}")
+        assert second.startswith("SIP/2.0 200") and m["e2ae"]
+        offer = a.call("sdes.offer", media=["audio"], e2ae=True)
+        answer = agw.answer([str(x) for x in offer["streams"][0]["lines"]])
+        done = a.call("sdes.answer", session=offer["session"], answer=[answer])
+        lab.tl.event(
+            a.name, f"IMS-AGW answered with a=3ge2ae:applied: protection {done['protection']['scope']}"
+        )
+        assert done["protection"]["scope"] == "e2ae"
+        keys = stream_keys(a.call("session.keys", session=offer["session"]), "audio", "tx")
+        rx_keys = stream_keys(a.call("session.keys", session=offer["session"]), "audio", "rx")
+        n = _through_agw(agw, keys, rx_keys, 1000)
+        lab.tl.event("media", f"UE-A <-SRTP-> IMS-AGW <-RTP-> far end: {n[0]}/1000 up, {n[1]}/1000 down")
+        assert n == (1000, 1000)
+        a.call("session.close", session=offer["session"])
+    finally:
+        agw.close()
+    return "Security-Verify accepted; the IMS-AGW terminates the agent's SRTP keys (scope e2ae)"
+
+
+def _through_agw(agw, tx_keys: dict, rx_keys: dict, count: int) -> tuple[int, int]:
+    import pylibsrtp
+
+    prof = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+
+    def sess(k: dict, kind: int) -> pylibsrtp.Session:
+        key = base64.b64decode(k["master_key"]) + base64.b64decode(k["master_salt"])
+        return pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=kind, srtp_profile=prof))
+
+    tx, rx = (
+        sess(tx_keys, pylibsrtp.Policy.SSRC_ANY_OUTBOUND),
+        sess(rx_keys, pylibsrtp.Policy.SSRC_ANY_INBOUND),
+    )
+    ue, far = (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM),
+    )
+    up = down = 0
+    try:
+        for s in (ue, far):
+            s.bind(("127.0.0.1", 0))
+            s.settimeout(5)
+        agw.start(far.getsockname(), ue.getsockname())
+        for i in range(count):
+            rtp = bytes([0x80, 0]) + i.to_bytes(2, "big") + b"\0\0\0\1\0\0\0\x0a" + b"up" * 20
+            ue.sendto(tx.protect(rtp), ("127.0.0.1", agw.access_port))
+            up += far.recvfrom(2048)[0] == rtp
+            back = bytes([0x80, 0]) + i.to_bytes(2, "big") + b"\0\0\0\1\0\0\0\x0b" + b"dn" * 20
+            far.sendto(back, ("127.0.0.1", agw.core_port))
+            down += rx.unprotect(ue.recvfrom(2048)[0]) == back
+    finally:
+        ue.close()
+        far.close()
+    return up, down
 
 
 # -- the command -------------------------------------------------------------------------

@@ -25,6 +25,10 @@ class MediaCapabilities:
     kms: bool = False  # e2e with KMS (MIKEY-TICKET) available: a KMS URL is configured
     tls_psk: tuple[str, ...] = TLS_PSK_MEDIA  # TLS crypto sessions we can key (RFC 4279)
     e2ae: bool = True  # offer e2ae (SDES towards the P-CSCF) in REGISTER and SDP
+    #: TLS media the agent can key e2ae (TLS to the IMS-AGW with certificate fingerprints,
+    #: TS 33.328 4.1.2.3): none in this build. The TLS-PSK keys above come from MIKEY-TICKET
+    #: (e2e) only, so msrp-tls/bfcp-tls are not advertised with mediasec (issue 11)
+    e2ae_tls: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for s in self.sdes_suites:
@@ -33,6 +37,9 @@ class MediaCapabilities:
         for m in self.tls_psk:
             if m not in TLS_PSK_MEDIA:
                 raise MediaError("media.bad_request", f"TLS-PSK media is msrp or bfcp, not {m!r}")
+        for m in self.e2ae_tls:
+            if m not in TLS_PSK_MEDIA:
+                raise MediaError("media.bad_request", f"e2ae TLS media is msrp or bfcp, not {m!r}")
 
     @property
     def e2ae_mechanisms(self) -> tuple[str, ...]:
@@ -40,7 +47,7 @@ class MediaCapabilities:
         if not self.e2ae:
             return ()
         mechs = ["sdes-srtp"] if self.sdes_suites else []
-        mechs += [f"{m}-tls" for m in self.tls_psk]
+        mechs += [f"{m}-tls" for m in self.e2ae_tls]
         return tuple(m for m in mechs if m in MEDIA_MECHANISMS)
 
     def security_client_value(self) -> str | None:

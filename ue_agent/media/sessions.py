@@ -37,7 +37,11 @@ BAD_SESSION = "media.bad_session"
 UNKNOWN_SESSION = "media.unknown_session"
 SESSION_EXISTS = "media.session_exists"
 TOO_MANY_SESSIONS = "media.too_many_sessions"
-MAX_PENDING_OFFERS = 64
+#: the handset defaults of [limits] (ue_agent.config.LimitsConfig)
+MAX_SESSIONS = 64
+MAX_PENDING_OFFERS = 32
+#: the media SRVCC moves to CS: voice, and video with vSRVCC (TS 23.216)
+VOICE_MEDIA = frozenset({"audio", "video"})
 
 
 def check_session_id(sid: object) -> str:
@@ -82,6 +86,15 @@ class HandoverState(StrEnum):
 
 
 @dataclass
+class EarlyDialog:
+    """One early dialog's keys (ue_agent.ops.early): in the key store under ``store_id``."""
+
+    store_id: str | None  # None: the provisional answer carried no key (plain early media)
+    digest: bytes  # of the answer that keyed it, to recognise the final answer repeating it
+    protection: Protection
+
+
+@dataclass
 class MediaSession:
     id: str
     owner: int
@@ -101,6 +114,10 @@ class MediaSession:
     resume: Phase | None = None
     #: how the session is protected (set when it gets keys; media.protection)
     protection: Protection | None = None
+    #: media whose streams SRVCC moved to CS (their keys released; the session lives on)
+    moved: list[str] = field(default_factory=list)
+    #: offered: the early dialogs keyed by provisional answers (ue_agent.ops.early)
+    early: dict[str, EarlyDialog] = field(default_factory=dict)
     #: offered (MIKEY): the party called and the ticket's recipients
     requested: str | None = None
     recipients: list[str] | None = None
@@ -138,16 +155,61 @@ class Decision:
     old: HandoverState
     new: HandoverState
     release_keys: bool = False
+    #: SRVCC success on a session that also carries non-voice media: only these media's keys
+    #: go (their streams moved to CS); the others stay on their PS bearer
+    release_media: tuple[str, ...] = ()
+
+
+_LIVE, _PENDING = ("live", ""), ("pending", "")
+
+
+def _tally_keys(s: MediaSession) -> list[tuple[str, str]]:
+    """What ``s`` adds to the registry's counters: live / pending, its key state, its handover state."""
+    out: list[tuple[str, str]] = []
+    if s.live:
+        out += [_LIVE, ("state", s.key_state)]
+    elif s.phase is Phase.OFFERED:
+        out.append(_PENDING)
+    h = s.handover
+    if h is not None:
+        out.append(("handover", h.value))
+    return out
 
 
 class SessionRegistry:
-    """Every media session of the agent, by id. Not thread-safe: use from one loop."""
+    """Every media session of the agent, by id. Not thread-safe: use from one loop.
 
-    def __init__(self, max_pending: int = MAX_PENDING_OFFERS) -> None:
+    The counts ``status`` shows are kept as sessions change phase (every change goes through
+    this class), per owner and in all: reading them costs the same at 10 and 10,000 sessions.
+    """
+
+    def __init__(self, max_pending: int = MAX_PENDING_OFFERS, max_sessions: int = MAX_SESSIONS) -> None:
         self.max_pending = max_pending
+        #: live sessions plus offers waiting for their answer, at most
+        self.max_sessions = max_sessions
         self._sessions: dict[str, MediaSession] = {}
+        #: owner (None: everyone) -> counter key -> count
+        self._counts: dict[int | None, dict[tuple[str, str], int]] = {None: {}}
         #: called with each session that gets keys (the handover tracker listens)
         self.on_new: Callable[[MediaSession], None] | None = None
+
+    def _tally(self, s: MediaSession, sign: int) -> None:
+        for owner in (None, s.owner):
+            counts = self._counts.setdefault(owner, {})
+            for key in _tally_keys(s):
+                n = counts.get(key, 0) + sign
+                if n:
+                    counts[key] = n
+                else:
+                    del counts[key]
+            if owner is not None and not counts:
+                del self._counts[owner]
+
+    def _count(self, owner: int | None, key: tuple[str, str]) -> int:
+        return self._counts.get(owner, {}).get(key, 0)
+
+    def _counted(self, owner: int | None, kind: str) -> dict[str, int]:
+        return {k[1]: n for k, n in self._counts.get(owner, {}).items() if k[0] == kind}
 
     # -- ids and ownership ---------------------------------------------------------------------
     def new_id(self, wanted: str | None) -> str:
@@ -170,9 +232,15 @@ class SessionRegistry:
         return self._sessions.get(sid)
 
     # -- life cycle ------------------------------------------------------------------------------
-    def check_room(self, what: str) -> None:
-        if self.pending_offers >= self.max_pending:
-            raise MediaError(TOO_MANY_SESSIONS, f"too many {what} wait for an answer")
+    def check_room(self, what: str, offer: bool = True) -> None:
+        """Refuse (``media.too_many_sessions``) a new session before anything goes out for it:
+        an offer when ``max_pending`` offers wait, any session when live sessions and
+        waiting offers reach ``max_sessions`` (an offer counts: its answer must find room)."""
+        pending = self._count(None, _PENDING)
+        if offer and pending >= self.max_pending:
+            raise MediaError(TOO_MANY_SESSIONS, f"too many {what} wait for an answer", limit=self.max_pending)
+        if pending + self._count(None, _LIVE) >= self.max_sessions:
+            raise MediaError(TOO_MANY_SESSIONS, "too many media sessions", limit=self.max_sessions)
 
     def offer(
         self, sid: str, owner: int, kind: str, offer: LocalOffer | PendingOffer, media: list[str]
@@ -180,6 +248,7 @@ class SessionRegistry:
         """Our offer, waiting for the peer's answer (``sid`` from :meth:`new_id`)."""
         s = MediaSession(sid, owner, kind, Phase.OFFERED, offer=offer, media=list(media))
         self._sessions[sid] = s
+        self._tally(s, +1)
         return s
 
     def take_offer(self, sid: str, uid: int, kind: str) -> MediaSession:
@@ -198,7 +267,10 @@ class SessionRegistry:
         s = self._sessions.get(sid)
         if s is None:
             s = self._sessions[sid] = MediaSession(sid, owner, kind, phase)
+        else:
+            self._tally(s, -1)
         s.phase, s.offer, s.media = phase, None, list(media or [])
+        self._tally(s, +1)
         if self.on_new is not None:
             self.on_new(s)
         return s
@@ -210,18 +282,26 @@ class SessionRegistry:
         s = self._sessions.get(sid)
         if s is None:
             s = self._sessions[sid] = MediaSession(sid, owner, kind, Phase.CLOSED)
+        else:
+            self._tally(s, -1)
         s.phase, s.offer, s.ended = Phase.CLOSED, None, reason
+        self._tally(s, +1)
         return s
 
     def drop(self, sid: str) -> MediaSession | None:
         """Forget the session (``session.close``; an offer that failed)."""
-        return self._sessions.pop(sid, None)
+        s = self._sessions.pop(sid, None)
+        if s is not None:
+            self._tally(s, -1)
+        return s
 
     def withdrawn(self, sid: str, reason: str) -> None:
         """The key store withdrew the session's keys (``compromised``, ``exhausted``)."""
         s = self._sessions.get(sid)
         if s is not None and s.phase is not Phase.CLOSED:
+            self._tally(s, -1)
             s.phase, s.ended = Phase.CLOSED, reason
+            self._tally(s, +1)
 
     # -- SRVCC and IP mobility: the transitions, once ----------------------------------------------
     def _move(
@@ -229,6 +309,7 @@ class SessionRegistry:
     ) -> Decision:
         old = s.handover
         assert old is not None
+        self._tally(s, -1)
         if phase is Phase.HANDOVER:
             s.resume = s.phase
         s.phase = phase
@@ -236,6 +317,7 @@ class SessionRegistry:
             s.ended = ended
         if rekey is not None:
             s.rekey_required = rekey
+        self._tally(s, +1)
         new = s.handover
         assert new is not None
         return Decision(s.id, old, new, release_keys=ended == "handed_over")
@@ -245,8 +327,11 @@ class SessionRegistry:
 
         - started: sessions keep their keys (the call is still on PS until success);
           active ones (not waiting for a re-key) become ``handover``;
-        - success: the voice leg is on CS now; every live session is closed as handed over
-          and its keys are released (a return to PS needs a new offer/answer);
+        - success: the voice (and video) leg is on CS now (TS 23.216; docs/handover.md). A
+          session of voice/video media only is closed as handed over and its keys are
+          released; a session that also carries other media (MSRP, BFCP) loses the voice
+          media's keys only and goes back to its phase; a session without voice goes back
+          untouched (its PS bearer stays). A return to PS needs a new offer/answer;
         - cancelled / failure: the call stays on PS; ``handover`` sessions go back.
         """
         out: list[Decision] = []
@@ -256,10 +341,30 @@ class SessionRegistry:
                     out.append(self._move(s, Phase.HANDOVER))
             elif event is Srvcc.SUCCESS:
                 if s.live:
-                    out.append(self._move(s, Phase.CLOSED, ended="handed_over"))
+                    out.append(self._to_cs(s))
             elif s.phase is Phase.HANDOVER:  # cancelled, failure
                 out.append(self._move(s, s.resume or Phase.ACTIVE))
         return out
+
+    def _to_cs(self, s: MediaSession) -> Decision:
+        voice = [m for m in s.media if m in VOICE_MEDIA]
+        if not s.media or len(voice) == len(s.media):  # (no names known: as voice)
+            return self._move(s, Phase.CLOSED, ended="handed_over")
+        back = (s.resume or Phase.ACTIVE) if s.phase is Phase.HANDOVER else s.phase
+        d = self._move(s, back)
+        if not voice:
+            return d
+        s.media = [m for m in s.media if m not in VOICE_MEDIA]
+        s.moved = [*s.moved, *voice]
+        return Decision(d.session, d.old, d.new, release_media=tuple(voice))
+
+    def require_rekey(self, sid: str) -> Decision | None:
+        """One live session needs a re-key (its keys stay)."""
+        s = self._sessions.get(sid)
+        if s is None or not s.live or s.rekey_required:
+            return None
+        phase = (s.resume or Phase.ACTIVE) if s.phase is Phase.HANDOVER else s.phase
+        return self._move(s, phase, rekey=True)
 
     def ip_lost(self) -> list[Decision]:
         """An address or link of the media went away: live sessions need a re-key (keys stay,
@@ -274,7 +379,7 @@ class SessionRegistry:
     # -- views -----------------------------------------------------------------------------------
     def __len__(self) -> int:
         """Sessions whose keys are in the store."""
-        return sum(1 for s in self._sessions.values() if s.live)
+        return self._count(None, _LIVE)
 
     def __contains__(self, sid: object) -> bool:
         return sid in self._sessions
@@ -284,40 +389,29 @@ class SessionRegistry:
 
     @property
     def pending_offers(self) -> int:
-        return sum(1 for s in self._sessions.values() if s.phase is Phase.OFFERED)
-
-    def _of(self, owner: int | None) -> list[MediaSession]:
-        return [s for s in self._sessions.values() if owner is None or s.owner == owner]
+        return self._count(None, _PENDING)
 
     def count_live(self, owner: int | None = None) -> int:
         """Sessions whose keys are in the store (``owner``: only that uid's)."""
-        return sum(1 for s in self._of(owner) if s.live)
+        return self._count(owner, _LIVE)
 
     def count_pending(self, owner: int | None = None) -> int:
         """Offers waiting for their answer (``owner``: only that uid's)."""
-        return sum(1 for s in self._of(owner) if s.phase is Phase.OFFERED)
+        return self._count(owner, _PENDING)
 
     def count_by_state(self, owner: int | None = None) -> dict[str, int]:
         """Live sessions by their keys' state (``status`` ``sessions.by_state``); ``owner``:
         only that uid's."""
-        counts: dict[str, int] = {}
-        for s in self._of(owner):
-            if s.live:
-                counts[s.key_state] = counts.get(s.key_state, 0) + 1
-        return counts
+        return self._counted(owner, "state")
 
     def count_by_handover(self, owner: int | None = None) -> dict[str, int]:
         """Sessions by handover state (``status`` ``handover.sessions``); ``owner``: only that
         uid's."""
-        counts: dict[str, int] = {}
-        for s in self._of(owner):
-            h = s.handover
-            if h is not None:
-                counts[h.value] = counts.get(h.value, 0) + 1
-        return counts
+        return self._counted(owner, "handover")
 
     def clear(self) -> list[MediaSession]:
         """Forget every session (shutdown); returns them so their offers can be zeroized."""
         out = list(self._sessions.values())
         self._sessions.clear()
+        self._counts = {None: {}}
         return out

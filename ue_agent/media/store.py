@@ -117,6 +117,13 @@ class Keys:
     ssrcs: dict[int, SsrcState] = field(default_factory=dict)
     fingerprints: list[bytes] = field(default_factory=list)
     srtp_limit: int = SRTP_LIMIT
+    #: SSRCs of streams released by SRVCC (the session's other streams live on)
+    released_ssrcs: set[int] = field(default_factory=set)
+    #: the offer this session answers (early dialogs and the final answer share it)
+    group: str | None = None
+    #: the streams' wire form, encoded once (keys_encoded): the ROCs it holds and its bytes,
+    #: zeroized with the session
+    wire: tuple[tuple[int | None, ...], bytearray] | None = field(default=None, repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -130,8 +137,15 @@ class Keys:
         }
 
     def zeroize(self) -> None:
+        self.drop_wire()
         for s in self.streams:
             s.zeroize()
+
+    def drop_wire(self) -> None:
+        if self.wire is not None:
+            buf = self.wire[1]
+            buf[:] = bytes(len(buf))
+            self.wire = None
 
 
 def _kind(s: StreamKeys) -> str:
@@ -187,11 +201,14 @@ class KeyStore:
         kind: str,
         peer: str | None = None,
         session_id: str | None = None,
+        group: str | None = None,
     ) -> str:
         """Register a negotiated session; returns its id. The store owns the keys from now on.
 
         Refuses (and zeroizes the given keys) when a master key was used before in this
-        process (``media.key_reuse``) or the session limit is reached.
+        process (``media.key_reuse``) or the session limit is reached. ``group``: the early
+        dialogs of one offer and its final session (RFC 3261 forking): they may share our
+        ``tx`` key (the one our SDES offer carried to every fork), nothing else.
         """
         try:
             if kind not in ("sdes", "mikey"):
@@ -204,8 +221,14 @@ class KeyStore:
             if len(self._sessions) >= self.max_sessions:
                 raise MediaError(TOO_MANY_SESSIONS, "too many media sessions", limit=self.max_sessions)
             fps: list[bytes] = []
+            ours = {id(s.tx) for s in streams}
             for k in _master_keys(streams):
                 fp = self._fingerprint(k)
+                holder = self._sessions.get(self._live_fps.get(fp, ""))
+                shared = group is not None and holder is not None and holder.group == group
+                if shared and id(k) in ours and fp not in self._retired:  # our offer's key, to a fork
+                    fps.append(fp)
+                    continue
                 if fp in self._retired or fp in self._live_fps or fp in fps:
                     self._warn(session_id, "key_reuse", "a master key was offered for use a second time")
                     raise MediaError(KEY_REUSE, "this master key was used before; re-key", session=session_id)
@@ -214,7 +237,7 @@ class KeyStore:
             for s in streams:
                 s.zeroize()
             raise
-        sess = Keys(session_id, kind, peer, list(streams), fingerprints=fps)
+        sess = Keys(session_id, kind, peer, list(streams), fingerprints=fps, group=group)
         lifetimes = [s.max_packets for s in streams if s.max_packets is not None]
         sess.srtp_limit = min([SRTP_LIMIT, *lifetimes])
         for s in streams:  # MIKEY gives the sender's SSRC and ROC: start the floor there
@@ -223,7 +246,7 @@ class KeyStore:
                     st = sess.ssrcs.setdefault(key.ssrc, SsrcState())
                     st.index = max(st.index, key.roc << 16)
         for fp in fps:
-            self._live_fps[fp] = session_id
+            self._live_fps.setdefault(fp, session_id)
         self._sessions[session_id] = sess
         self._tombstones.pop(session_id, None)
         return session_id
@@ -255,6 +278,36 @@ class KeyStore:
         """
         sess = self._get(session_id)
         sess.handed_out += 1
+        return self._head(sess, self._streams_wire(sess, reply))
+
+    def keys_encoded(self, session_id: str, encode: Callable[[Any], bytearray]) -> dict[str, Any]:
+        """:meth:`keys` with ``streams`` already encoded: ``encode`` (the API's JSON encoder
+        for key material) runs once per session -- again only when a ROC in it changed --
+        and its ``bytearray`` stays with the session, zeroized with it. The caller must not
+        keep or change it."""
+        sess = self._get(session_id)
+        sess.handed_out += 1
+        rocs = self._rocs(sess)
+        if sess.wire is None or sess.wire[0] != rocs:
+            fresh = encode(self._streams_wire(sess, True))
+            sess.drop_wire()
+            sess.wire = (rocs, fresh)
+        return self._head(sess, sess.wire[1])
+
+    @staticmethod
+    def _rocs(sess: Keys) -> tuple[int | None, ...]:
+        rocs = sess.ssrcs
+        if not rocs:
+            return ()
+        out: list[int | None] = []
+        for s in sess.streams:
+            for k in (s.tx, s.rx):
+                ssrc = k.ssrc if isinstance(k, SrtpKeys) else None
+                out.append(rocs[ssrc].roc if ssrc is not None and ssrc in rocs else None)
+        return tuple(out) if any(r is not None for r in out) else ()
+
+    @staticmethod
+    def _streams_wire(sess: Keys, reply: bool) -> list[dict[str, Any]]:
         rocs = sess.ssrcs
         streams = []
         for s in sess.streams:
@@ -264,12 +317,16 @@ class KeyStore:
                 if isinstance(k, SrtpKeys) and k.ssrc is not None and k.ssrc in rocs:
                     w[direction]["roc"] = rocs[k.ssrc].roc
             streams.append(w)
+        return streams
+
+    @staticmethod
+    def _head(sess: Keys, streams: Any) -> dict[str, Any]:
         return {
             "session": sess.id,
             "kind": sess.kind,
             "state": str(sess.state),
             "streams": streams,
-            "ssrcs": [st.to_wire(ssrc) for ssrc, st in sorted(sess.ssrcs.items())],
+            "ssrcs": [st.to_wire(ssrc) for ssrc, st in sorted(sess.ssrcs.items())] if sess.ssrcs else [],
         }
 
     def streams(self, session_id: str) -> list[StreamKeys]:
@@ -293,6 +350,10 @@ class KeyStore:
         ):
             raise MediaError(BAD_SESSION, "srtcp_index is a 31-bit unsigned integer")
         sess = self._get(session_id)
+        if ssrc in sess.released_ssrcs:
+            raise MediaError(
+                SESSION_RELEASED, "this SSRC's stream moved to CS; its keys are released", session=sess.id
+            )
         st = sess.ssrcs.setdefault(ssrc, SsrcState())
         if index < st.index or (srtcp_index is not None and srtcp_index < st.srtcp_index):
             self._withdraw(sess, KeyState.COMPROMISED)
@@ -340,6 +401,44 @@ class KeyStore:
         sess = self._sessions.get(session_id)
         if sess is not None:
             self._withdraw(sess, KeyState.RELEASED)
+
+    def rename(self, old: str, new: str) -> None:
+        """An early dialog's keys become the session's (the final answer confirmed them)."""
+        sess = self._sessions.get(old)
+        if sess is None:
+            raise MediaError(UNKNOWN_SESSION, "no such media session", session=str(old)[:128])
+        if new in self._sessions:
+            raise MediaError(SESSION_EXISTS, "a session with this id exists", session=new)
+        del self._sessions[old]
+        sess.id = new
+        self._sessions[new] = sess
+        for fp in sess.fingerprints:
+            if self._live_fps.get(fp) == old:
+                self._live_fps[fp] = new
+
+    def release_media(self, session_id: str, media: Iterable[str]) -> list[str]:
+        """SRVCC moved these media of the session to CS: their streams' keys are zeroized and
+        retired (never registered again); the other streams stay. Returns the media released."""
+        sess = self._sessions.get(session_id)
+        if sess is None:
+            return []
+        names = set(media)
+        gone = [s for s in sess.streams if s.media in names]
+        for s in gone:
+            for k in _master_keys([s]):
+                if isinstance(k, SrtpKeys) and k.ssrc is not None:
+                    sess.released_ssrcs.add(k.ssrc)
+                fp = self._fingerprint(k)
+                self._live_fps.pop(fp, None)
+                self._retired[fp] = None
+            s.zeroize()
+        sess.streams = [s for s in sess.streams if s.media not in names]
+        sess.drop_wire()  # the cached wire form held the released keys too
+        while len(self._retired) > self._max_retired:
+            self._retired.popitem(last=False)
+        if not sess.streams:
+            self._withdraw(sess, KeyState.RELEASED)
+        return [s.media for s in gone]
 
     def _withdraw(self, sess: Keys, why: KeyState) -> None:
         sess.state = why

@@ -62,7 +62,8 @@ class Context:
         self.network = network
         self.keys = KeyRegistry()
         #: every media session: id, owner, kind, phase, the offer's keys
-        self.sessions = SessionRegistry()
+        max_sessions, max_pending = cfg.limits.effective()
+        self.sessions = SessionRegistry(max_pending=max_pending, max_sessions=max_sessions)
         self.handover = HandoverTracker(self.sessions)
         self.identities: CardIdentities | None = None
         self.started = time.time()
@@ -73,6 +74,14 @@ class Context:
         #: (kms_url, capabilities on the wire), built on the first capabilities request
         self.caps: tuple[str | None, dict[str, Any]] | None = None
 
+    def apply_limits(self) -> None:
+        """[limits] (a reload may change them): sessions already open stay; new ones are
+        refused until the counts are under the new limits."""
+        max_sessions, max_pending = self.cfg.limits.effective()
+        self.sessions.max_sessions, self.sessions.max_pending = max_sessions, max_pending
+        if self._store is not None:
+            self._store.max_sessions = max_sessions
+
     @property
     def store(self) -> KeyStore:
         """The media KeyStore. Built (and its modules imported) on first use, not at start-up:
@@ -80,7 +89,9 @@ class Context:
         if self._store is None:
             from ue_agent.media.store import KeyStore
 
-            self._store = KeyStore(self.emit, on_withdrawn=self.sessions.withdrawn)
+            self._store = KeyStore(
+                self.emit, on_withdrawn=self.sessions.withdrawn, max_sessions=self.sessions.max_sessions
+            )
         return self._store
 
     @property

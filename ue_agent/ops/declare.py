@@ -74,6 +74,9 @@ class Op(Generic[R]):
     handler: Handler[R] | None
     #: True when the handler is a coroutine function (it waits for the card or network)
     is_async: bool
+    #: the one instance of a request without parameters (status, capabilities): shared,
+    #: it has no field to change
+    empty: R | None = None
 
     @property
     def family(self) -> str:
@@ -103,7 +106,10 @@ def declare(name: str, request: type[R], handler: Handler[R] | None = None) -> O
         raise ValueError(f"operation {name} declared twice")
     if not dataclasses.is_dataclass(request):
         raise TypeError(f"{name}: the request must be a dataclass")
-    op: Op[R] = Op(name, request, handler, handler is not None and inspect.iscoroutinefunction(handler))
+    empty = request() if not dataclasses.fields(request) else None  # type: ignore[arg-type]
+    op: Op[R] = Op(
+        name, request, handler, handler is not None and inspect.iscoroutinefunction(handler), empty
+    )
     DECLARED.append(op)
     return op
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ue_agent.api.errors import BAD_REQUEST, api_error
 from ue_agent.errors import AgentError, MediaError
 from ue_agent.media.sessions import Phase
+from ue_agent.ops import early
 from ue_agent.ops.aka import b64
 from ue_agent.ops.declare import Reply, SessionId, Text, TextList, listed, operation, request
 from ue_agent.ops.session import register
@@ -81,6 +82,9 @@ class MikeyComplete:
     session: SessionId
     transfer_resp: Text
     media: TextList | None = None
+    #: a TRANSFER_RESP in a provisional answer (183) of the early dialog ``dialog``
+    early: bool = False
+    dialog: SessionId | None = None
 
 
 @operation("mikey.offer", MikeyOffer)
@@ -92,6 +96,7 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     streams = [mikey_stream(m, req.suite) for m in req.media]
     kms = await ctx.network.kms()
     res = await kms.offer(req.responder, streams, recipients=req.recipients, group=req.group)
+    ctx.sessions.check_room("offers")  # again: other offers may have taken the room meanwhile
     s = ctx.sessions.offer(sid, peer.uid, "mikey", res.pending, req.media)
     s.requested, s.recipients = req.responder, list(req.recipients or [req.responder])
     return {
@@ -106,6 +111,7 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
 async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
     from ue_agent.kms.sdp import build
 
+    ctx.sessions.check_room("sessions", offer=False)
     sid = ctx.sessions.new_id(req.session)
     message = mikey_message(req.transfer_init, "transfer_init")
     kms = await ctx.network.kms()
@@ -148,20 +154,41 @@ async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
     pending, media = offer.offer, offer.media
     assert isinstance(pending, PendingOffer)
     message = mikey_message(req.transfer_resp, "transfer_resp")
+    tag = early.digest(message)
+    if not req.early:
+        confirmed = early.finish(ctx, offer, req.dialog, tag, peer, Phase.ACTIVE)
+        if confirmed is not None:  # the 200 OK repeats the winning early dialog's TRANSFER_RESP
+            assert offer.protection is not None
+            return {
+                "session": sid,
+                "state": "active",
+                "streams": list(offer.media),
+                "peer": offer.protection.peer,
+                "protection": offer.protection.to_wire(),
+                **confirmed,
+            }
     kms = await ctx.network.kms()
     from ue_agent.media.protection import mikey_caller
 
-    # raises on a bad answer; the offer stays for a retry
+    # raises on a bad answer; the offer stays for a retry. Once per fork (RFC 6043 5.1.1).
     keys, responder, vouched = kms.complete_with_peer(pending, message)
     requested, recipients = offer.requested or pending.peer, offer.recipients or [pending.peer]
-    ctx.sessions.drop(sid)
     streams = mikey_streams(keys, req.media or media)
     protection = mikey_caller([s.media for s in streams], responder, vouched, requested, recipients)
-    register(ctx, sid, streams, "mikey", peer, Phase.ACTIVE, protection)
+    if req.early:
+        out = early.add_early(ctx, offer, early.dialog_id(req.dialog), streams, tag, protection, peer)
+        return {**out, "peer": responder}
+    dialogs = offer.early
+    ctx.sessions.drop(sid)
+    try:
+        register(ctx, sid, streams, "mikey", peer, Phase.ACTIVE, protection, group=sid)
+    finally:
+        settled = early.settle(ctx, dialogs, req.dialog, tag)
     return {
         "session": sid,
         "state": "active",
         "streams": [s.media for s in streams],
         "peer": responder,
         "protection": protection.to_wire(),
+        **settled,
     }

@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 from ue_agent.api.errors import BAD_REQUEST, api_error
 from ue_agent.convert import Range
 from ue_agent.media.sessions import Phase
+from ue_agent.ops import early
 from ue_agent.ops.declare import Reply, SessionId, StreamLines, TextList, listed, operation, request
 from ue_agent.ops.session import register
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
+    from ue_agent.media.keys import SrtpKeys
     from ue_agent.media.protection import Protection
+    from ue_agent.media.sdes import LocalOffer
+    from ue_agent.media.sessions import MediaSession
     from ue_agent.ops.context import Context
     from ue_agent.secret import SecretText
 
@@ -38,6 +42,9 @@ class SdesAnswer:
     answer: StreamLines | None = None
     media: TextList | None = None
     suites: TextList | None = None
+    #: a provisional answer (183) of the early dialog ``dialog`` (ue_agent.ops.early)
+    early: bool = False
+    dialog: SessionId | None = None
 
 
 @operation("sdes.offer", SdesOffer)
@@ -63,8 +70,19 @@ def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
         sid = req.session
         if sid is None:
             raise api_error(BAD_REQUEST, "'session' (from sdes.offer) is required", param="session")
-        local = ctx.sessions.take_offer(sid, peer.uid, "sdes").offer
+        s = ctx.sessions.take_offer(sid, peer.uid, "sdes")
+        local = s.offer
         assert isinstance(local, LocalOffer)
+        tag = early.digest([crypto_lines(ls) for ls in req.answer])
+        if req.early:
+            return sdes_early(ctx, s, local, req.answer, early.dialog_id(req.dialog), tag, peer)
+        confirmed = early.finish(ctx, s, req.dialog, tag, peer, Phase.ACTIVE)
+        if confirmed is not None:  # the final answer repeats the winning early dialog's
+            local.zeroize()
+            assert s.protection is not None
+            return {"session": sid, "state": "active", "streams": list(s.media),
+                    "protection": s.protection.to_wire(), **confirmed}  # fmt: skip
+        dialogs = s.early
         ctx.sessions.drop(sid)  # one answer per offer, accepted or not
         answer, unkeyed, offered = req.answer, [], local
         try:
@@ -79,15 +97,21 @@ def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
         applied = [parse_e2ae(ls) == APPLIED for ls in answer]
         protection = sdes([st.media for st in streams], applied, unkeyed)
         if not streams:  # nothing keyed: the call runs unprotected
+            early.settle(ctx, dialogs, req.dialog, tag)
             return unprotected(ctx, sid, peer, protection)
-        register(ctx, sid, streams, "sdes", peer, Phase.ACTIVE, protection)
+        try:
+            register(ctx, sid, streams, "sdes", peer, Phase.ACTIVE, protection, group=sid)
+        finally:
+            settled = early.settle(ctx, dialogs, req.dialog, tag)  # the early dialogs' keys go
         return {
             "session": sid,
             "state": "active",
             "streams": [s.media for s in streams],
             "protection": protection.to_wire(),
+            **settled,
         }
     assert req.offer is not None
+    ctx.sessions.check_room("sessions", offer=False)
     sid = ctx.sessions.new_id(req.session)
     lines, streams = make_answer(req.offer, req.media, req.suites, reply=True)
     # the terminating e2ae case: the network (IMS-AGW) put the offer in, saying so per m-line
@@ -99,6 +123,43 @@ def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
         "streams": streams_out([s.media for s in streams], lines),
         "protection": protection.to_wire(),
     }
+
+
+def sdes_early(
+    ctx: Context,
+    s: MediaSession,
+    local: LocalOffer,
+    answer: list[list[str]],
+    dialog: str,
+    tag: bytes,
+    peer: Peer,
+) -> Reply:
+    """A provisional answer to our offer in early dialog ``dialog``: its keys, our offer kept
+    for the other forks and the final answer (our key copied: every fork got the same offer)."""
+    from ue_agent.media.e2ae import APPLIED, parse_e2ae
+    from ue_agent.media.protection import sdes
+    from ue_agent.media.sdes import LocalOffer, OfferedStream, accept_answer, crypto_lines
+
+    if not any(crypto_lines(ls) for ls in answer):  # plain RTP early media
+        return early.plain_early(ctx, s, dialog, [st.media for st in local.streams], tag)
+    copy = LocalOffer(
+        [OfferedStream(st.media, st.lines, {t: copy_keys(k) for t, k in st.keys.items()}, st.lifetime)
+         for st in local.streams]
+    )  # fmt: skip
+    try:
+        streams = accept_answer(copy, answer)
+    finally:
+        copy.zeroize()
+    protection = sdes([st.media for st in streams], [parse_e2ae(ls) == APPLIED for ls in answer])
+    return early.add_early(ctx, s, dialog, streams, tag, protection, peer)
+
+
+def copy_keys(k: SrtpKeys) -> SrtpKeys:
+    from ue_agent.media.keys import SrtpKeys
+
+    key = k.master_key.slice(0, len(k.master_key))
+    salt = k.master_salt.slice(0, len(k.master_salt))
+    return SrtpKeys(k.suite, key, salt, k.ssrc, k.roc, k.mki)
 
 
 def unprotected(ctx: Context, sid: str, peer: Peer, protection: Protection) -> Reply:

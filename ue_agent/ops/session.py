@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from ue_agent.api.protocol import RawJson, encode_value
 from ue_agent.errors import AgentError
 from ue_agent.media.sessions import Phase
 from ue_agent.ops.declare import Reply, SessionId, SrtcpIndex, SrtpIndex, Ssrc, operation, request
@@ -13,7 +14,7 @@ if TYPE_CHECKING:
     from ue_agent.api.core import Peer
     from ue_agent.media.keys import StreamKeys
     from ue_agent.media.protection import Finding, Protection
-    from ue_agent.media.sessions import MediaSession
+    from ue_agent.media.sessions import Decision, EarlyDialog, MediaSession
     from ue_agent.ops.context import Context
 
 POLICY_REFUSED = "policy.refused"
@@ -54,6 +55,7 @@ def register(
     peer: Peer,
     phase: Phase,
     protection: Protection,
+    group: str | None = None,
 ) -> str:
     """Keys negotiated: checked against the [policy] (docs/policy.md), then into the store
     (which owns them from now on) and the session ``phase``; warnings and the ``session``
@@ -67,7 +69,7 @@ def register(
         s = ctx.sessions.end(sid, peer.uid, kind, "policy_refused")
         s.protection = protection
         raise refuse(ctx, s, findings)
-    sid = ctx.store.add(streams, kind=kind, session_id=sid, peer=f"uid:{peer.uid}")
+    sid = ctx.store.add(streams, kind=kind, session_id=sid, peer=f"uid:{peer.uid}", group=group)
     s = ctx.sessions.activate(sid, peer.uid, kind, phase, [st.media for st in streams])
     s.protection = protection
     warn(ctx, sid, findings)
@@ -75,9 +77,54 @@ def register(
     return sid
 
 
+def moved_to_cs(ctx: Context, decisions: list[Decision]) -> None:
+    """After SRVCC success: each session whose voice/video moved to CS says so
+    (``protection_lost`` naming the media and the new protection, CS radio only; TR 33.829
+    clause 6, docs/handover.md) and its ``session`` event shows the new protection."""
+    from ue_agent.media.protection import CS_RADIO, PROTECTION_LOST
+
+    for d in decisions:
+        s = ctx.sessions.get(d.session)
+        if s is None or not (d.release_keys or d.release_media):
+            continue
+        media = list(d.release_media) if d.release_media else []
+        before: dict[str, str] = {}
+        if s.protection is not None:
+            media = media or [m for m in s.protection.media if m != CS_RADIO]
+            before = {m: s.protection.media.get(m, "none") for m in media}
+            for m in media:
+                s.protection.media[m] = CS_RADIO
+        what = ", ".join(media) or "the call"
+        ctx.emit(
+            "security.warning",
+            {
+                "kind": PROTECTION_LOST,
+                "session": s.id,
+                "message": f"{what} moved to CS (SRVCC): ciphered on the CS radio link only, "
+                "no longer end to end; the keys are released",
+                "action": "warned",
+                "media": media,
+                "before": before,
+                "protection": {"scope": "none", "mechanism": CS_RADIO},
+            },
+        )
+        ctx.emit("session", session_event(s))
+
+
+def early_of(s: MediaSession | None, sid: str, dialog: str) -> tuple[EarlyDialog, str]:
+    """The keyed early dialog ``dialog`` of the offer ``sid``, or ``media.unknown_session``."""
+    from ue_agent.errors import MediaError
+
+    e = s.early.get(dialog) if s is not None and s.phase is Phase.OFFERED else None
+    if e is None or e.store_id is None:
+        raise MediaError("media.unknown_session", "no keyed early dialog under this session", session=sid)
+    return e, e.store_id
+
+
 @request
 class SessionKeys:
     session: SessionId
+    dialog: SessionId | None = None
 
 
 @request
@@ -86,6 +133,7 @@ class SessionReport:
     ssrc: Ssrc
     index: SrtpIndex
     srtcp_index: SrtcpIndex | None = None
+    dialog: SessionId | None = None
 
 
 @request
@@ -96,9 +144,16 @@ class SessionClose:
 @operation("session.keys", SessionKeys)
 def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
     s = ctx.sessions.owned(req.session, peer.uid)
+    if req.dialog is not None:  # an early dialog of an offer still waiting (ue_agent.ops.early)
+        e, store_id = early_of(s, req.session, req.dialog)
+        out = ctx.store.keys(store_id, reply=True)
+        out.update(session=req.session, dialog=req.dialog, state="early", protection=e.protection.to_wire())
+        return out
     if s is not None and s.phase is Phase.CLOSED and s.ended == "policy_refused":
         raise AgentError(POLICY_REFUSED, "the [policy] refused this session's keys", session=s.id)
-    out = ctx.store.keys(req.session, reply=True)  # keys leave through the API's reply encoder
+    # the keys' wire form is encoded once per session and zeroized with it (issue 14)
+    out = ctx.store.keys_encoded(req.session, encode_value)
+    out["streams"] = RawJson(out["streams"])
     if s is not None:
         out["state"] = s.key_state
         ho = s.handover
@@ -111,7 +166,11 @@ def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
 
 @operation("session.report", SessionReport)
 def session_report(ctx: Context, req: SessionReport, peer: Peer) -> Reply:
-    ctx.sessions.owned(req.session, peer.uid)
+    s = ctx.sessions.owned(req.session, peer.uid)
+    if req.dialog is not None:
+        _, store_id = early_of(s, req.session, req.dialog)
+        got = ctx.store.report(store_id, req.ssrc, req.index, srtcp_index=req.srtcp_index)
+        return {"session": req.session, "dialog": req.dialog, **got}
     return {
         "session": req.session,
         **ctx.store.report(req.session, req.ssrc, req.index, srtcp_index=req.srtcp_index),
@@ -127,9 +186,11 @@ def session_close(ctx: Context, req: SessionClose, peer: Peer) -> Reply:
         # its own: the ticket key stays in the KMS client's cache (for the next offer to this
         # peer) until it expires or we stop.
         from ue_agent.media.sdes import LocalOffer
+        from ue_agent.ops.early import release
 
         if isinstance(s.offer, LocalOffer):
             s.offer.zeroize()
+        release(ctx, list(s.early.values()))  # the early dialogs' keys too
         ctx.sessions.drop(sid)
         return {"session": sid, "state": "closed"}
     if s is None or s.phase is not Phase.CLOSED or s.ended not in ("policy_refused", "unprotected"):

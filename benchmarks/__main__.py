@@ -1,0 +1,741 @@
+"""Every benchmark, each figure beside a floor of the same shape measured in the same run.
+
+    python -m benchmarks [--quick] [--check] [--write docs/performance.md]
+
+Sections (each repeated ``--reps`` times, floors and agent interleaved, the order flipped
+every repetition):
+
+- socket: ``status`` and ``session.keys`` on the daemon (lab card) with 1 and 16 concurrent
+  clients in a closed loop, against an asyncio ``Protocol`` NDJSON server in its own process
+  answering the agent's own reply for that operation (same bytes, one ``json.loads`` and one
+  ``json.dumps`` per line). p50/p99 over all requests of all repetitions; throughput =
+  completed requests / wall time (median over repetitions); server CPU per request from
+  /proc/PID/stat.
+- status with many sessions: ``status`` p50 with few and with many open sessions.
+- calls: two daemons (UE-A alice, UE-B bob) and the lab BSF/KMS on loopback: the first
+  ``mikey.offer``/``mikey.answer`` after start-up (GBA bootstrap + KMS requests) and warm
+  ones, against an RFC 2617 Digest-authenticated POST of the same size (aiohttp both sides).
+- memory: start to READY=1 (against a bare Python process that only says READY=1), RSS
+  idle after start-up and warm-up, and after the first calls.
+- card: APDUs per GBA_ME and GBA_U bootstrap, renewal and first Ks_(ext_)NAF (soft UICC,
+  T=0, the real card layer); AKA over AT+CSIM on a pty modem simulator against a raw pty
+  round trip.
+- handover: +CIREPH URC written by the modem simulator to the ``handover`` event at a
+  subscribed client, against one socket round trip (the NDJSON floor, 1 client).
+- idle: wakeups per second (voluntary + involuntary context switches of all the daemon's
+  threads, /proc/PID/task/*/status) over ``--idle-s`` seconds (60; 5 with --quick), with
+  the lab card alone and with a modem attached.
+
+``--check`` exits 1 when a goal (the table's last section) is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from benchmarks._floors import DigestHttpFloor, LoadResult, NdjsonFloor, PtyFloor, load
+from benchmarks._util import SUBSCRIBERS, Daemon, pct, rss_kib
+
+HZ = os.sysconf("SC_CLK_TCK")
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / HZ
+
+
+def switches(pid: int) -> int:
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total
+
+
+def machine() -> dict[str, str]:
+    model = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            model = line.split(":", 1)[1].strip()
+            break
+    load1 = os.getloadavg()[0]
+    return {
+        "nproc": str(os.cpu_count()),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg_1m_at_start": f"{load1:.2f}",
+    }
+
+
+@dataclass
+class Stat:
+    lat: list[float] = field(default_factory=list)
+    thr: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+
+    def add(self, r: LoadResult, cpu: float | None = None) -> None:
+        self.lat += r.latencies
+        self.thr.append(r.throughput)
+        if cpu is not None:
+            self.cpu_us.append(cpu / r.completed * 1e6)
+
+    def p(self, q: float) -> float:
+        return pct(self.lat, q) * 1e6
+
+    @property
+    def throughput(self) -> float:
+        return statistics.median(self.thr)
+
+
+@dataclass
+class Goal:
+    what: str
+    value: float
+    limit: float
+    kind: str  # "<=" or ">="
+    unit: str = ""
+
+    @property
+    def met(self) -> bool:
+        return self.value <= self.limit if self.kind == "<=" else self.value >= self.limit
+
+    def row(self) -> str:
+        return (
+            f"| {self.what} | {self.value:.2f}{self.unit} | {self.kind} {self.limit:g}{self.unit} | "
+            f"{'met' if self.met else '**MISSED**'} |"
+        )
+
+
+class Report:
+    def __init__(self) -> None:
+        self.sections: list[tuple[str, list[str]]] = []
+        self.goals: list[Goal] = []
+        self.notes: list[str] = []
+
+    def table(self, title: str, header: list[str], rows: list[list[str]]) -> None:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        self.sections.append((title, lines))
+        print(f"\n## {title}\n" + "\n".join(lines), flush=True)
+
+    def goal(self, *args, **kw) -> Goal:  # type: ignore[no-untyped-def]
+        g = Goal(*args, **kw)
+        self.goals.append(g)
+        return g
+
+    def markdown(self) -> str:
+        out = []
+        for title, lines in self.sections:
+            out += [f"### {title}", "", *lines, ""]
+        out += ["### Goals", "", "| goal | measured | target | |", "|---|---|---|---|"]
+        out += [g.row() for g in self.goals]
+        if self.notes:
+            out += ["", *[f"- {n}" for n in self.notes]]
+        return "\n".join(out) + "\n"
+
+
+def us(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+# --- socket ----------------------------------------------------------------------------------------
+def socket_section(rep: Report, d: Daemon, args: argparse.Namespace) -> float:
+    """Returns the NDJSON floor's p99 at 1 client (one socket round trip) in seconds."""
+    from ue_agent.api.client import Client
+
+    assert d.proc is not None
+    pid = d.proc.pid
+    floor = NdjsonFloor()
+    try:
+        with Client(d.socket) as c:
+            o = c.request("sdes.offer", media=["audio"])
+            a = c.request("sdes.answer", offer=[s["lines"] for s in o["streams"]])
+            sid = a["session"]
+            ops = {
+                "status": {"op": "status"},
+                "session.keys": {"op": "session.keys", "session": sid},
+            }
+            templates = {}
+            for name, req in ops.items():
+                reply = c.call(**{k: v for k, v in req.items() if k != "op"}, op=req["op"])
+                assert reply.get("ok"), reply
+                templates[name] = reply
+        stats: dict[tuple[str, int, str], Stat] = {}
+        for r in range(args.reps):
+            for name, req in ops.items():
+                line = json.dumps({"id": 1, **req}, separators=(",", ":")).encode() + b"\n"
+                tmpl = json.dumps(templates[name], separators=(",", ":")).encode() + b"\n"
+                for clients in (1, 16):
+                    order = ("floor", "agent") if r % 2 == 0 else ("agent", "floor")
+                    for who in order:
+                        st = stats.setdefault((name, clients, who), Stat())
+                        if who == "floor":
+                            c0 = cpu_s(floor.proc.pid)
+                            res = load(floor.path, line, clients, args.seconds, first=tmpl)
+                            st.add(res, cpu_s(floor.proc.pid) - c0)
+                        else:
+                            c0 = cpu_s(pid)
+                            res = load(d.socket, line, clients, args.seconds)
+                            st.add(res, cpu_s(pid) - c0)
+        rows = []
+        for name in ops:
+            size = len(json.dumps(templates[name], separators=(",", ":"))) + 1
+            for clients in (1, 16):
+                ag, fl = stats[(name, clients, "agent")], stats[(name, clients, "floor")]
+                rows.append(
+                    [
+                        f"{name} ({size} B reply)",
+                        str(clients),
+                        f"{us(ag.p(50))} / {us(fl.p(50))}",
+                        f"{ag.p(50) / fl.p(50):.2f}x",
+                        f"{us(ag.p(99))} / {us(fl.p(99))}",
+                        f"{ag.p(99) / fl.p(99):.2f}x",
+                        f"{ag.throughput:,.0f} / {fl.throughput:,.0f}",
+                        f"{ag.throughput / fl.throughput:.2f}x",
+                        f"{statistics.median(ag.cpu_us):.0f} / {statistics.median(fl.cpu_us):.0f}",
+                    ]
+                )
+        rep.table(
+            f"Socket API: agent / floor (asyncio Protocol NDJSON, same reply), {args.reps} reps x "
+            f"{args.seconds:g} s per figure",
+            [
+                "operation",
+                "clients",
+                "p50 us",
+                "ratio",
+                "p99 us",
+                "ratio",
+                "req/s",
+                "ratio",
+                "server CPU us/req",
+            ],
+            rows,
+        )
+        ag, fl = stats[("session.keys", 16, "agent")], stats[("session.keys", 16, "floor")]
+        rep.goal("session.keys, 16 clients: p50 / floor p50", ag.p(50) / fl.p(50), 1.5, "<=", "x")
+        rep.goal("session.keys, 16 clients: p99 / floor p99", ag.p(99) / fl.p(99), 1.5, "<=", "x")
+        rep.goal(
+            "session.keys, 16 clients: throughput / floor", ag.throughput / fl.throughput, 0.8, ">=", "x"
+        )
+        return stats[("status", 1, "floor")].p(99) / 1e6
+    finally:
+        floor.close()
+
+
+def status_scaling(rep: Report, args: argparse.Namespace) -> None:
+    from ue_agent.api.client import Client
+
+    many = 1000 if args.quick else 10000
+    d = Daemon(f"\n[limits]\nmax_sessions = {many + 16}\n")
+    with d:
+        rows, p50s = [], {}
+        with Client(d.socket) as c:
+            have = 0
+            for target in (10, many):
+                while have < target:
+                    o = c.request("sdes.offer", media=["audio"])
+                    c.request("sdes.answer", offer=[s["lines"] for s in o["streams"]])
+                    c.request("session.close", session=o["session"])  # the offer side: closed
+                    have += 1
+                line = json.dumps({"id": 1, "op": "status"}).encode() + b"\n"
+                st = Stat()
+                for _ in range(args.reps):
+                    st.add(load(d.socket, line, 1, args.seconds / 2))
+                p50s[target] = st.p(50)
+                rows.append([str(target), us(st.p(50)), us(st.p(99))])
+        rep.table(
+            "status against the number of open sessions (1 client)", ["sessions", "p50 us", "p99 us"], rows
+        )
+        rep.goal(f"status p50 at {many} sessions / at 10", p50s[many] / p50s[10], 1.5, "<=", "x")
+
+
+# --- calls through the lab network ------------------------------------------------------------------
+def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> None:
+    from ue_agent.api.client import Client
+    from ue_agent.lab.network import LabNetwork, LabNetworkThread
+    from ue_agent.subscriber import load_subscriber
+
+    subs = [load_subscriber(SUBSCRIBERS / f"{x}.toml") for x in ("alice", "bob")]
+    net = LabNetwork(subs)
+    # the lab servers' own time per request (HSS/BSF digest, ticket issue): a real network's
+    # round trip includes its server's work, so the first call's budget does too
+    server_s: list[float] = []
+    counter = net._counter
+
+    def timed_counter(name: str):  # type: ignore[no-untyped-def]
+        from aiohttp import web
+
+        inner = counter(name)
+
+        @web.middleware
+        async def timing(request, handler):  # type: ignore[no-untyped-def]
+            t0 = time.perf_counter()
+            try:
+                return await inner(request, handler)
+            finally:
+                server_s.append(time.perf_counter() - t0)
+
+        return timing
+
+    net._counter = timed_counter  # type: ignore[method-assign]
+    thread = LabNetworkThread(net)
+    thread.start()
+    network = (
+        f'\n[network]\nbsf_url = "{net.bsf_url}"\nkms_url = "{net.kms_url}"\n'
+        f'bsf_fqdn = "{net.bsf.fqdn}"\nkms_fqdn = "{net.naf_auth.naf_fqdn}"\n'
+    )
+    n = 50 if args.quick else 200
+    try:
+        with Daemon(network, "alice.toml") as da, Daemon(network, "bob.toml") as db:
+            assert da.proc is not None and db.proc is not None
+            time.sleep(args.settle)  # the daemons' background warm-up, if any, has finished
+            rss_idle = (rss_kib(da.proc.pid), rss_kib(db.proc.pid))
+            with Client(da.socket) as a, Client(db.socket) as b:
+                r0 = dict(net.requests)
+                s0 = len(server_s)
+                t0 = time.perf_counter()
+                o = a.request("mikey.offer", responder=subs[1].impu[0], media=["audio"])
+                first_offer = time.perf_counter() - t0
+                r1 = dict(net.requests)
+                s1 = len(server_s)
+                t0 = time.perf_counter()
+                ans = b.request("mikey.answer", transfer_init=o["key_mgmt"])
+                first_answer = time.perf_counter() - t0
+                r2 = dict(net.requests)
+                offer_server = sum(server_s[s0:s1])
+                answer_server = sum(server_s[s1:])
+                a.request("mikey.complete", session=o["session"], transfer_resp=ans["key_mgmt"])
+                size = len(base64.b64decode(o["key_mgmt"]))
+                offer_reqs = sum(r1.values()) - sum(r0.values())
+                answer_reqs = sum(r2.values()) - sum(r1.values())
+
+                warm_o, warm_a, calls = [], [], []
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    o = a.request("mikey.offer", responder=subs[1].impu[0], media=["audio"])
+                    t1 = time.perf_counter()
+                    ans = b.request("mikey.answer", transfer_init=o["key_mgmt"])
+                    t2 = time.perf_counter()
+                    a.request("mikey.complete", session=o["session"], transfer_resp=ans["key_mgmt"])
+                    a.request("session.keys", session=o["session"])
+                    b.request("session.keys", session=ans["session"])
+                    a.request("session.close", session=o["session"])
+                    b.request("session.close", session=ans["session"])
+                    calls.append(time.perf_counter() - t0)
+                    warm_o.append(t1 - t0)
+                    warm_a.append(t2 - t1)
+                warm_reqs = (sum(net.requests.values()) - sum(r2.values())) / n
+                rss_after = (rss_kib(da.proc.pid), rss_kib(db.proc.pid))
+        http = DigestHttpFloor(size)
+        try:
+            http_s = http.measure(size, n)
+        finally:
+            http.close()
+    finally:
+        thread.stop()
+    ms = 1e3
+    hp50 = statistics.median(http_s)
+    rows = [
+        [
+            "first mikey.offer (GBA bootstrap + ticket)",
+            f"{first_offer * ms:.1f}",
+            str(offer_reqs),
+            f"{offer_reqs} x {hp50 * ms:.2f} + lab servers {offer_server * ms:.1f}",
+        ],
+        [
+            "first mikey.answer (ticket resolution)",
+            f"{first_answer * ms:.1f}",
+            str(answer_reqs),
+            f"{answer_reqs} x {hp50 * ms:.2f} + lab servers {answer_server * ms:.1f}",
+        ],
+        [
+            "warm mikey.offer p50 / p99",
+            f"{pct(warm_o, 50) * ms:.2f} / {pct(warm_o, 99) * ms:.2f}",
+            f"{warm_reqs:g}/call",
+            f"socket RT p99 {socket_rt_s * ms:.3f}",
+        ],
+        ["warm mikey.answer p50 / p99", f"{pct(warm_a, 50) * ms:.2f} / {pct(warm_a, 99) * ms:.2f}", "", ""],
+        ["whole warm call (7 requests on 2 agents) p50", f"{pct(calls, 50) * ms:.2f}", "", ""],
+        [
+            f"floor: Digest POST, {size} B each way, p50 / p99",
+            f"{hp50 * ms:.2f} / {pct(http_s, 99) * ms:.2f}",
+            "1",
+            "",
+        ],
+    ]
+    rep.table(
+        f"Calls through two agents and the lab BSF/KMS (n={n} warm calls)",
+        ["figure", "ms", "HTTP requests", "floor ms: round trips + the lab servers' own time"],
+        rows,
+    )
+    rep.table(
+        "Memory (RSS)",
+        ["daemon", "idle after start-up + warm-up MB", "after the calls MB"],
+        [
+            ["UE-A (alice, GBA_ME)", f"{rss_idle[0] / 1024:.1f}", f"{rss_after[0] / 1024:.1f}"],
+            ["UE-B (bob, GBA_U)", f"{rss_idle[1] / 1024:.1f}", f"{rss_after[1] / 1024:.1f}"],
+        ],
+    )
+    wo = pct(warm_o, 50)
+    wa = pct(warm_a, 50)
+    rep.goal(
+        "first mikey.offer / (3 x warm offer + its round trips: requests x floor + lab servers' time)",
+        first_offer / (3 * wo + offer_reqs * hp50 + offer_server),
+        1.0,
+        "<=",
+        "x",
+    )
+    rep.goal(
+        "first mikey.answer / (3 x warm answer + its round trips: requests x floor + lab servers' time)",
+        first_answer / (3 * wa + answer_reqs * hp50 + answer_server),
+        1.0,
+        "<=",
+        "x",
+    )
+
+
+NO_PYC: dict[str, str | None] = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": "/nonexistent/uea"}
+KMS_CONFIG = '\n[network]\nbsf_url = "http://127.0.0.1:9/"\nkms_url = "http://127.0.0.1:9/"\n'
+
+
+def footprint(rep: Report, args: argparse.Namespace) -> None:
+    """Start-up and idle RSS after the warm-up, as installed (.pyc cached) and compiling
+    from source (no .pyc, as this dev container runs the agent)."""
+    from benchmarks.bench_footprint import floor_once
+
+    ready: dict[str, list[float]] = {"pyc": [], "src": []}
+    rss: dict[str, list[int]] = {"pyc": [], "src": []}
+    floor, floor_rss = [], []
+    for _ in range(args.reps):
+        t, r = floor_once()
+        floor.append(t)
+        floor_rss.append(r)
+        for kind, env in (("pyc", None), ("src", NO_PYC)):
+            with Daemon(KMS_CONFIG, env=env) as d:
+                assert d.proc is not None
+                ready[kind].append(d.ready_s)
+                time.sleep(args.settle)  # the warm-up thread has loaded the first call's modules
+                rss[kind].append(rss_kib(d.proc.pid))
+    med = statistics.median
+    rep.table(
+        "Start-up and idle memory (lab card, a KMS URL configured: the warm-up loads the KMS path)",
+        ["", "spawn to READY=1 ms (median)", "idle RSS after warm-up MB (median)"],
+        [
+            [
+                "ue-agent run, .pyc cached (as installed)",
+                f"{med(ready['pyc']) * 1e3:.0f}",
+                f"{med(rss['pyc']) / 1024:.1f}",
+            ],
+            [
+                "ue-agent run, compiling from source (no .pyc)",
+                f"{med(ready['src']) * 1e3:.0f}",
+                f"{med(rss['src']) / 1024:.1f}",
+            ],
+            [
+                "floor: bare python that only says READY=1",
+                f"{med(floor) * 1e3:.0f}",
+                f"{med(floor_rss) / 1024:.1f}",
+            ],
+        ],
+    )
+    rep.goal("idle RSS after warm-up, as installed (.pyc), MB", med(rss["pyc"]) / 1024, 40, "<=", " MB")
+
+
+# --- card ------------------------------------------------------------------------------------------
+class _CardOps:
+    def __init__(self, sub, t0: bool = True) -> None:  # type: ignore[no-untyped-def]
+        from ue_agent.card.session import Card
+        from ue_agent.lab.uicc import SoftUicc, SoftUiccTransport
+
+        self.card = Card(SoftUiccTransport(SoftUicc(sub, t0=t0)))
+        self.card.identities()
+
+    async def authenticate(self, rand: bytes, autn: bytes):  # type: ignore[no-untyped-def]
+        return await asyncio.to_thread(self.card.authenticate, rand, autn)
+
+    async def gba_bootstrap(self, rand: bytes, autn: bytes):  # type: ignore[no-untyped-def]
+        return await asyncio.to_thread(self.card.gba_bootstrap, rand, autn)
+
+    async def gba_naf_derive(self, nid: bytes, impi: str):  # type: ignore[no-untyped-def]
+        return await asyncio.to_thread(self.card.gba_naf_derive, nid, impi)
+
+    async def store_gba_bootstrap(self, rand: bytes, btid: str, lifetime: str) -> None:
+        await asyncio.to_thread(self.card.store_gba_bootstrap, rand, btid, lifetime)
+
+
+def gba_apdus() -> dict[str, tuple[int, int, int]]:
+    """(first bootstrap, renewal, first Ks_(ext_)NAF) APDUs for alice (GBA_ME) and bob (GBA_U), T=0."""
+    from ue_agent.crypto.kdf import UA_KMS
+    from ue_agent.drivers.http import HttpClient
+    from ue_agent.gba.client import GbaClient
+    from ue_agent.lab.network import LabNetwork, LabNetworkThread
+    from ue_agent.subscriber import load_subscriber
+
+    subs = {x: load_subscriber(SUBSCRIBERS / f"{x}.toml") for x in ("alice", "bob")}
+    out = {}
+    with LabNetworkThread(LabNetwork(list(subs.values()))) as net:
+        for name, sub in subs.items():
+            ops = _CardOps(sub)
+
+            async def go(sub=sub, ops=ops) -> tuple[int, int, int]:  # type: ignore[no-untyped-def]
+                async with HttpClient() as http:
+                    g = GbaClient(ops, net.bsf_url, net.bsf_fqdn, sub.impi, http, gba_u=sub.gba_u)
+                    c = ops.card
+                    n0 = c.apdu_count
+                    await g.bootstrap()
+                    n1 = c.apdu_count
+                    await g.ks_naf(net.kms_fqdn, UA_KMS)
+                    n2 = c.apdu_count
+                    await g.bootstrap(force=True)
+                    n3 = c.apdu_count
+                    return n1 - n0, n3 - n2, n2 - n1
+
+            out[name] = asyncio.run(go())
+    return out
+
+
+def card_section(rep: Report, args: argparse.Namespace) -> None:
+    counts = gba_apdus()
+    me, u = counts["alice"], counts["bob"]
+    rep.table(
+        "Card: APDUs per GBA run (soft UICC on T=0: every command with response data costs a GET RESPONSE)",
+        ["", "first bootstrap", "renewal", "first Ks_(ext_)NAF per B-TID and NAF", "first call in all"],
+        [
+            ["GBA_ME (alice)", str(me[0]), str(me[1]), str(me[2]), str(me[0] + me[2])],
+            ["GBA_U (bob)", str(u[0]), str(u[1]), str(u[2]), str(u[0] + u[2])],
+        ],
+    )
+    rep.goal("GBA_U renewal APDUs", u[1], 3, "<=")
+    rep.goal("GBA_U first bootstrap APDUs", u[0], 6, "<=")
+    rep.goal("GBA_ME renewal APDUs", me[1], 2, "<=")
+
+    # AKA over AT+CSIM on the pty simulator, against a raw pty round trip
+    from benchmarks.bench_card import challenges
+    from ue_agent.card.session import Card
+    from ue_agent.drivers.at_modem import AtPort, CsimTransport
+    from ue_agent.lab.modem import ModemSimulator
+    from ue_agent.lab.uicc import SoftUicc
+    from ue_agent.subscriber import load_subscriber
+
+    sub = load_subscriber(SUBSCRIBERS / "alice.toml")
+    n = 100 if args.quick else 300
+    with tempfile.TemporaryDirectory(prefix="uea-bench-") as tmp:
+        link = Path(tmp) / "tty"
+        sim = ModemSimulator(SoftUicc(load_subscriber(SUBSCRIBERS / "alice.toml")), "quectel-ec25", link)
+        sim.start()
+        floor = PtyFloor()
+        try:
+            card = Card(CsimTransport(AtPort(str(link), profile="quectel-ec25")))
+            card.identities()
+            chs = iter(challenges(sub, n * args.reps))
+            aka: list[float] = []
+            raw: list[float] = []
+            for _ in range(args.reps):
+                for _ in range(n):
+                    t0 = time.perf_counter()
+                    floor.roundtrip()
+                    raw.append(time.perf_counter() - t0)
+                for _ in range(n):
+                    rand, autn = next(chs)
+                    t0 = time.perf_counter()
+                    card.authenticate(rand, autn)
+                    aka.append(time.perf_counter() - t0)
+            per = card.apdu_count
+            card.close()
+        finally:
+            floor.close()
+            sim.close()
+    rep.table(
+        "AT: IMS AKA via AT+CSIM on a pty modem simulator / raw pty round trip (AT -> OK)",
+        ["figure", "p50 us", "p99 us"],
+        [
+            ["authenticate() (AT+CSIM, incl. GET RESPONSE)", us(pct(aka, 50) * 1e6), us(pct(aka, 99) * 1e6)],
+            ["floor: raw pty round trip", us(pct(raw, 50) * 1e6), us(pct(raw, 99) * 1e6)],
+        ],
+    )
+    del per
+
+
+# --- handover and idle --------------------------------------------------------------------------
+def modem_daemon(tmp: Path):  # type: ignore[no-untyped-def]
+    from ue_agent.lab.modem import ModemSimulator
+    from ue_agent.lab.uicc import SoftUicc
+    from ue_agent.subscriber import load_subscriber
+
+    link = tmp / "tty"
+    sim = ModemSimulator(SoftUicc(load_subscriber(SUBSCRIBERS / "alice.toml")), "generic-at", link)
+    sim.start()
+    return sim, Daemon(f'\n[modem]\nport = "{link}"\n')
+
+
+def handover_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> None:
+    from ue_agent.api.client import Client
+
+    n = 100 if args.quick else 300
+    with tempfile.TemporaryDirectory(prefix="uea-bench-") as tmp:
+        sim, d = modem_daemon(Path(tmp))
+        try:
+            with d, Client(d.socket) as c:
+                c.request("subscribe", events=["handover"])
+                for _ in range(200):
+                    if sim.srvcc(2):
+                        break
+                    time.sleep(0.05)
+                c.next_event()
+                lat = []
+                for i in range(n * args.reps):
+                    t0 = time.perf_counter()
+                    sim.srvcc(0 if i % 2 == 0 else 2)  # started / cancelled
+                    c.next_event()
+                    lat.append(time.perf_counter() - t0)
+        finally:
+            sim.close()
+    p99 = pct(lat, 99)
+    rep.table(
+        "Handover: +CIREPH written on the pty to the handover event at a client",
+        ["figure", "p50 us", "p99 us"],
+        [
+            ["URC -> event", us(pct(lat, 50) * 1e6), us(p99 * 1e6)],
+            ["floor: one socket round trip (NDJSON floor, 1 client) p99", "", us(socket_rt_s * 1e6)],
+        ],
+    )
+    rep.goal("URC -> event p99 / one socket round trip p99", p99 / socket_rt_s, 3, "<=", "x")
+
+
+def idle_section(rep: Report, args: argparse.Namespace) -> None:
+    results: dict[str, float] = {}
+
+    def measure(name: str, d: Daemon) -> None:
+        assert d.proc is not None
+        time.sleep(args.settle)
+        s0 = switches(d.proc.pid)
+        time.sleep(args.idle_s)
+        results[name] = (switches(d.proc.pid) - s0) / args.idle_s
+
+    threads = []
+    with tempfile.TemporaryDirectory(prefix="uea-bench-") as tmp:
+        sim, dm = modem_daemon(Path(tmp))
+        try:
+            with Daemon() as dl, dm:  # measured at the same time: one window for both
+                for name, d in (("lab card", dl), ("lab card + modem on a pty", dm)):
+                    t = threading.Thread(target=measure, args=(name, d))
+                    t.start()
+                    threads.append(t)
+                for t in threads:
+                    t.join()
+        finally:
+            sim.close()
+    rep.table(
+        f"Idle wakeups (context switches of all threads over {args.idle_s:g} s, nothing happening)",
+        ["daemon", "wakeups/s"],
+        [[k, f"{v:.2f}"] for k, v in results.items()],
+    )
+    rep.goal("idle wakeups/s with a modem attached", results["lab card + modem on a pty"], 0.05, "<=", "/s")
+
+
+# --- main ------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="short windows (CI, development)")
+    ap.add_argument("--check", action="store_true", help="exit 1 when a goal is missed")
+    ap.add_argument("--write", metavar="PATH", help="write the results into this markdown file")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seconds", type=float, help="per load figure (default 2; 0.5 with --quick)")
+    ap.add_argument("--idle-s", type=float, help="idle window (default 60; 5 with --quick)")
+    ap.add_argument("--only", help="comma-separated sections: socket,status,calls,startup,card,handover,idle")
+    args = ap.parse_args(argv)
+    args.seconds = args.seconds or (0.5 if args.quick else 2.0)
+    args.idle_s = args.idle_s or (5.0 if args.quick else 60.0)
+    args.settle = 2.0
+    only = set((args.only or "socket,status,calls,startup,card,handover,idle").split(","))
+    started = time.time()
+    # every daemon runs as installed: bytecode cached (the first start fills the cache)
+    pyc = tempfile.mkdtemp(prefix="uea-pyc-", dir="/tmp")
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+    os.environ["PYTHONPYCACHEPREFIX"] = pyc
+    with Daemon(KMS_CONFIG):
+        time.sleep(args.settle)
+    info = machine()
+    command = "python -m benchmarks " + " ".join(sys.argv[1:] if argv is None else argv)
+    print(f"# {command}\n# " + ", ".join(f"{k}={v}" for k, v in info.items()), flush=True)
+    rep = Report()
+    socket_rt = 0.0
+    if "socket" in only or "handover" in only or "calls" in only:
+        d = Daemon()
+        d.config.write_text(d.config.read_text().replace("[api]\n", "[api]\nmax_clients = 32\n"))
+        with d:
+            if "socket" in only:
+                socket_rt = socket_section(rep, d, args)
+            else:
+                floor = NdjsonFloor()
+                try:
+                    line = b'{"id":1,"op":"status"}\n'
+                    socket_rt = pct(load(floor.path, line, 1, args.seconds, first=line).latencies, 99)
+                finally:
+                    floor.close()
+    if "status" in only:
+        status_scaling(rep, args)
+    if "calls" in only:
+        call_section(rep, args, socket_rt)
+    if "startup" in only:
+        footprint(rep, args)
+    shutil.rmtree(pyc, ignore_errors=True)
+    if "card" in only:
+        card_section(rep, args)
+    if "handover" in only:
+        handover_section(rep, args, socket_rt)
+    if "idle" in only:
+        idle_section(rep, args)
+    print(
+        "\n## Goals\n| goal | measured | target | |\n|---|---|---|---|\n"
+        + "\n".join(g.row() for g in rep.goals)
+    )
+    took = time.time() - started
+    if args.write:
+        write(Path(args.write), rep, info, command, took)
+    missed = [g for g in rep.goals if not g.met]
+    print(f"\n{len(rep.goals) - len(missed)} of {len(rep.goals)} goals met ({took:.0f} s)")
+    return 1 if (args.check and missed) else 0
+
+
+BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+
+
+def write(path: Path, rep: Report, info: dict[str, str], command: str, took: float) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    body = (
+        f"{BEGIN}\nMeasured {stamp} with `{command}` ({took:.0f} s) on: "
+        + ", ".join(f"{k} {v}" for k, v in info.items())
+        + ".\n\n"
+        + rep.markdown()
+        + END
+    )
+    text = path.read_text() if path.exists() else ""
+    if BEGIN in text and END in text:
+        text = text[: text.index(BEGIN)] + body + text[text.index(END) + len(END) :]
+    else:
+        text = text + ("\n" if text else "") + body + "\n"
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

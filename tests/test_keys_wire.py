@@ -102,3 +102,23 @@ def test_raw_json_has_no_key_in_its_repr() -> None:
     out = store.keys_encoded(sid, encode_value)
     raw = RawJson(out["streams"])
     assert repr(raw) == "<RawJson>" and "master_key" not in repr(raw) and "master_key" not in str(raw)
+
+
+def test_splice_keeps_every_member_and_the_raw_values_as_they_are() -> None:
+    raws = [bytearray(b'[{"k":"\\u00e9x"}]'), bytearray(b'{"a":[1,2,{"b":null}]}')]
+    obj = {
+        "id": 'a"b\\\\c\u00e9',
+        "ok": True,
+        "first": RawJson(raws[0]),
+        "n": 2**40,
+        "none": None,
+        "nested": {"x": [1, "y", False]},
+        "second": RawJson(raws[1]),
+        "last": "end",
+    }
+    line = encode_reply(obj)
+    assert isinstance(line, bytearray) and line.endswith(b"}\n") and line.count(b"\n") == 1
+    plain = {k: (json.loads(bytes(v.data)) if isinstance(v, RawJson) else v) for k, v in obj.items()}
+    assert json.loads(bytes(line)) == plain
+    assert list(json.loads(bytes(line))) == list(obj)  # the members keep their order
+    assert bytes(line).isascii()

@@ -59,3 +59,34 @@ def test_handed_out_keys_are_gone_after_close(lab_daemon) -> None:
     assert not left, f"{len(left)} of {len(found)} key forms still in memory ({', '.join(left)})"
     # the scan itself can see what it looks for: a control string the daemon does hold
     assert scan(lab_daemon.proc.pid, [b"ue_agent.api.server"])[b"ue_agent.api.server"] > 0
+
+
+def test_reply_encoder_writes_secrets_into_one_wipeable_buffer() -> None:
+    import json
+
+    from ue_agent.api.protocol import encode, encode_reply, wipe
+    from ue_agent.secret import Secret, SecretText, b64_into, b64_len
+
+    for n in range(0, 50):  # the byte-wise base64 agrees with the standard library
+        data = bytearray(os.urandom(n))
+        out = bytearray(b64_len(n))
+        assert b64_into(out, 0, data) == len(out) and bytes(out) == base64.b64encode(bytes(data))
+    kept, owned = Secret(os.urandom(30)), Secret(b"\x01\x02")
+    reply = {
+        "id": 1,
+        "ok": True,
+        "lines": [SecretText('a=crypto:1 "X" inline:', kept, "|2^31")],
+        "k": SecretText(owned, owned=True),
+    }
+    line = encode_reply(reply)
+    assert isinstance(line, bytearray) and line.endswith(b"\n")
+    value = json.loads(bytes(line))
+    assert value["lines"] == ['a=crypto:1 "X" inline:' + base64.b64encode(kept.reveal()).decode() + "|2^31"]
+    assert value["k"] == "AQI="
+    assert owned.zeroized and not kept.zeroized  # the encoder drops only its own copies
+    wipe(line)
+    assert line == bytearray(len(line))
+    assert repr(SecretText(kept)) == "<SecretText>"
+    with pytest.raises(TypeError):
+        encode({"k": SecretText(kept)})  # the plain encoder never writes key material
+    assert isinstance(encode_reply({"id": 1, "ok": True}), bytes)  # no key: the fast path

@@ -218,32 +218,38 @@ def encode_value(value: Any) -> bytearray:
             wipe(line)
 
 
+#: stands for a RawJson value while the rest of a reply is encoded in one pass (random per
+#: process, as in _encode_secret: no value the agent writes can contain it by chance)
+_RAW_TAG = secrets.token_hex(8)
+
+
 def _splice(obj: dict[str, Any]) -> bytearray:
-    # runs of plain items are encoded as one object each (its braces dropped), RawJson
-    # values go in as they are: the members keep their order
-    pieces: list[bytes | bytearray] = []
-    run: dict[str, Any] = {}
+    raws: list[bytearray] = []
+    plain: dict[str, Any] = {}
     for key, value in obj.items():
         if isinstance(value, RawJson):
-            if run:
-                pieces.append(_ENCODER.encode(run).encode()[1:-1] + b",")
-                run = {}
-            pieces.append(_ENCODER.encode(key).encode() + b":")
-            pieces.append(value.data)
-            pieces.append(b",")
+            plain[key] = f"{_RAW_TAG}{len(raws)}"
+            raws.append(value.data)
         else:
-            run[key] = value
-    if run:
-        pieces.append(_ENCODER.encode(run).encode()[1:-1])
-    else:
-        pieces.pop()  # the last comma
-    out = bytearray(sum(map(len, pieces)) + 3)  # one allocation: no partial copy left behind
-    out[0] = 0x7B  # {
-    at = 1
-    for p in pieces:
-        out[at : at + len(p)] = p
-        at += len(p)
-    out[at : at + 2] = b"}\n"
+            plain[key] = value
+    text = _ENCODER.encode(plain).encode()
+    spans: list[tuple[int, int, bytearray]] = []  # where each placeholder stands, with its bytes
+    for i, data in enumerate(raws):
+        mark = f'"{_RAW_TAG}{i}"'.encode()
+        at = text.find(mark)
+        spans.append((at, at + len(mark), data))
+    spans.sort(key=lambda sp: sp[0])
+    size = len(text) + 1 + sum(len(d) - (end - at) for at, end, d in spans)
+    out = bytearray(size)  # one allocation: no partial copy left behind
+    src = dst = 0
+    for at, end, data in spans:
+        out[dst : dst + at - src] = text[src:at]
+        dst += at - src
+        out[dst : dst + len(data)] = data
+        dst += len(data)
+        src = end
+    out[dst : dst + len(text) - src] = text[src:]
+    out[-1] = 0x0A
     return out
 
 

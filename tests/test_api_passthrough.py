@@ -72,6 +72,33 @@ def test_card_pulled_from_the_reader_then_reinserted(agent_factory, vpcd_card):
         assert back["event"] == "card" and back["present"] is True
 
 
+def test_card_put_in_after_start_is_read_without_an_operation(agent_factory, vpcd_card):
+    """A reader or card that comes up after the daemon: status names the card's identities once
+    it is there, without a softphone operation having to ask for them first."""
+    import time
+
+    from tests.fixtures.pcsc import wait_reader
+
+    server, reader = vpcd_card
+    server.remove()
+    wait_reader(reader, False)
+    try:
+        daemon = agent_factory(card={"transport": "pcsc", "reader": reader})
+        with daemon.client() as c:
+            assert c.request("status")["card"].get("impi") is None
+            server.insert()
+            wait_reader(reader, True)
+            deadline = time.monotonic() + 15
+            card = c.request("status")["card"]
+            while card.get("impi") is None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                card = c.request("status")["card"]
+            assert card["present"] is True
+            assert card["impi"] == "001010000000001@ims.mnc001.mcc001.3gppnetwork.org"
+    finally:
+        server.insert()
+
+
 @pytest.fixture
 def net_daemons(agent_factory, lab_network):
     net = {

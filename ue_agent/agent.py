@@ -65,6 +65,7 @@ class Agent:
         self.ctx = Context(cfg, emit, card, network)
         self._ops: dict[str, Op[Any]] | None = None  # the declarations, loaded with the first request
         self.ctx.pin = pin
+        self._identity_task: asyncio.Task[None] | None = None
 
     # the pieces the daemon uses
     @property
@@ -89,6 +90,20 @@ class Agent:
         self._urc = urc_sink(asyncio.get_running_loop(), self.on_cireph)
         self.ctx.card.start()
         await self.ctx.read_identities()
+        if self.ctx.identities is None:
+            self._identity_task = asyncio.get_running_loop().create_task(self._await_card())
+
+    async def _await_card(self) -> None:
+        """No card at start (a reader or modem slower than the daemon, no card inserted yet):
+        try again with a growing pause, so status names the card once it is there without a
+        softphone operation having to ask first. Only while the identities are unknown."""
+        pause = 0.5
+        log.debug("card: no identities at start; trying again in the background")
+        while self.ctx.identities is None:
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 30.0)
+            if self.ctx.identities is None and not self.ctx.card.busy:
+                await self.ctx.read_identities()
 
     def reconfigure(self, cfg: Config) -> None:
         self.ctx.cfg = cfg
@@ -97,6 +112,8 @@ class Agent:
     async def stop(self) -> tuple[int, int]:
         """Zeroize every key; returns (key objects zeroized, keys left non-zero)."""
         ctx = self.ctx
+        if self._identity_task is not None:
+            self._identity_task.cancel()
         await asyncio.get_running_loop().run_in_executor(None, ctx.card.stop)
         sessions = ctx.sessions.clear()
         sdes_offers: list[LocalOffer] = []

@@ -311,8 +311,13 @@ def scenario(name: str, title: str):
 @scenario("cards", "Cards: identities over AT+CSIM, PC/SC and in process")
 def sc_cards(lab: Lab) -> str:
     for ue in lab.ues.values():
-        st = ue.call("status")
-        card = st["card"]
+        # A PC/SC reader can come up after the agent: the agent reads the card when it arrives
+        # (a `card` event), so give it a bounded moment, as a softphone waiting on that event would.
+        deadline = time.monotonic() + 10.0
+        card = ue.call("status")["card"]
+        while card.get("impi") is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+            card = ue.call("status")["card"]
         impus = ", ".join(card.get("impus", []))
         lab.tl.event(
             ue.name, f"{card['transport']}: {str(card.get('application')).upper()}, IMPI {card.get('impi')}"

@@ -202,31 +202,22 @@ def _describe(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+#: the scalars taken exactly as that type (a bool is no int here), and what to say otherwise
+_EXACT = {str: "must be a string", bool: "must be true or false", int: "must be an integer"}
+
+
+def _exact(tp: type, message: str) -> Conv:
+    def conv_exact(v: Any) -> Any:
+        if type(v) is not tp:
+            raise _fail(message)
+        return v
+
+    return conv_exact
+
+
 def _scalar(tp: type) -> Conv:
-    if tp is str:
-
-        def conv_str(v: Any) -> Any:
-            if type(v) is not str:
-                raise _fail("must be a string")
-            return v
-
-        return conv_str
-    if tp is bool:
-
-        def conv_bool(v: Any) -> Any:
-            if type(v) is not bool:
-                raise _fail("must be true or false")
-            return v
-
-        return conv_bool
-    if tp is int:
-
-        def conv_int(v: Any) -> Any:
-            if type(v) is not int:
-                raise _fail("must be an integer")
-            return v
-
-        return conv_int
+    if tp in _EXACT:
+        return _exact(tp, _EXACT[tp])
     if tp is float:
 
         def conv_float(v: Any) -> Any:

@@ -138,11 +138,7 @@ class Card:
         data = auth.aka_command_data(rand, autn)
 
         def run() -> AkaOutcome:
-            resp = self._app_send(INS_AUTHENTICATE, 0x00, auth.P2_3G, data, le=256)
-            if resp.sw == SW_MAC_FAILURE:
-                return AkaMacFailure()
-            self._expect_ok(resp, "AUTHENTICATE (AKA)")
-            return auth.parse_aka_response(resp.data)
+            return self._challenge(auth.P2_3G, data, "AUTHENTICATE (AKA)", auth.parse_aka_response)
 
         return self._guard("AUTHENTICATE", run)
 
@@ -152,13 +148,20 @@ class Card:
 
         def run() -> GbaBootstrapRes | AkaMacFailure | AkaSyncFailure:
             self._require_gba_u()
-            resp = self._app_send(INS_AUTHENTICATE, 0x00, auth.P2_GBA, data, le=256)
-            if resp.sw == SW_MAC_FAILURE:
-                return AkaMacFailure()
-            self._expect_ok(resp, "AUTHENTICATE (GBA bootstrapping)")
-            return auth.parse_gba_bootstrap_response(resp.data)
+            return self._challenge(
+                auth.P2_GBA, data, "AUTHENTICATE (GBA bootstrapping)", auth.parse_gba_bootstrap_response
+            )
 
         return self._guard("AUTHENTICATE (GBA)", run)
+
+    def _challenge(self, p2: int, data: bytes, what: str, parse: Callable[[bytes], T]) -> T | AkaMacFailure:
+        """AUTHENTICATE with a RAND/AUTN challenge: 9862 is the card's MAC failure (an outcome,
+        not an error); otherwise the answer must be 9000 and ``parse`` reads it (RES, or DC+AUTS)."""
+        resp = self._app_send(INS_AUTHENTICATE, 0x00, p2, data, le=256)
+        if resp.sw == SW_MAC_FAILURE:
+            return AkaMacFailure()
+        self._expect_ok(resp, what)
+        return parse(resp.data)
 
     def gba_naf_derive(self, naf_id: bytes, impi: str) -> Secret:
         """Ks_ext_NAF for ``naf_id`` (FQDN || Ua protocol id); the card keeps Ks_int_NAF."""

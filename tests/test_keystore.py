@@ -15,7 +15,7 @@ from ue_agent.errors import MediaError
 from ue_agent.handover.state import HandoverTracker
 from ue_agent.media import sdes
 from ue_agent.media.keys import SrtpKeys, StreamKeys
-from ue_agent.media.sessions import SessionRegistry, Srvcc
+from ue_agent.media.sessions import SessionRegistry, Srvcc, new_session_id
 from ue_agent.media.store import SRTCP_LIMIT, SRTP_LIMIT, KeyState, KeyStore
 from ue_agent.media.tls_psk import tls_psk_keys
 from ue_agent.secret import Secret
@@ -227,14 +227,14 @@ def srvcc(tracker: HandoverTracker, store: KeyStore, value: int) -> list[str]:
     report = tracker.on_cireph(value)
     for d in report.decisions:
         if d.release_keys:
-            store.release(d.session)
-    return [d.session for d in report.decisions]
+            store.release(d.key)
+    return [d.key for d in report.decisions]
 
 
 def registered(store: KeyStore, reg: SessionRegistry, streams: list[StreamKeys]) -> str:
-    sid = store.add(streams, kind="sdes")
-    reg.activate(sid, 0, "sdes")
-    return sid
+    """Registered as the agent does: the store keyed by the registry's key (owner/id)."""
+    s = reg.activate(new_session_id(), 0, "sdes")
+    return store.add(streams, kind="sdes", session_id=s.key)
 
 
 def test_srvcc_success_releases_ps_contexts(store: KeyStore) -> None:
@@ -245,7 +245,7 @@ def test_srvcc_success_releases_ps_contexts(store: KeyStore) -> None:
     sb = registered(store, reg, b)
     raw = key_bytes(a)
     assert srvcc(tracker, store, 0) == [sa, sb]
-    session_a = reg.get(sa)
+    session_a = reg.by_key(sa)
     assert session_a is not None and session_a.key_state == "handover_pending"
     store.keys(sa)  # still on PS until success
     assert srvcc(tracker, store, 1) == [sa, sb]
@@ -274,7 +274,7 @@ def test_srvcc_cancel_or_failure_keeps_keys(store: KeyStore, outcome: int) -> No
     store.report(sid, 3, 1000)
     srvcc(tracker, store, 0)
     assert srvcc(tracker, store, outcome) == [sid]
-    session = reg.get(sid)
+    session = reg.by_key(sid)
     assert session is not None and session.key_state == "active"
     assert store.state(sid) is KeyState.ACTIVE
     assert not streams[0].tx.master_key.zeroized
@@ -298,7 +298,7 @@ def test_a_withdrawal_closes_the_session_in_the_registry(events: Events) -> None
     store.report(sid, 1, 100)
     with pytest.raises(MediaError):
         store.report(sid, 1, 99)
-    session = reg.get(sid)
+    session = reg.by_key(sid)
     assert session is not None and session.key_state == "compromised" and len(reg) == 0
 
 
@@ -385,7 +385,7 @@ def test_count_by_state_agrees_with_the_summaries(store: KeyStore) -> None:
     registered(store, reg, negotiated())
     reg.srvcc(Srvcc.STARTED)
     reg.srvcc(Srvcc.CANCELLED)
-    reg.require_rekey(a)  # phases change through the registry only: it keeps the counts
+    reg.require_rekey(a.split("/", 1)[1], 0)  # phases change through the registry only: it keeps the counts
     reg.srvcc(Srvcc.STARTED)  # moves only the other one
     counted: dict[str, int] = {}
     for s in reg.sessions():

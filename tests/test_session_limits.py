@@ -57,7 +57,7 @@ def test_counters_equal_a_walk_over_every_session(actions) -> None:  # type: ign
     srvcc = list(Srvcc)
     for act, i, owner in actions:
         sid = f"s{i}"
-        s = reg.get(sid)
+        s = reg.get(sid, owner)
         if act == "offer" and s is None:
             reg.offer(sid, owner, "sdes", None, ["audio"])  # type: ignore[arg-type]
         elif act == "answer_ours" and s is not None and s.phase is Phase.OFFERED:
@@ -65,15 +65,15 @@ def test_counters_equal_a_walk_over_every_session(actions) -> None:  # type: ign
         elif act == "answer_theirs" and s is None:
             reg.activate(sid, owner, "mikey", Phase.ANSWERED)
         elif act == "drop":
-            reg.drop(sid)
+            reg.drop(sid, owner)
         elif act == "withdraw":
-            reg.withdrawn(sid, "compromised")
+            reg.withdrawn(f"{owner}/{sid}", "compromised")
         elif act == "srvcc":
             reg.srvcc(srvcc[i % len(srvcc)])
         elif act == "ip_lost":
             reg.ip_lost()
         elif act == "rekey":
-            reg.require_rekey(sid)
+            reg.require_rekey(sid, owner)
         for who in (None, 1000, 1001):
             live, pending, by_state, by_ho = _walk(reg, who)
             assert reg.count_live(who) == live and reg.count_pending(who) == pending
@@ -100,7 +100,7 @@ def test_registry_refuses_an_offer_that_could_not_be_answered() -> None:
     reg.activate("o1", 1, "sdes", Phase.ACTIVE)  # an offer answered: still 3, still full
     with pytest.raises(MediaError):
         reg.check_room("sessions", offer=False)
-    reg.drop("o2")
+    reg.drop("o2", 1)
     reg.check_room("offers")
 
 

@@ -124,7 +124,7 @@ class Agent:
         held = [k for offer in sdes_offers for k in _offer_keys(offer)]
         store = ctx.store_if_any
         if store is not None:
-            held += [k for s in sessions if s.id in store for k in _stream_secrets(store, s.id)]
+            held += [k for s in sessions if s.key in store for k in _stream_secrets(store, s.key)]
         ctx.keys.add(*held)
         zeroized, left = ctx.keys.zeroize_all()
         await ctx.network.close()
@@ -160,9 +160,9 @@ class Agent:
 
         for d in report.decisions:
             if d.release_keys:  # SRVCC done: the session's keys are zeroized
-                self.ctx.store.release(d.session)
+                self.ctx.store.release(d.key)
             elif d.release_media:  # only its voice/video streams went to CS
-                self.ctx.store.release_media(d.session, d.release_media)
+                self.ctx.store.release_media(d.key, d.release_media)
         self.ctx.emit("handover", report.event)
         moved_to_cs(self.ctx, report.decisions)
 

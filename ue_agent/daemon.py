@@ -109,7 +109,8 @@ class Daemon:
 
     def _emit(self, name: str, body: dict[str, Any]) -> None:
         """An event to the subscribers allowed to see it: one about a session goes to the
-        session's owner and root; a handover event lists to each uid only its own sessions
+        session's owner (naming it by the owner's id) and root (which sees another uid's
+        session as ``uid/id``); a handover event lists to each uid only its own sessions
         (root: all); anything else (card, bootstrap) goes to every subscriber."""
         # handover events are the hot path of a call (a URC each): at debug only
         (log.debug if name == "handover" else log.info)(
@@ -118,22 +119,30 @@ class Daemon:
         server = self.server
         if server is None:
             return
-        registry = self.agent.ctx.sessions
-
-        def owner(sid: object) -> int:  # a session no longer known: root only
-            s = registry.get(sid) if isinstance(sid, str) else None
-            return s.owner if s is not None else 0
+        from ue_agent.media.sessions import unscoped
 
         if "session" in body:
-            server.broadcast(name, body, uids={owner(body["session"]), 0})
+            # the body names the session by its key (owner uid / id, ue_agent.media.sessions)
+            key = body["session"]
+            owner, sid = unscoped(key) if isinstance(key, str) else (None, key)
+            if owner is None:  # not a session the registry keyed: root only
+                server.broadcast(name, body, uids={0})
+                return
+            server.broadcast(name, {**body, "session": sid}, uids={owner})
+            if owner != 0:  # root sees it too, named with its owner's uid
+                server.broadcast(name, body, uids={0})
             return
         sessions = body.get("sessions")
         if isinstance(sessions, dict) and sessions:
             by_uid: dict[int, dict[str, Any]] = {}
-            for sid, state in sessions.items():
-                by_uid.setdefault(owner(sid), {})[sid] = state
+            everyone: dict[str, Any] = {}  # root's view: its own ids, others' as uid/id
+            for key, state in sessions.items():
+                owner, sid = unscoped(key)
+                if owner is not None:
+                    by_uid.setdefault(owner, {})[sid] = state
+                everyone[sid if owner == 0 else key] = state
             for uid in server.uids():
-                part = sessions if uid == 0 else by_uid.get(uid, {})
+                part = everyone if uid == 0 else by_uid.get(uid, {})
                 server.broadcast(name, {**body, "sessions": part}, uids={uid})
             return
         server.broadcast(name, body)

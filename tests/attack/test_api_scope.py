@@ -1,11 +1,13 @@
 """What one uid can learn about another's sessions (issue 13): events and status are scoped
-to the session's owner (root sees everything).
+to the session's owner (root sees everything); session ids are per uid, so one uid can
+neither probe nor squat another's.
 
 Bounded: one daemon per test, a handful of sessions, waits of at most 10 s.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -93,7 +95,8 @@ def test_events_and_status_reach_only_the_owner_and_root(daemon_factory) -> None
     theirs.drain()
     root.drain()
     assert any(e.get("session") == their_sid for e in theirs.events)
-    assert any(e.get("session") == their_sid for e in root.events)  # root sees everything
+    # root sees everything; another uid's session named with its uid (ids are per uid)
+    assert any(e.get("session") == f"{NOBODY}/{their_sid}" for e in root.events)
 
     # status: the other uid counts only its own sessions; root counts all
     st_theirs = theirs.call("status")["sessions"]
@@ -121,10 +124,71 @@ def test_a_handover_event_lists_each_uid_only_its_sessions(daemon_factory, modem
         pytest.fail("the agent never enabled +CIREP:\n" + daemon.log_text())
     (ev_root,) = [e for e in root.drain(2) if e.get("event") == "handover"]
     (ev_theirs,) = [e for e in theirs.drain(2) if e.get("event") == "handover"]
-    assert ev_root["sessions"] == {root_sid: "handover_pending", their_sid: "handover_pending"}
+    assert ev_root["sessions"] == {root_sid: "handover_pending", f"{NOBODY}/{their_sid}": "handover_pending"}
     assert ev_theirs["sessions"] == {their_sid: "handover_pending"}
     assert ev_theirs["meaning"] == "started"
     handover = theirs.call("status")["handover"]["sessions"]
     assert sum(handover.values()) == 1
+    for c in (root, theirs):
+        c.close()
+
+
+def _peer_offer() -> list[list[str]]:
+    """A peer's SDES offer with a fresh key (one stream)."""
+    key = base64.b64encode(os.urandom(30)).decode()
+    return [[f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}"]]
+
+
+def test_session_ids_are_per_uid_no_probe_no_squat(daemon_factory) -> None:
+    """Every operation that takes a session id, given another uid's id, answers exactly as
+    for an id nobody uses; the same id string chosen by another uid is its own session."""
+    daemon = daemon_factory(api={"allowed_uids": [NOBODY]})
+    os.chown(daemon.socket, 0, NOBODY)
+    root, theirs = Conn(daemon.socket), Conn(daemon.socket, NOBODY)
+    offer = root.call("sdes.offer", session="call-1", media=["audio"])
+    assert offer["ok"], offer
+    ans = root.call("sdes.answer", session="call-2", offer=_peer_offer())
+    assert ans["ok"], ans
+
+    def probe(c: Conn, sid: str) -> list[dict]:
+        """What each session op says about ``sid`` (nothing changed: read-only or refused)."""
+        return [
+            c.call("session.keys", session=sid),
+            c.call("session.report", session=sid, ssrc=1, index=5),
+            c.call("sdes.answer", session=sid, answer=_peer_offer()),
+            c.call("mikey.complete", session=sid, transfer_resp="AAAA"),
+            c.call("session.keys", session=sid, dialog="0"),
+        ]
+
+    def shape(replies: list[dict]) -> list[object]:
+        return [(r["ok"], r.get("error", {}).get("code"), r.get("error", {}).get("message")) for r in replies]
+
+    # another uid probing root's ids gets what an unused id gets
+    for sid in ("call-1", "call-2"):
+        assert shape(probe(theirs, sid)) == shape(probe(theirs, "never-used")), sid
+    assert all(not r["ok"] for r in probe(theirs, "call-2"))
+    assert theirs.call("session.close", session="call-1")["error"]["code"] == "media.unknown_session"
+    # ... and squatting the same id strings gives it its own sessions, no media.session_exists
+    mine = theirs.call("sdes.offer", session="call-1", media=["audio"])
+    assert mine["ok"] and mine["session"] == "call-1", mine
+    theirs_ans = theirs.call("sdes.answer", session="call-2", offer=_peer_offer())
+    assert theirs_ans["ok"] and theirs_ans["session"] == "call-2", theirs_ans
+    # each uid's keys are its own: different key bytes under the same id
+    k_root = root.call("session.keys", session="call-2")
+    k_theirs = theirs.call("session.keys", session="call-2")
+    assert k_root["ok"] and k_theirs["ok"] and k_root["session"] == k_theirs["session"] == "call-2"
+    assert k_root["streams"][0]["tx"]["master_key"] != k_theirs["streams"][0]["tx"]["master_key"]
+    # within one uid the id is still taken
+    again = theirs.call("sdes.offer", session="call-1", media=["audio"])
+    assert again["error"]["code"] == "media.session_exists"
+    # closing one uid's session leaves the other's
+    assert theirs.call("session.close", session="call-2")["ok"]
+    assert root.call("session.keys", session="call-2")["ok"]
+    assert theirs.call("session.keys", session="call-2")["error"]["code"] == "media.unknown_session"
+    # status counts: each its own; root all
+    assert theirs.call("status")["sessions"]["open"] == 0
+    assert theirs.call("status")["sessions"]["pending_offers"] == 1
+    assert root.call("status")["sessions"]["open"] == 1
+    assert root.call("status")["sessions"]["pending_offers"] == 2
     for c in (root, theirs):
         c.close()

@@ -65,8 +65,8 @@ class HandoverTracker:
         if self.phase is SrvccPhase.CS:
             self.phase = SrvccPhase.PS
 
-    def state_of(self, session: str) -> HandoverState | None:
-        s = self.sessions.get(session)
+    def state_of(self, session: str, owner: int) -> HandoverState | None:
+        s = self.sessions.get(session, owner)
         return s.handover if s is not None else None
 
     def on_cireph(self, value: int) -> HandoverReport:
@@ -83,7 +83,7 @@ class HandoverTracker:
             "srvcch": value,
             "meaning": meaning.value if meaning is not None else "unknown",
             "phase": self.phase.value,
-            "sessions": {d.session: d.new.value for d in decisions},
+            "sessions": {d.key: d.new.value for d in decisions},
         }
         return HandoverReport(decisions, event)
 
@@ -97,7 +97,7 @@ class HandoverTracker:
             "interface": ifname,
             "change": what,
             "phase": self.phase.value,
-            "sessions": {d.session: d.new.value for d in decisions},
+            "sessions": {d.key: d.new.value for d in decisions},
         }
         return HandoverReport(decisions, event)
 

@@ -14,6 +14,13 @@ written. Phases::
 handles), the store holds nothing yet. ``answered``: we answered the peer's offer; the keys
 are in the store and usable, as for ``active``. The session-id rule (:data:`SESSION_ID`) is
 written here once; the store and the operations use it.
+
+Session ids are per uid: the id a client chooses (or gets) names a session in its own uid's
+namespace only. Internally a session is keyed ``"<owner uid>/<id>"`` (:func:`scoped`; ``/``
+is not allowed in an id, so the key is unambiguous): the registry and the key store use that
+key, so another uid choosing the same id string gets its own session, and no lookup,
+creation or error can tell it that the other one exists. Events carry the key; the daemon
+turns it back into the id for the owner (and names it ``"<uid>/<id>"`` for root).
 """
 
 from __future__ import annotations
@@ -33,6 +40,8 @@ if TYPE_CHECKING:
 
 #: a session id: what the softphone may choose (RFC 3261 token characters, roughly), or ours
 SESSION_ID = re.compile(r"[A-Za-z0-9._:@+-]{1,128}")
+#: what the key store accepts: an id, or an id scoped by its owner's uid (:func:`scoped`)
+STORE_ID = re.compile(r"(?:[0-9]{1,10}/)?[A-Za-z0-9._:@+-]{1,128}")
 BAD_SESSION = "media.bad_session"
 UNKNOWN_SESSION = "media.unknown_session"
 SESSION_EXISTS = "media.session_exists"
@@ -49,6 +58,19 @@ def check_session_id(sid: object) -> str:
     if not isinstance(sid, str) or not SESSION_ID.fullmatch(sid):
         raise MediaError(BAD_SESSION, "session id: 1-128 of A-Z a-z 0-9 . _ : @ + -")
     return sid
+
+
+def scoped(owner: int, sid: str) -> str:
+    """The internal key of ``owner``'s session ``sid`` (registry, key store, events)."""
+    return f"{owner}/{sid}"
+
+
+def unscoped(key: str) -> tuple[int | None, str]:
+    """(owner, id) of a key made by :func:`scoped`; (None, key) for an unscoped id."""
+    head, sep, tail = key.partition("/")
+    if sep and head.isdigit():
+        return int(head), tail
+    return None, key
 
 
 def new_session_id() -> str:
@@ -123,6 +145,11 @@ class MediaSession:
     recipients: list[str] | None = None
 
     @property
+    def key(self) -> str:
+        """The session's key in the registry and the key store (per-uid namespace)."""
+        return scoped(self.owner, self.id)
+
+    @property
     def live(self) -> bool:
         """Keys in the store and usable (active, answered, or in an SRVCC not finished)."""
         return self.phase in (Phase.ACTIVE, Phase.ANSWERED, Phase.HANDOVER)
@@ -152,12 +179,17 @@ class Decision:
     """What changed for one session after an input, and whether its keys must go."""
 
     session: str
+    owner: int
     old: HandoverState
     new: HandoverState
     release_keys: bool = False
     #: SRVCC success on a session that also carries non-voice media: only these media's keys
     #: go (their streams moved to CS); the others stay on their PS bearer
     release_media: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return scoped(self.owner, self.session)
 
 
 _LIVE, _PENDING = ("live", ""), ("pending", "")
@@ -212,24 +244,27 @@ class SessionRegistry:
         return {k[1]: n for k, n in self._counts.get(owner, {}).items() if k[0] == kind}
 
     # -- ids and ownership ---------------------------------------------------------------------
-    def new_id(self, wanted: str | None) -> str:
-        """A free id: ``wanted`` (checked against the rule) or a fresh one."""
+    def new_id(self, wanted: str | None, owner: int) -> str:
+        """A free id in ``owner``'s namespace: ``wanted`` (checked against the rule) or a
+        fresh one. Only ``owner``'s own sessions can make ``wanted`` taken."""
         if wanted is None:
             return new_session_id()
-        if wanted in self._sessions:
-            raise MediaError(SESSION_EXISTS, "a session with this id exists", session=wanted[:128])
-        return check_session_id(wanted)
+        check_session_id(wanted)
+        if scoped(owner, wanted) in self._sessions:
+            raise MediaError(SESSION_EXISTS, "a session with this id exists", session=wanted)
+        return wanted
 
     def owned(self, sid: str, uid: int) -> MediaSession | None:
-        """The session if ``uid`` may use it (its owner or root), None if there is none;
-        a stranger's session looks like no session."""
-        s = self._sessions.get(sid)
-        if s is not None and uid not in (0, s.owner):
-            raise MediaError(UNKNOWN_SESSION, "no such media session", session=sid[:128])
-        return s
+        """``uid``'s session ``sid``, None if it has none: every uid (root too) sees its own
+        namespace only, so another uid's session of the same id is never reached."""
+        return self._sessions.get(scoped(uid, sid))
 
-    def get(self, sid: str) -> MediaSession | None:
-        return self._sessions.get(sid)
+    def get(self, sid: str, owner: int) -> MediaSession | None:
+        return self._sessions.get(scoped(owner, sid))
+
+    def by_key(self, key: str) -> MediaSession | None:
+        """The session under its internal key (:func:`scoped`)."""
+        return self._sessions.get(key)
 
     # -- life cycle ------------------------------------------------------------------------------
     def check_room(self, what: str, offer: bool = True) -> None:
@@ -247,14 +282,14 @@ class SessionRegistry:
     ) -> MediaSession:
         """Our offer, waiting for the peer's answer (``sid`` from :meth:`new_id`)."""
         s = MediaSession(sid, owner, kind, Phase.OFFERED, offer=offer, media=list(media))
-        self._sessions[sid] = s
+        self._sessions[s.key] = s
         self._tally(s, +1)
         return s
 
     def take_offer(self, sid: str, uid: int, kind: str) -> MediaSession:
         """The offer waiting under ``sid`` for ``uid``, or ``media.unknown_session``."""
-        s = self._sessions.get(sid)
-        if s is None or s.phase is not Phase.OFFERED or s.kind != kind or uid not in (0, s.owner):
+        s = self._sessions.get(scoped(uid, sid))
+        if s is None or s.phase is not Phase.OFFERED or s.kind != kind:
             what = "SDES" if kind == "sdes" else "MIKEY"
             raise MediaError(UNKNOWN_SESSION, f"no {what} offer waits under this session", session=sid)
         return s
@@ -264,9 +299,9 @@ class SessionRegistry:
     ) -> MediaSession:
         """The session's keys are in the store now: ``active`` (our offer answered) or
         ``answered`` (we answered the peer's); ``media``: its streams' media names."""
-        s = self._sessions.get(sid)
+        s = self._sessions.get(scoped(owner, sid))
         if s is None:
-            s = self._sessions[sid] = MediaSession(sid, owner, kind, phase)
+            s = self._sessions[scoped(owner, sid)] = MediaSession(sid, owner, kind, phase)
         else:
             self._tally(s, -1)
         s.phase, s.offer, s.media = phase, None, list(media or [])
@@ -279,25 +314,25 @@ class SessionRegistry:
         """A negotiation that ended without keys in the store (``policy_refused``: the policy
         refused them; ``unprotected``: the answer keyed no stream). The session stays, closed,
         so ``session.keys`` can say why, until ``session.close``."""
-        s = self._sessions.get(sid)
+        s = self._sessions.get(scoped(owner, sid))
         if s is None:
-            s = self._sessions[sid] = MediaSession(sid, owner, kind, Phase.CLOSED)
+            s = self._sessions[scoped(owner, sid)] = MediaSession(sid, owner, kind, Phase.CLOSED)
         else:
             self._tally(s, -1)
         s.phase, s.offer, s.ended = Phase.CLOSED, None, reason
         self._tally(s, +1)
         return s
 
-    def drop(self, sid: str) -> MediaSession | None:
-        """Forget the session (``session.close``; an offer that failed)."""
-        s = self._sessions.pop(sid, None)
+    def drop(self, sid: str, owner: int) -> MediaSession | None:
+        """Forget ``owner``'s session ``sid`` (``session.close``; an offer that failed)."""
+        s = self._sessions.pop(scoped(owner, sid), None)
         if s is not None:
             self._tally(s, -1)
         return s
 
-    def withdrawn(self, sid: str, reason: str) -> None:
-        """The key store withdrew the session's keys (``compromised``, ``exhausted``)."""
-        s = self._sessions.get(sid)
+    def withdrawn(self, key: str, reason: str) -> None:
+        """The key store withdrew the keys stored under ``key`` (``compromised``, ``exhausted``)."""
+        s = self._sessions.get(key)
         if s is not None and s.phase is not Phase.CLOSED:
             self._tally(s, -1)
             s.phase, s.ended = Phase.CLOSED, reason
@@ -320,7 +355,7 @@ class SessionRegistry:
         self._tally(s, +1)
         new = s.handover
         assert new is not None
-        return Decision(s.id, old, new, release_keys=ended == "handed_over")
+        return Decision(s.id, s.owner, old, new, release_keys=ended == "handed_over")
 
     def srvcc(self, event: Srvcc) -> list[Decision]:
         """Apply an SRVCC report to every live session (TS 27.007 +CIREPH; policy in docs/api.md):
@@ -356,11 +391,11 @@ class SessionRegistry:
             return d
         s.media = [m for m in s.media if m not in VOICE_MEDIA]
         s.moved = [*s.moved, *voice]
-        return Decision(d.session, d.old, d.new, release_media=tuple(voice))
+        return Decision(d.session, d.owner, d.old, d.new, release_media=tuple(voice))
 
-    def require_rekey(self, sid: str) -> Decision | None:
+    def require_rekey(self, sid: str, owner: int) -> Decision | None:
         """One live session needs a re-key (its keys stay)."""
-        s = self._sessions.get(sid)
+        s = self._sessions.get(scoped(owner, sid))
         if s is None or not s.live or s.rekey_required:
             return None
         phase = (s.resume or Phase.ACTIVE) if s.phase is Phase.HANDOVER else s.phase

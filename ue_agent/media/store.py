@@ -45,10 +45,11 @@ from ue_agent.media.keys import SrtpKeys, StreamKeys, TlsPskKeys
 from ue_agent.media.sessions import (
     BAD_SESSION,
     SESSION_EXISTS,
+    STORE_ID,
     TOO_MANY_SESSIONS,
     UNKNOWN_SESSION,
-    check_session_id,
     new_session_id,
+    unscoped,
 )
 
 SRTP_LIMIT = 2**48  # packets per master key (RFC 3711 §9.2)
@@ -148,6 +149,11 @@ class Keys:
             self.wire = None
 
 
+def _public(session_id: object) -> str:
+    """The id as its owner named it (errors and replies never show another uid's scope)."""
+    return unscoped(session_id)[1][:128] if isinstance(session_id, str) else str(session_id)[:128]
+
+
 def _kind(s: StreamKeys) -> str:
     return "tls-psk" if isinstance(s.tx, TlsPskKeys) else "srtp"
 
@@ -215,9 +221,12 @@ class KeyStore:
                 raise MediaError(BAD_SESSION, "kind is 'sdes' or 'mikey'", kind=str(kind)[:20])
             if not streams:
                 raise MediaError(BAD_SESSION, "a session needs at least one stream")
-            session_id = new_session_id() if session_id is None else check_session_id(session_id)
+            if session_id is None:
+                session_id = new_session_id()
+            elif not isinstance(session_id, str) or not STORE_ID.fullmatch(session_id):
+                raise MediaError(BAD_SESSION, "session id: 1-128 of A-Z a-z 0-9 . _ : @ + -")
             if session_id in self._sessions:
-                raise MediaError(SESSION_EXISTS, "a session with this id exists", session=session_id)
+                raise MediaError(SESSION_EXISTS, "a session with this id exists", session=_public(session_id))
             if len(self._sessions) >= self.max_sessions:
                 raise MediaError(TOO_MANY_SESSIONS, "too many media sessions", limit=self.max_sessions)
             fps: list[bytes] = []
@@ -231,7 +240,9 @@ class KeyStore:
                     continue
                 if fp in self._retired or fp in self._live_fps or fp in fps:
                     self._warn(session_id, "key_reuse", "a master key was offered for use a second time")
-                    raise MediaError(KEY_REUSE, "this master key was used before; re-key", session=session_id)
+                    raise MediaError(
+                        KEY_REUSE, "this master key was used before; re-key", session=_public(session_id)
+                    )
                 fps.append(fp)
         except MediaError:
             for s in streams:
@@ -259,15 +270,17 @@ class KeyStore:
         gone = self._tombstones.get(session_id)
         if gone is KeyState.COMPROMISED:
             raise MediaError(
-                KEY_REUSE, "this session's keys were withdrawn (index went back)", session=session_id
+                KEY_REUSE, "this session's keys were withdrawn (index went back)", session=_public(session_id)
             )
         if gone is KeyState.RELEASED:
             raise MediaError(
-                SESSION_RELEASED, "the session moved to CS; negotiate fresh keys", session=session_id
+                SESSION_RELEASED, "the session moved to CS; negotiate fresh keys", session=_public(session_id)
             )
         if gone is KeyState.EXHAUSTED:
-            raise MediaError(KEY_EXHAUSTED, "the keys reached their packet limit; re-key", session=session_id)
-        raise MediaError(UNKNOWN_SESSION, "no such media session", session=str(session_id)[:128])
+            raise MediaError(
+                KEY_EXHAUSTED, "the keys reached their packet limit; re-key", session=_public(session_id)
+            )
+        raise MediaError(UNKNOWN_SESSION, "no such media session", session=_public(session_id))
 
     def keys(self, session_id: str, reply: bool = False) -> dict[str, Any]:
         """Hand the session's keys to the media stack, with the current ROC per SSRC.
@@ -322,7 +335,7 @@ class KeyStore:
     @staticmethod
     def _head(sess: Keys, streams: Any) -> dict[str, Any]:
         return {
-            "session": sess.id,
+            "session": _public(sess.id),
             "kind": sess.kind,
             "state": str(sess.state),
             "streams": streams,
@@ -352,7 +365,9 @@ class KeyStore:
         sess = self._get(session_id)
         if ssrc in sess.released_ssrcs:
             raise MediaError(
-                SESSION_RELEASED, "this SSRC's stream moved to CS; its keys are released", session=sess.id
+                SESSION_RELEASED,
+                "this SSRC's stream moved to CS; its keys are released",
+                session=_public(sess.id),
             )
         st = sess.ssrcs.setdefault(ssrc, SsrcState())
         if index < st.index or (srtcp_index is not None and srtcp_index < st.srtcp_index):
@@ -366,7 +381,7 @@ class KeyStore:
                 previous=st.index,
             )
             raise MediaError(
-                KEY_REUSE, "the packet index went backwards; keys withdrawn, re-key", session=sess.id
+                KEY_REUSE, "the packet index went backwards; keys withdrawn, re-key", session=_public(sess.id)
             )
         st.index = index
         if srtcp_index is not None:
@@ -375,7 +390,9 @@ class KeyStore:
         if index >= limit - 1 or (srtcp_index is not None and srtcp_index >= SRTCP_LIMIT - 1):
             self._withdraw(sess, KeyState.EXHAUSTED)
             self._warn(sess.id, "key_exhausted", "the key reached its packet limit", ssrc=ssrc)
-            raise MediaError(KEY_EXHAUSTED, "the key reached its packet limit; re-key", session=sess.id)
+            raise MediaError(
+                KEY_EXHAUSTED, "the key reached its packet limit; re-key", session=_public(sess.id)
+            )
         near = index >= limit - limit // REKEY_MARGIN_FRACTION or (
             srtcp_index is not None and srtcp_index >= SRTCP_LIMIT - SRTCP_LIMIT // REKEY_MARGIN_FRACTION
         )
@@ -392,7 +409,7 @@ class KeyStore:
             if session_id in self._tombstones:
                 del self._tombstones[session_id]
                 return
-            raise MediaError(UNKNOWN_SESSION, "no such media session", session=str(session_id)[:128])
+            raise MediaError(UNKNOWN_SESSION, "no such media session", session=_public(session_id))
         self._retire(sess)
         del self._sessions[session_id]
 
@@ -406,9 +423,9 @@ class KeyStore:
         """An early dialog's keys become the session's (the final answer confirmed them)."""
         sess = self._sessions.get(old)
         if sess is None:
-            raise MediaError(UNKNOWN_SESSION, "no such media session", session=str(old)[:128])
+            raise MediaError(UNKNOWN_SESSION, "no such media session", session=_public(old))
         if new in self._sessions:
-            raise MediaError(SESSION_EXISTS, "a session with this id exists", session=new)
+            raise MediaError(SESSION_EXISTS, "a session with this id exists", session=_public(new))
         del self._sessions[old]
         sess.id = new
         self._sessions[new] = sess
@@ -478,7 +495,7 @@ class KeyStore:
             return self._sessions[session_id].state
         if session_id in self._tombstones:
             return self._tombstones[session_id]
-        raise MediaError(UNKNOWN_SESSION, "no such media session", session=str(session_id)[:128])
+        raise MediaError(UNKNOWN_SESSION, "no such media session", session=_public(session_id))
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Status view (no key bytes)."""

@@ -17,7 +17,7 @@ import hashlib
 from typing import TYPE_CHECKING, Any
 
 from ue_agent.errors import AgentError
-from ue_agent.media.sessions import EarlyDialog, check_session_id, new_session_id
+from ue_agent.media.sessions import EarlyDialog, check_session_id, new_session_id, scoped
 
 if TYPE_CHECKING:
     from ue_agent.api.core import Peer
@@ -55,7 +55,7 @@ def add_early(
     if any(f.refuse for f in findings):
         for st in streams:
             st.zeroize()
-        warn(ctx, s.id, findings)
+        warn(ctx, s.key, findings)
         kinds = [f.kind for f in findings if f.refuse]
         raise AgentError(
             POLICY_REFUSED,
@@ -74,11 +74,15 @@ def add_early(
     store_id = None
     if streams:
         store_id = ctx.store.add(
-            streams, kind=s.kind, session_id=new_session_id(), peer=f"uid:{peer.uid}", group=s.id
+            streams,
+            kind=s.kind,
+            session_id=scoped(s.owner, new_session_id()),
+            peer=f"uid:{peer.uid}",
+            group=s.key,
         )
     e = s.early[dialog] = EarlyDialog(store_id, tag, protection)
-    warn(ctx, s.id, findings)
-    event = {"session": s.id, "kind": s.kind, "state": "early", "dialog": dialog}
+    warn(ctx, s.key, findings)
+    event = {"session": s.key, "kind": s.kind, "state": "early", "dialog": dialog}
     ctx.emit("session", {**event, "protection": protection.to_wire()})
     return reply(s, dialog, e)
 
@@ -91,7 +95,7 @@ def plain_early(ctx: Context, s: MediaSession, dialog: str, media: list[str], ta
     finding = early_plaintext(ctx.cfg.policy, media)
     protection = sdes([], [], media)
     if finding is not None:
-        warn(ctx, s.id, [finding])
+        warn(ctx, s.key, [finding])
         if finding.refuse:
             raise AgentError(
                 POLICY_REFUSED,
@@ -144,10 +148,10 @@ def finish(
         return None
     others = {d: x for d, x in s.early.items() if d != won}
     s.early = {}
-    ctx.store.rename(e.store_id, s.id)
+    ctx.store.rename(e.store_id, s.key)
     release(ctx, list(others.values()))
     media = [m for m, sc in e.protection.media.items() if sc != "none"]
-    ctx.sessions.activate(s.id, peer.uid, s.kind, phase, media)
+    ctx.sessions.activate(s.id, s.owner, s.kind, phase, media)
     s.protection = e.protection
     ctx.emit("session", session_event(s))
     return {"early": {"confirmed": won, "released": sorted(others)}}

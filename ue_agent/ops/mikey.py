@@ -92,7 +92,7 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     from ue_agent.kms.sdp import build
 
     ctx.sessions.check_room("offers")
-    sid = ctx.sessions.new_id(req.session)
+    sid = ctx.sessions.new_id(req.session, peer.uid)
     streams = [mikey_stream(m, req.suite) for m in req.media]
     kms = await ctx.network.kms()
     res = await kms.offer(req.responder, streams, recipients=req.recipients, group=req.group)
@@ -112,7 +112,7 @@ async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
     from ue_agent.kms.sdp import build
 
     ctx.sessions.check_room("sessions", offer=False)
-    sid = ctx.sessions.new_id(req.session)
+    sid = ctx.sessions.new_id(req.session, peer.uid)
     message = mikey_message(req.transfer_init, "transfer_init")
     kms = await ctx.network.kms()
     try:
@@ -179,7 +179,7 @@ async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
         out = early.add_early(ctx, offer, early.dialog_id(req.dialog), streams, tag, protection, peer)
         return {**out, "peer": responder}
     dialogs = offer.early
-    ctx.sessions.drop(sid)
+    ctx.sessions.drop(sid, peer.uid)
     try:
         register(ctx, sid, streams, "mikey", peer, Phase.ACTIVE, protection, group=sid)
     finally:

@@ -52,7 +52,7 @@ def sdes_offer(ctx: Context, req: SdesOffer, peer: Peer) -> Reply:
     from ue_agent.media.sdes import make_offer
 
     ctx.sessions.check_room("SDES offers")
-    sid = ctx.sessions.new_id(req.session)
+    sid = ctx.sessions.new_id(req.session, peer.uid)
     lines, local = make_offer(req.media, req.suites, lifetime=req.lifetime, e2ae=req.e2ae, reply=True)
     ctx.sessions.offer(sid, peer.uid, "sdes", local, req.media)
     return {"session": sid, "streams": streams_out(req.media, lines)}
@@ -83,7 +83,7 @@ def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
             return {"session": sid, "state": "active", "streams": list(s.media),
                     "protection": s.protection.to_wire(), **confirmed}  # fmt: skip
         dialogs = s.early
-        ctx.sessions.drop(sid)  # one answer per offer, accepted or not
+        ctx.sessions.drop(sid, peer.uid)  # one answer per offer, accepted or not
         answer, unkeyed, offered = req.answer, [], local
         try:
             if len(answer) == len(local.streams):  # a stream answered without a=crypto: plain RTP
@@ -112,7 +112,7 @@ def sdes_answer(ctx: Context, req: SdesAnswer, peer: Peer) -> Reply:
         }
     assert req.offer is not None
     ctx.sessions.check_room("sessions", offer=False)
-    sid = ctx.sessions.new_id(req.session)
+    sid = ctx.sessions.new_id(req.session, peer.uid)
     lines, streams = make_answer(req.offer, req.media, req.suites, reply=True)
     # the terminating e2ae case: the network (IMS-AGW) put the offer in, saying so per m-line
     applied = [parse_e2ae(ls) == APPLIED for ls in req.offer]
@@ -173,6 +173,6 @@ def unprotected(ctx: Context, sid: str, peer: Peer, protection: Protection) -> R
     s.protection = protection
     if refused:
         raise refuse(ctx, s, findings)
-    warn(ctx, sid, findings)
+    warn(ctx, s.key, findings)
     ctx.emit("session", session_event(s))
     return {"session": sid, "state": "closed", "streams": [], "protection": protection.to_wire()}

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from ue_agent.api.protocol import RawJson, encode_value
 from ue_agent.errors import AgentError
-from ue_agent.media.sessions import Phase
+from ue_agent.media.sessions import Phase, scoped
 from ue_agent.ops.declare import Reply, SessionId, SrtcpIndex, SrtpIndex, Ssrc, operation, request
 
 if TYPE_CHECKING:
@@ -21,22 +21,24 @@ POLICY_REFUSED = "policy.refused"
 
 
 def session_event(s: MediaSession) -> dict[str, Any]:
-    """The ``session`` event's body: the session's keys' state and its protection."""
-    out: dict[str, Any] = {"session": s.id, "kind": s.kind, "state": s.key_state}
+    """The ``session`` event's body: the session's keys' state and its protection. ``session``
+    is the session's key (owner/id): the daemon routes the event and shows each uid its id."""
+    out: dict[str, Any] = {"session": s.key, "kind": s.kind, "state": s.key_state}
     if s.protection is not None:
         out["protection"] = s.protection.to_wire()
     return out
 
 
-def warn(ctx: Context, sid: str, findings: list[Finding]) -> None:
+def warn(ctx: Context, key: str, findings: list[Finding]) -> None:
+    """The findings as ``security.warning`` events about the session ``key`` (owner/id)."""
     for f in findings:
-        ctx.emit("security.warning", f.event(sid))
+        ctx.emit("security.warning", f.event(key))
 
 
 def refuse(ctx: Context, s: MediaSession, findings: list[Finding]) -> AgentError:
     """The policy refused the session's keys (they are zeroized): warnings, the ``session``
     event, and the error to raise."""
-    warn(ctx, s.id, findings)
+    warn(ctx, s.key, findings)
     ctx.emit("session", session_event(s))
     kinds = [f.kind for f in findings if f.refuse]
     return AgentError(
@@ -69,10 +71,11 @@ def register(
         s = ctx.sessions.end(sid, peer.uid, kind, "policy_refused")
         s.protection = protection
         raise refuse(ctx, s, findings)
-    sid = ctx.store.add(streams, kind=kind, session_id=sid, peer=f"uid:{peer.uid}", group=group)
+    group = scoped(peer.uid, group) if group is not None else None
+    ctx.store.add(streams, kind=kind, session_id=scoped(peer.uid, sid), peer=f"uid:{peer.uid}", group=group)
     s = ctx.sessions.activate(sid, peer.uid, kind, phase, [st.media for st in streams])
     s.protection = protection
-    warn(ctx, sid, findings)
+    warn(ctx, s.key, findings)
     ctx.emit("session", session_event(s))
     return sid
 
@@ -84,7 +87,7 @@ def moved_to_cs(ctx: Context, decisions: list[Decision]) -> None:
     from ue_agent.media.protection import CS_RADIO, PROTECTION_LOST
 
     for d in decisions:
-        s = ctx.sessions.get(d.session)
+        s = ctx.sessions.by_key(d.key)
         if s is None or not (d.release_keys or d.release_media):
             continue
         media = list(d.release_media) if d.release_media else []
@@ -99,7 +102,7 @@ def moved_to_cs(ctx: Context, decisions: list[Decision]) -> None:
             "security.warning",
             {
                 "kind": PROTECTION_LOST,
-                "session": s.id,
+                "session": s.key,
                 "message": f"{what} moved to CS (SRVCC): ciphered on the CS radio link only, "
                 "no longer end to end; the keys are released",
                 "action": "warned",
@@ -144,6 +147,7 @@ class SessionClose:
 @operation("session.keys", SessionKeys)
 def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
     s = ctx.sessions.owned(req.session, peer.uid)
+    key = scoped(peer.uid, req.session)  # the peer's own namespace (media.sessions)
     if req.dialog is not None:  # an early dialog of an offer still waiting (ue_agent.ops.early)
         e, store_id = early_of(s, req.session, req.dialog)
         out = ctx.store.keys(store_id, reply=True)
@@ -152,7 +156,7 @@ def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
     if s is not None and s.phase is Phase.CLOSED and s.ended == "policy_refused":
         raise AgentError(POLICY_REFUSED, "the [policy] refused this session's keys", session=s.id)
     # the keys' wire form is encoded once per session and zeroized with it (issue 14)
-    out = ctx.store.keys_encoded(req.session, encode_value)
+    out = ctx.store.keys_encoded(key, encode_value)
     out["streams"] = RawJson(out["streams"])
     if s is not None:
         out["state"] = s.key_state
@@ -173,7 +177,7 @@ def session_report(ctx: Context, req: SessionReport, peer: Peer) -> Reply:
         return {"session": req.session, "dialog": req.dialog, **got}
     return {
         "session": req.session,
-        **ctx.store.report(req.session, req.ssrc, req.index, srtcp_index=req.srtcp_index),
+        **ctx.store.report(scoped(peer.uid, req.session), req.ssrc, req.index, srtcp_index=req.srtcp_index),
     }
 
 
@@ -191,9 +195,9 @@ def session_close(ctx: Context, req: SessionClose, peer: Peer) -> Reply:
         if isinstance(s.offer, LocalOffer):
             s.offer.zeroize()
         release(ctx, list(s.early.values()))  # the early dialogs' keys too
-        ctx.sessions.drop(sid)
+        ctx.sessions.drop(sid, peer.uid)
         return {"session": sid, "state": "closed"}
     if s is None or s.phase is not Phase.CLOSED or s.ended not in ("policy_refused", "unprotected"):
-        ctx.store.close(sid)  # a session ended without keys has none in the store
-    ctx.sessions.drop(sid)
+        ctx.store.close(scoped(peer.uid, sid))  # a session ended without keys has none in the store
+    ctx.sessions.drop(sid, peer.uid)
     return {"session": sid, "state": "closed"}

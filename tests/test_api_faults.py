@@ -242,10 +242,10 @@ def test_peer_in_allowed_gids_is_served(agent_factory) -> None:
 def test_sessions_belong_to_their_uid(agent_factory) -> None:
     daemon = agent_factory(api={"allowed_gids": [65534]})
     os.chown(daemon.socket, 0, 65534)
-    with daemon.client() as c:
+    with daemon.client() as c:  # open meanwhile: an offer dies with its connection
         sid = c.request("sdes.offer", session="root-call")["session"]
-    probe = [{"id": i, "op": op, "session": sid} for i, op in enumerate(("session.keys", "session.close"))]
-    replies = [json.loads(x) for x in run_as_nobody(daemon.socket, b"", b"", 2, probe).splitlines()]
-    assert [r["error"]["code"] for r in replies] == ["media.unknown_session"] * 2
-    with daemon.client() as c:  # still there for its owner
-        assert c.request("session.close", session=sid)["state"] == "closed"
+        ops = ("session.keys", "session.close")
+        probe = [{"id": i, "op": op, "session": sid} for i, op in enumerate(ops)]
+        replies = [json.loads(x) for x in run_as_nobody(daemon.socket, b"", b"", 2, probe).splitlines()]
+        assert [r["error"]["code"] for r in replies] == ["media.unknown_session"] * 2
+        assert c.request("session.close", session=sid)["state"] == "closed"  # still there for its owner

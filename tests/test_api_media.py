@@ -140,7 +140,7 @@ def test_sigterm_zeroizes_open_sessions(two_ue_processes) -> None:
     with ue_a.client() as a, ue_b.client() as b:
         negotiate(a, b)
         a.request("sdes.offer", media=["audio", "video"])  # pending offer keys too
-    assert ue_a.stop(signal.SIGTERM) == 0
+        assert ue_a.stop(signal.SIGTERM) == 0  # the offer's connection still open
     log = ue_a.log_text()
     line = next(ln for ln in log.splitlines() if "keys zeroized" in ln)
     zeroized = int(line.split("stopped: ")[1].split(" keys")[0])

@@ -134,6 +134,17 @@ class Agent:
             store.zeroize_all()
         return zeroized, left + sum(1 for k in held if not k.zeroized)
 
+    def connection_closed(self, peer: Peer) -> None:
+        """A client connection closed: the offers it made die with it (nobody is left to
+        complete them; their keys are zeroized)."""
+        n = self.ctx.sessions.connection_closed(peer.conn)
+        if n:
+            log.info("conn %d closed: %d offer(s) waiting for an answer dropped", peer.conn, n)
+
+    def holds_offers(self, peer: Peer) -> bool:
+        """The connection made offers still waiting for their answer (not evicted for room)."""
+        return self.ctx.sessions.has_offers(peer.conn)
+
     def _card_state(self, state: CardState) -> None:
         body = {"present": state["present"], "error": state.get("error")}
         if state.get("reset"):

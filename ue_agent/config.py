@@ -126,6 +126,9 @@ class LimitsConfig:
     #: live sessions plus offers waiting for their answer
     max_sessions: Annotated[int, Range(1, 1_000_000)] | None = None
     max_pending_offers: Annotated[int, Range(1, 1_000_000)] | None = None
+    #: an offer that waits longer than this for its answer is dropped (keys zeroized); an
+    #: offer also dies with the connection that made it
+    offer_ttl_s: Seconds = 300.0
 
     def effective(self) -> tuple[int, int]:
         """(max_sessions, max_pending_offers) after the preset."""

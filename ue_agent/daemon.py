@@ -157,6 +157,8 @@ class Daemon:
             loop.add_signal_handler(signal.SIGHUP, self.reload)
         await self.agent.start()
         self.server = ApiServer(self.cfg.api, self.agent.handle)
+        self.server.on_close = self.agent.connection_closed
+        self.server.holds = self.agent.holds_offers
         server = self.server
         self.agent.extra_status.append(lambda: {"api": {"clients": server.clients}})
         try:
@@ -248,6 +250,7 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await w.stop()
         if self.server is not None:
+            self.server.on_close = None  # the offers stay for agent.stop to zeroize and count
             await self.server.close()
         zeroized, left = await self.agent.stop()
         log.info("stopped: %d keys zeroized, %d left", zeroized, left)

@@ -301,6 +301,12 @@ class _Connection(asyncio.BufferedProtocol):
         self.server._conns.pop(self.conn_id, None)
         for t in self.tasks:
             t.cancel()
+        on_close = self.server.on_close
+        if on_close is not None and self.peer is not None:
+            try:
+                on_close(self.peer)
+            except Exception:  # noqa: BLE001 - a hook must not break the loop
+                log.exception("conn %d: close hook failed", self.conn_id)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("conn %d: closed", self.conn_id)
 
@@ -444,9 +450,12 @@ class _Connection(asyncio.BufferedProtocol):
 
     @property
     def evictable(self) -> bool:
-        """Holds nothing for its peer: no subscription, no request in progress."""
-        core = self.core
-        return core is not None and not core.subscriptions and not core.inflight and not self.tasks
+        """Holds nothing for its peer: no subscription, no request in progress, no offer
+        waiting for its answer."""
+        core, holds = self.core, self.server.holds
+        if core is None or core.subscriptions or core.inflight or self.tasks:
+            return False
+        return not (holds is not None and self.peer is not None and holds(self.peer))
 
     # -- deadlines -----------------------------------------------------------------------
     def _cancel_timers(self) -> None:
@@ -515,6 +524,11 @@ class ApiServer:
         self._next = 0
         self._server: asyncio.AbstractServer | None = None
         self._path: str | None = None  # unlinked on close when we bound it
+        #: called with the peer of each admitted connection once it closed (its offers die)
+        self.on_close: Callable[[Peer], None] | None = None
+        #: whether a connection's peer holds work beyond its requests (offers waiting for an
+        #: answer): such a connection is not evicted to make room
+        self.holds: Callable[[Peer], bool] | None = None
 
     @property
     def clients(self) -> int:

@@ -95,6 +95,7 @@ class KmsClient:
         pats = tuple(sorted(ids.pattern(r) for r in (recipients or [peer])))
         key = (peer, pats, group)
         now = self.clock()
+        self.prune(now)
         issued = self._issued.get(key)
         # RFC 6043 5.3 / 6.10: a ticket whose policy forbids reuse (J flag clear) is used once
         reused = issued is not None and issued.expiry - now > REUSE_MARGIN_S and issued.ticket.flag(mikey.F_J)
@@ -126,6 +127,7 @@ class KmsClient:
     async def answer(self, transfer_init: bytes) -> AnswerResult:
         """Resolve the ticket of a TRANSFER_INIT (or reuse a resolved one) and answer it."""
         now = self.clock()
+        self.prune(now)
         ti = session.inspect_transfer_init(transfer_init)
         self.replay.check(ti, now)  # before spending a KMS request on a replay
         resolved = self._resolved.get(ti.ticket_ref)
@@ -138,7 +140,6 @@ class KmsClient:
             self._resolved[ti.ticket_ref] = resolved
         elif fresh:
             resolved.zeroize()
-        self._prune(now)
         return AnswerResult(resp, keys, resolved.initiator, fresh)
 
     async def authorize_divert(self, transfer_init: bytes, new_recipient: str) -> None:
@@ -230,6 +231,21 @@ class KmsClient:
             "kms.ticket_rejected", "the KMS could not authenticate the request"
         )  # pragma: no cover
 
-    def _prune(self, now: float) -> None:
+    def prune(self, now: float | None = None) -> int:
+        """Drop (and zeroize) the cached tickets that expired, ours (per peer) and the
+        resolved ones (per ticket); how many. Run before each offer and answer, so the
+        caches hold live tickets only, however many peers were called."""
+        now = self.clock() if now is None else now
+        gone = 0
+        for k in [k for k, t in self._issued.items() if t.expiry <= now]:
+            self._issued.pop(k).zeroize()
+            gone += 1
         for ref in [r for r, t in self._resolved.items() if t.expiry <= now]:
             self._resolved.pop(ref).zeroize()
+            gone += 1
+        return gone
+
+    @property
+    def cached_tickets(self) -> int:
+        """Tickets held (ours per peer, and resolved ones)."""
+        return len(self._issued) + len(self._resolved)

@@ -26,6 +26,7 @@ turns it back into the id for the owner (and names it ``"<uid>/<id>"`` for root)
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -49,6 +50,11 @@ TOO_MANY_SESSIONS = "media.too_many_sessions"
 #: the handset defaults of [limits] (ue_agent.config.LimitsConfig)
 MAX_SESSIONS = 64
 MAX_PENDING_OFFERS = 32
+#: seconds an offer waits for its answer before it is dropped (its keys zeroized)
+OFFER_TTL_S = 300.0
+#: closed sessions (keys withdrawn, refused, handed over) kept so session.keys can say why;
+#: beyond this many the oldest are forgotten (they hold no keys)
+MAX_CLOSED = 256
 #: the media SRVCC moves to CS: voice, and video with vSRVCC (TS 23.216)
 VOICE_MEDIA = frozenset({"audio", "video"})
 
@@ -143,6 +149,9 @@ class MediaSession:
     #: offered (MIKEY): the party called and the ticket's recipients
     requested: str | None = None
     recipients: list[str] | None = None
+    #: offered: the connection that made the offer (it dies with it) and when (registry clock)
+    conn: int | None = None
+    since: float = 0.0
 
     @property
     def key(self) -> str:
@@ -215,8 +224,26 @@ class SessionRegistry:
     this class), per owner and in all: reading them costs the same at 10 and 10,000 sessions.
     """
 
-    def __init__(self, max_pending: int = MAX_PENDING_OFFERS, max_sessions: int = MAX_SESSIONS) -> None:
+    def __init__(
+        self,
+        max_pending: int = MAX_PENDING_OFFERS,
+        max_sessions: int = MAX_SESSIONS,
+        *,
+        offer_ttl: float = OFFER_TTL_S,
+        max_closed: int = MAX_CLOSED,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_pending = max_pending
+        #: an offer older than this many seconds is dropped by :meth:`reap`
+        self.offer_ttl = offer_ttl
+        self.max_closed = max_closed
+        self.clock = clock
+        #: keys of the waiting offers and of the closed sessions, oldest first
+        self._offers: dict[str, None] = {}
+        self._closed: dict[str, None] = {}
+        #: called with each offer :meth:`reap` or :meth:`connection_closed` drops (its keys
+        #: must be zeroized: the agent does that)
+        self.on_drop: Callable[[MediaSession], None] | None = None
         #: live sessions plus offers waiting for their answer, at most
         self.max_sessions = max_sessions
         self._sessions: dict[str, MediaSession] = {}
@@ -226,6 +253,14 @@ class SessionRegistry:
         self.on_new: Callable[[MediaSession], None] | None = None
 
     def _tally(self, s: MediaSession, sign: int) -> None:
+        skey = s.key
+        if sign < 0:
+            self._offers.pop(skey, None)
+            self._closed.pop(skey, None)
+        elif s.phase is Phase.OFFERED:
+            self._offers[skey] = None
+        elif s.phase is Phase.CLOSED:
+            self._closed[skey] = None
         for owner in (None, s.owner):
             counts = self._counts.setdefault(owner, {})
             for key in _tally_keys(s):
@@ -270,7 +305,9 @@ class SessionRegistry:
     def check_room(self, what: str, offer: bool = True) -> None:
         """Refuse (``media.too_many_sessions``) a new session before anything goes out for it:
         an offer when ``max_pending`` offers wait, any session when live sessions and
-        waiting offers reach ``max_sessions`` (an offer counts: its answer must find room)."""
+        waiting offers reach ``max_sessions`` (an offer counts: its answer must find room).
+        Offers past their TTL are dropped first (:meth:`reap`)."""
+        self.reap()
         pending = self._count(None, _PENDING)
         if offer and pending >= self.max_pending:
             raise MediaError(TOO_MANY_SESSIONS, f"too many {what} wait for an answer", limit=self.max_pending)
@@ -278,10 +315,18 @@ class SessionRegistry:
             raise MediaError(TOO_MANY_SESSIONS, "too many media sessions", limit=self.max_sessions)
 
     def offer(
-        self, sid: str, owner: int, kind: str, offer: LocalOffer | PendingOffer, media: list[str]
+        self,
+        sid: str,
+        owner: int,
+        kind: str,
+        offer: LocalOffer | PendingOffer,
+        media: list[str],
+        conn: int | None = None,
     ) -> MediaSession:
-        """Our offer, waiting for the peer's answer (``sid`` from :meth:`new_id`)."""
+        """Our offer, waiting for the peer's answer (``sid`` from :meth:`new_id`); ``conn``:
+        the connection it dies with (:meth:`connection_closed`)."""
         s = MediaSession(sid, owner, kind, Phase.OFFERED, offer=offer, media=list(media))
+        s.conn, s.since = conn, self.clock()
         self._sessions[s.key] = s
         self._tally(s, +1)
         return s
@@ -321,6 +366,7 @@ class SessionRegistry:
             self._tally(s, -1)
         s.phase, s.offer, s.ended = Phase.CLOSED, None, reason
         self._tally(s, +1)
+        self._trim()
         return s
 
     def drop(self, sid: str, owner: int) -> MediaSession | None:
@@ -337,6 +383,47 @@ class SessionRegistry:
             self._tally(s, -1)
             s.phase, s.ended = Phase.CLOSED, reason
             self._tally(s, +1)
+            self._trim()
+
+    def _trim(self) -> None:
+        """Forget the oldest closed sessions beyond ``max_closed`` (they hold no keys; the key
+        store keeps its own bounded record of why keys went)."""
+        while len(self._closed) > self.max_closed:
+            key = next(iter(self._closed))
+            s = self._sessions.pop(key)
+            self._tally(s, -1)
+
+    def _discard(self, s: MediaSession) -> None:
+        self._sessions.pop(s.key, None)
+        self._tally(s, -1)
+        if self.on_drop is not None:
+            self.on_drop(s)
+
+    def reap(self) -> int:
+        """Drop the offers that waited longer than ``offer_ttl`` (``on_drop`` zeroizes their
+        keys); how many. Offers are kept oldest first: this looks at the expired ones only."""
+        limit = self.clock() - self.offer_ttl
+        old = []
+        for key in self._offers:
+            s = self._sessions[key]
+            if s.since > limit:
+                break
+            old.append(s)
+        for s in old:
+            self._discard(s)
+        return len(old)
+
+    def has_offers(self, conn: int) -> bool:
+        """``conn`` made offers that still wait for their answer."""
+        return any(self._sessions[k].conn == conn for k in self._offers)
+
+    def connection_closed(self, conn: int) -> int:
+        """The connection ``conn`` is gone: the offers it made are dropped (nobody is left to
+        complete them); how many."""
+        gone = [self._sessions[k] for k in self._offers if self._sessions[k].conn == conn]
+        for s in gone:
+            self._discard(s)
+        return len(gone)
 
     # -- SRVCC and IP mobility: the transitions, once ----------------------------------------------
     def _move(
@@ -379,6 +466,7 @@ class SessionRegistry:
                     out.append(self._to_cs(s))
             elif s.phase is Phase.HANDOVER:  # cancelled, failure
                 out.append(self._move(s, s.resume or Phase.ACTIVE))
+        self._trim()
         return out
 
     def _to_cs(self, s: MediaSession) -> Decision:
@@ -448,5 +536,7 @@ class SessionRegistry:
         """Forget every session (shutdown); returns them so their offers can be zeroized."""
         out = list(self._sessions.values())
         self._sessions.clear()
+        self._offers.clear()
+        self._closed.clear()
         self._counts = {None: {}}
         return out

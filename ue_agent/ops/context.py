@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ue_agent.card.pin import PinGate
     from ue_agent.card.results import CardIdentities
     from ue_agent.card_worker import CardWorker
+    from ue_agent.media.sessions import MediaSession
     from ue_agent.media.store import KeyStore
     from ue_agent.network import NetworkSide
 
@@ -63,7 +64,10 @@ class Context:
         self.keys = KeyRegistry()
         #: every media session: id, owner, kind, phase, the offer's keys
         max_sessions, max_pending = cfg.limits.effective()
-        self.sessions = SessionRegistry(max_pending=max_pending, max_sessions=max_sessions)
+        self.sessions = SessionRegistry(
+            max_pending=max_pending, max_sessions=max_sessions, offer_ttl=cfg.limits.offer_ttl_s
+        )
+        self.sessions.on_drop = self.drop_offer
         self.handover = HandoverTracker(self.sessions)
         self.identities: CardIdentities | None = None
         self.started = time.time()
@@ -79,8 +83,22 @@ class Context:
         refused until the counts are under the new limits."""
         max_sessions, max_pending = self.cfg.limits.effective()
         self.sessions.max_sessions, self.sessions.max_pending = max_sessions, max_pending
+        self.sessions.offer_ttl = self.cfg.limits.offer_ttl_s
         if self._store is not None:
             self._store.max_sessions = max_sessions
+
+    def drop_offer(self, s: MediaSession) -> None:
+        """An offer dropped without an answer (``session.close``, its TTL, its connection
+        gone): the SDES offer's keys and its early dialogs' keys are zeroized. (A MIKEY
+        offer holds no key of its own: the ticket stays in the KMS client's cache.)"""
+        from ue_agent.media.sdes import LocalOffer
+        from ue_agent.ops.early import release
+
+        if isinstance(s.offer, LocalOffer):
+            s.offer.zeroize()
+        s.offer = None
+        release(self, list(s.early.values()))
+        s.early = {}
 
     @property
     def store(self) -> KeyStore:

@@ -97,7 +97,7 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     kms = await ctx.network.kms()
     res = await kms.offer(req.responder, streams, recipients=req.recipients, group=req.group)
     ctx.sessions.check_room("offers")  # again: other offers may have taken the room meanwhile
-    s = ctx.sessions.offer(sid, peer.uid, "mikey", res.pending, req.media)
+    s = ctx.sessions.offer(sid, peer.uid, "mikey", res.pending, req.media, conn=peer.conn)
     s.requested, s.recipients = req.responder, list(req.recipients or [req.responder])
     return {
         "session": sid,

@@ -54,7 +54,7 @@ def sdes_offer(ctx: Context, req: SdesOffer, peer: Peer) -> Reply:
     ctx.sessions.check_room("SDES offers")
     sid = ctx.sessions.new_id(req.session, peer.uid)
     lines, local = make_offer(req.media, req.suites, lifetime=req.lifetime, e2ae=req.e2ae, reply=True)
-    ctx.sessions.offer(sid, peer.uid, "sdes", local, req.media)
+    ctx.sessions.offer(sid, peer.uid, "sdes", local, req.media, conn=peer.conn)
     return {"session": sid, "streams": streams_out(req.media, lines)}
 
 

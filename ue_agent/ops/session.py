@@ -186,15 +186,10 @@ def session_close(ctx: Context, req: SessionClose, peer: Peer) -> Reply:
     sid = req.session
     s = ctx.sessions.owned(sid, peer.uid)
     if s is not None and s.phase is Phase.OFFERED:
-        # an SDES offer holds its keys: zeroized now. A pending MIKEY offer holds no key of
-        # its own: the ticket key stays in the KMS client's cache (for the next offer to this
-        # peer) until it expires or we stop.
-        from ue_agent.media.sdes import LocalOffer
-        from ue_agent.ops.early import release
-
-        if isinstance(s.offer, LocalOffer):
-            s.offer.zeroize()
-        release(ctx, list(s.early.values()))  # the early dialogs' keys too
+        # an SDES offer's keys and its early dialogs' keys: zeroized now. A pending MIKEY
+        # offer holds no key of its own: the ticket key stays in the KMS client's cache (for
+        # the next offer to this peer) until it expires or we stop.
+        ctx.drop_offer(s)
         ctx.sessions.drop(sid, peer.uid)
         return {"session": sid, "state": "closed"}
     if s is None or s.phase is not Phase.CLOSED or s.ended not in ("policy_refused", "unprotected"):

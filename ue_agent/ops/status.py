@@ -51,6 +51,7 @@ def status_of(ctx: Context, uid: int | None = None) -> Reply:
         "handover": ctx.handover.snapshot(uid),
     }
     out.update(ctx.network.status())
+    ctx.sessions.reap()  # offers past their TTL are not counted (nor kept)
     out["sessions"] = {
         "open": ctx.sessions.count_live(uid),
         "pending_offers": ctx.sessions.count_pending(uid),

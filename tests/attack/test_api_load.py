@@ -111,6 +111,31 @@ def test_pipelined_synchronous_requests_are_all_answered_in_order(lab_daemon) ->
         assert all(r["ok"] for r in replies)
 
 
+def test_pipelined_requests_do_not_count_as_in_flight_however_the_reads_split(agent_factory) -> None:
+    """With max_inflight = 1, ten synchronous requests (status, capabilities, sdes.offer,
+    session.close) in one write, and the same ten split at every 7th byte: all answered,
+    in order, none api.too_many_requests (issue 13: 4 answered, 6 refused before)."""
+    daemon = agent_factory(api={"max_inflight": 1})
+    ops = [b'"op":"status"', b'"op":"capabilities"', b'"op":"sdes.offer","session":"p%d"']
+    for split in (0, 7):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(daemon.socket)
+        data = b"".join(
+            b'{"id":%d,' % i + (ops[i % 3] % (100 * split + i) if i % 3 == 2 else ops[i % 3]) + b"}\n"
+            for i in range(10)
+        )
+        if split:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            for i in range(0, len(data), split):
+                s.sendall(data[i : i + split])
+        else:
+            s.sendall(data)
+        replies = read_lines(s, 10)
+        s.close()
+        assert [r["id"] for r in replies] == list(range(10)), replies
+        assert all(r["ok"] for r in replies), [r.get("error") for r in replies]
+
+
 @root_only
 def test_non_reading_flood_bounded_memory_and_good_client_served(daemon_factory) -> None:
     """16 connections of an allowed uid write tiny invalid requests and never read: the

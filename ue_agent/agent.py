@@ -19,7 +19,7 @@ from ue_agent.api.core import Peer, Request
 from ue_agent.card.pin import PinGate
 from ue_agent.card_worker import CardState, CardWorker, open_card
 from ue_agent.config import Config
-from ue_agent.errors import AgentError
+from ue_agent.errors import AgentError, CardError
 from ue_agent.handover.state import HandoverReport
 from ue_agent.media.sessions import Phase
 from ue_agent.network import NetworkSide
@@ -32,26 +32,17 @@ if TYPE_CHECKING:
     from ue_agent.card.session import Card
     from ue_agent.drivers.netlink import AddressChange, LinkChange
     from ue_agent.media.sdes import LocalOffer
-    from ue_agent.media.store import KeyStore
     from ue_agent.ops.declare import Op
 
 log = logging.getLogger(__name__)
 
+#: operation families that wait on the card only ([card] deadline_s); every other operation
+#: that waits does so on the network ([network] deadline_s)
+CARD_FAMILIES = frozenset({"ims"})
+
 
 def _offer_keys(offer: LocalOffer) -> list[Secret]:
     return [s for st in offer.streams for k in st.keys.values() for s in (k.master_key, k.master_salt)]
-
-
-def _stream_secrets(store: KeyStore, sid: str) -> list[Secret]:
-    from ue_agent.media.keys import SrtpKeys
-
-    out: list[Secret] = []
-    for st in store.streams(sid):
-        for k in (st.tx, st.rx):
-            if k is None:
-                continue
-            out += [k.master_key, k.master_salt] if isinstance(k, SrtpKeys) else [k.key]
-    return out
 
 
 class Agent:
@@ -108,28 +99,42 @@ class Agent:
     def reconfigure(self, cfg: Config) -> None:
         self.ctx.cfg = cfg
         self.ctx.apply_limits()
+        self.ctx.network.reconfigure()  # [network] applies at once (ue_agent.network)
+
+    def held_keys(self) -> list[Secret]:
+        """Every key the agent holds now, each once: the offers' SDES keys, the key store's
+        (sessions and early dialogs), GBA's Ks and Ks_NAF, the KMS client's tickets (MPKs,
+        TGKs, ours and resolved ones)."""
+        ctx = self.ctx
+        held: list[Secret] = []
+        sessions = ctx.sessions.sessions()
+        if any(s.kind == "sdes" and s.phase is Phase.OFFERED for s in sessions):
+            from ue_agent.media.sdes import LocalOffer
+
+            held += [k for s in sessions if isinstance(s.offer, LocalOffer) for k in _offer_keys(s.offer)]
+        store = ctx.store_if_any
+        if store is not None:
+            held += store.secrets()
+        held += ctx.network.secrets()
+        held += ctx.keys.live()
+        return list({id(k): k for k in held if not k.zeroized}.values())
 
     async def stop(self) -> tuple[int, int]:
-        """Zeroize every key; returns (key objects zeroized, keys left non-zero)."""
+        """Zeroize every key the agent holds (:meth:`held_keys`); returns (keys zeroized,
+        keys left non-zero)."""
         ctx = self.ctx
         if self._identity_task is not None:
             self._identity_task.cancel()
         await asyncio.get_running_loop().run_in_executor(None, ctx.card.stop)
+        held = self.held_keys()
         sessions = ctx.sessions.clear()
-        sdes_offers: list[LocalOffer] = []
-        if any(s.kind == "sdes" and s.phase is Phase.OFFERED for s in sessions):
-            from ue_agent.media.sdes import LocalOffer
-
-            sdes_offers = [s.offer for s in sessions if isinstance(s.offer, LocalOffer)]
-        held = [k for offer in sdes_offers for k in _offer_keys(offer)]
-        store = ctx.store_if_any
-        if store is not None:
-            held += [k for s in sessions if s.key in store for k in _stream_secrets(store, s.key)]
         ctx.keys.add(*held)
         zeroized, left = ctx.keys.zeroize_all()
         await ctx.network.close()
-        for offer in sdes_offers:
-            offer.zeroize()
+        for s in sessions:
+            if s.phase is Phase.OFFERED:
+                ctx.drop_offer(s)
+        store = ctx.store_if_any
         if store is not None:
             store.zeroize_all()
         return zeroized, left + sum(1 for k in held if not k.zeroized)
@@ -193,4 +198,25 @@ class Agent:
         op = ops.get(req.op)
         if op is None or op.handler is None:
             raise AgentError("agent.unavailable", f"{req.op} is not available in this build")
-        return op.handler(self.ctx, req.params, peer)
+        result = op.handler(self.ctx, req.params, peer)
+        if isinstance(result, dict):
+            return result
+        return self._bounded(op.family in CARD_FAMILIES, result)
+
+    async def _bounded(self, card_only: bool, pending: Awaitable[dict[str, Any]]) -> dict[str, Any]:
+        """An operation that waits (card, network) within its deadline: ``[card] deadline_s``
+        for the card only, ``[network] deadline_s`` otherwise. At the deadline the wait is
+        cancelled (a card job or a shared bootstrap already started runs on for others) and
+        the operation fails with ``card.timeout``, ``gba.bsf_unreachable`` or
+        ``kms.unreachable``."""
+        cfg = self.ctx.cfg
+        limit = cfg.card.deadline_s if card_only else cfg.network.deadline_s
+        try:
+            async with asyncio.timeout(limit):
+                return await pending
+        except TimeoutError:
+            if card_only:
+                raise CardError(
+                    "card.timeout", f"no answer from the card within {limit:g} s (deadline)"
+                ) from None
+            raise self.ctx.network.deadline_error(limit) from None

@@ -53,6 +53,9 @@ class CardConfig:
     subscriber: Text | None = None  # lab: the subscriber file the in-process soft UICC uses
     pin_credential: Text | None = None  # credential holding PIN1: a name in $CREDENTIALS_DIRECTORY, or a path
     pin_allow_last_try: bool = False  # VERIFY even when one try is left (or the count is unknown)
+    #: an operation that waits on the card only (ims.authenticate) fails with card.timeout
+    #: after this many seconds
+    deadline_s: Seconds = 15.0
 
 
 @dataclass
@@ -65,6 +68,11 @@ class NetworkConfig:
     kms_fqdn: Text | None = None
     #: PEM file of the CAs that sign the BSF's and KMS's https certificates; None: the system CAs
     ca_file: Annotated[str, Check(lambda p: p.startswith("/"), "must be an absolute path")] | None = None
+    #: one HTTP exchange with the BSF or the KMS must be answered within this many seconds
+    timeout_s: Seconds = 10.0
+    #: an operation that waits on the network (mikey.*: bootstrap, KMS) fails with
+    #: gba.bsf_unreachable / kms.unreachable after this many seconds, wherever it waits
+    deadline_s: Seconds = 30.0
 
     @property
     def bsf_host(self) -> str | None:

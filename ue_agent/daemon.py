@@ -224,20 +224,20 @@ class Daemon:
             log.error("reload refused, keeping the running config: %s: %s", exc.code, exc.message)
             self.notify.send("READY=1", f"STATUS=reload refused: {exc.code}; running config kept")
             return
-        changed = [
-            s for s in ("card", "network", "modem", "netlink") if getattr(cfg, s) != getattr(self.cfg, s)
-        ]
+        changed = [s for s in ("card", "modem", "netlink") if getattr(cfg, s) != getattr(self.cfg, s)]
         if cfg.api.socket != self.cfg.api.socket:
             changed.append("api.socket")
         cfg.card, cfg.modem, cfg.netlink = self.cfg.card, self.cfg.modem, self.cfg.netlink
         cfg.api.socket = self.cfg.api.socket
-        self.cfg = cfg
+        old, self.cfg = self.cfg, cfg
         setup_logging(cfg.log.level, self.verbose)
         self.agent.reconfigure(cfg)
         if self.server is not None:
             self.server.reconfigure(cfg.api)
         if changed:
             log.warning("reloaded; these need a restart to change: %s", ", ".join(changed))
+        if cfg.network != old.network:
+            log.info("reloaded [network]: applied (the next MIKEY request uses the new URLs)")
         log.info("config reloaded from %s", self.config_path)
         self.notify.send("READY=1", f"STATUS=reloaded; {self._status_line()}")
 

@@ -4,15 +4,24 @@ The HTTP client and the GBA/NAF/KMS modules are imported only here, when an oper
 needs the network, so an agent that never keys a MIKEY session never loads them.
 :class:`KmsReachability` wraps the KMS client's network calls to record, for ``status``,
 whether the KMS answered.
+
+A reload that changes ``[network]`` applies at once (:meth:`NetworkSide.reconfigure`): the
+clients built for the old settings are retired (their bootstrap, Ks_NAF and cached tickets
+zeroized, their HTTP connections closed, requests still running on them cut) and the next
+request builds new ones for the new URLs. So ``status`` never shows URLs that requests do
+not use.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ue_agent.config import NetworkConfig
 from ue_agent.errors import AgentError, CardError, KmsError
+from ue_agent.secret import Secret
 
 if TYPE_CHECKING:
     from ue_agent.card.results import CardIdentities
@@ -24,6 +33,7 @@ if TYPE_CHECKING:
     from ue_agent.kms.streams import SrtpStream, StreamKeyPair, TlsStream
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 Emit = Callable[[str, dict[str, Any]], None]
 
 
@@ -50,6 +60,32 @@ class NetworkSide:
         self.kms_client: KmsClient | None = None
         #: "unused", "reachable" or "unreachable": what the last KMS exchange showed
         self.kms_state = "unused"
+        #: the [network] settings the clients were built for (None: none built)
+        self._built: NetworkConfig | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def reconfigure(self) -> bool:
+        """[network] may have changed (SIGHUP): clients built for other settings are retired
+        now, so the next request uses the new ones. True when something was retired."""
+        if self._built is None or self._built == self._network():
+            return False
+        log.info("[network] changed: the next request bootstraps and reaches the KMS anew")
+        self._retire()
+        return True
+
+    def _retire(self) -> None:
+        kms, gba, http = self.kms_client, self.gba, self.http
+        self.kms_client = self.gba = self.http = None
+        self._built = None
+        self.kms_state = "unused"
+        if kms is not None:
+            kms.forget()
+        if gba is not None:
+            gba.close()
+        if http is not None:
+            task = asyncio.get_running_loop().create_task(http.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     def _require(self) -> tuple[str, str, str, str]:
         net = self._network()
@@ -58,6 +94,7 @@ class NetworkSide:
         return net.bsf_url, net.bsf_host or "", net.kms_url, net.kms_host or ""
 
     async def kms(self) -> KmsReachability:
+        self.reconfigure()
         if self.kms_client is not None:
             return KmsReachability(self.kms_client, self)
         bsf_url, bsf_fqdn, kms_url, kms_fqdn = self._require()
@@ -71,7 +108,12 @@ class NetworkSide:
         from ue_agent.gba.naf_client import NafClient
         from ue_agent.kms.client import KmsClient
 
-        self.http = HttpClient(ca_file=self._network().ca_file)
+        self.reconfigure()  # a reload while we waited
+        if self.kms_client is not None:  # another caller built them while we waited
+            return KmsReachability(self.kms_client, self)
+        bsf_url, bsf_fqdn, kms_url, kms_fqdn = self._require()
+        self._built = net = self._network()
+        self.http = HttpClient(ca_file=net.ca_file, timeout_s=net.timeout_s)
         self.gba = GbaClient(
             CardOps(self._card),
             bsf_url,
@@ -80,10 +122,32 @@ class NetworkSide:
             self.http,
             gba_u=ids.gba_u,
             on_event=self._gba_event,
+            timeout_s=net.timeout_s,
         )
-        naf = NafClient(self.gba, self.http)
+        naf = NafClient(self.gba, self.http, timeout_s=net.timeout_s)
         self.kms_client = KmsClient(naf, kms_url, kms_fqdn, ids.impus[0], gba=self.gba)
         return KmsReachability(self.kms_client, self)
+
+    def secrets(self) -> list[Secret]:
+        """The keys the network side holds: GBA's Ks and Ks_NAF, the cached tickets' keys."""
+        out: list[Secret] = []
+        if self.gba is not None:
+            out += self.gba.secrets()
+        if self.kms_client is not None:
+            out += self.kms_client.secrets()
+        return out
+
+    def deadline_error(self, seconds: float) -> AgentError:
+        """What an operation that reached its deadline waiting on the network fails with:
+        ``gba.bsf_unreachable`` while the bootstrap runs (the BSF, or the card for it),
+        else ``kms.unreachable``."""
+        if self.gba is None or self.gba.bootstrapping:
+            net = self._network()
+            return AgentError(
+                "gba.bsf_unreachable", f"no bootstrap within {seconds:g} s (deadline)", url=net.bsf_url
+            )
+        self.kms_state = "unreachable"
+        return AgentError("kms.unreachable", f"no answer from the KMS within {seconds:g} s (deadline)")
 
     def _gba_event(self, kind: str, info: dict[str, Any]) -> None:
         self._emit("bootstrap", dict(info))
@@ -112,6 +176,8 @@ class NetworkSide:
             self.gba.close()
         if self.http is not None:
             await self.http.close()
+        for task in list(self._closing):
+            await task
 
 
 class KmsReachability:

@@ -5,7 +5,10 @@
 
 - ``await bootstrap(force=False) -> BootstrapState``: runs Ub when there is no bootstrap,
   when fewer than ``renew_margin_s`` seconds of its lifetime remain, or when forced.
-  Concurrent callers share one run. A failed run keeps nothing (no B-TID, no Ks).
+  Concurrent callers share one run: the run is a task of its own that callers wait on (a
+  caller that gives up, e.g. at its operation's deadline, does not stop it), so a BSF that
+  never answers costs one run of ``timeout_s`` however many callers wait, and they all get
+  its outcome (``gba.bsf_unreachable``) at once. A failed run keeps nothing (no B-TID, no Ks).
 - ``await ks_naf(naf_fqdn, ua_id) -> (btid, Secret)``: GBA_ME derives Ks_NAF from Ks
   (TS 33.220 B.3); GBA_U asks the card for Ks_ext_NAF (Ks never leaves the UICC).
 
@@ -116,7 +119,7 @@ class GbaClient:
         self.clock = clock
         self._state: BootstrapState | None = None
         self._naf_keys: dict[bytes, Secret] = {}  # NAF_Id -> Ks_(ext_)NAF for the current B-TID
-        self._lock = asyncio.Lock()
+        self._run_task: asyncio.Task[BootstrapState] | None = None  # the Ub run in progress
         #: completed Ub runs (tests and status)
         self.runs = 0
 
@@ -139,37 +142,71 @@ class GbaClient:
                 key.zeroize()
             self._naf_keys.clear()
 
+    def secrets(self) -> list[Secret]:
+        """The keys held: Ks (GBA_ME) and the Ks_(ext_)NAF derived for the current B-TID."""
+        st = self._state
+        out = [st.ks] if st is not None and st.ks is not None else []
+        return out + list(self._naf_keys.values())
+
     def close(self) -> None:
+        if self._run_task is not None:
+            self._run_task.cancel()
         self.invalidate()
 
     # --- bootstrapping ------------------------------------------------------------------------
+    @property
+    def bootstrapping(self) -> bool:
+        """A Ub run is in progress (callers wait on the BSF or the card)."""
+        return self._run_task is not None
+
     async def bootstrap(self, force: bool = False) -> BootstrapState:
-        async with self._lock:
+        task = self._run_task
+        if task is None:
             st = self.state
             if st is not None and not force and st.remaining(self.clock()) > self.renew_margin_s:
                 return st
             self.invalidate()
-            try:
-                result = await self._run()
-            except AgentError as exc:
-                self._emit({"ok": False, "code": exc.code, "message": exc.message})
-                raise
-            st = BootstrapState(
-                btid=result.btid,
-                lifetime=result.lifetime,
-                lifetime_text=result.lifetime_text,
-                expires_at=result.lifetime.timestamp(),
-                rand=result.rand,
-                impi=result.impi,
-                gba_u=result.gba_u,
-                ks=result.ks,
-                resynchronised=result.resynchronised,
-            )
-            self._state = st
-            self.runs += 1
-            self._emit({"ok": True, **st.to_info()})
-            log.info("bootstrapped: B-TID %s until %s", st.btid, st.lifetime_text)
-            return st
+            task = self._run_task = asyncio.get_running_loop().create_task(self._bootstrap_run())
+            task.add_done_callback(self._run_done)
+        # shielded: a caller cancelled (its deadline, its connection gone) leaves the run to the others
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if task.cancelled() and (me is None or not me.cancelling()):  # the run was stopped, not us
+                raise GbaError(
+                    "gba.bsf_unreachable", "the bootstrap was stopped (new [network] settings, or stopping)"
+                ) from None
+            raise
+
+    def _run_done(self, task: asyncio.Task[BootstrapState]) -> None:
+        if self._run_task is task:
+            self._run_task = None
+        if not task.cancelled():
+            task.exception()  # retrieved here: every waiter may have given up
+
+    async def _bootstrap_run(self) -> BootstrapState:
+        try:
+            result = await self._run()
+        except AgentError as exc:
+            self._emit({"ok": False, "code": exc.code, "message": exc.message})
+            raise
+        st = BootstrapState(
+            btid=result.btid,
+            lifetime=result.lifetime,
+            lifetime_text=result.lifetime_text,
+            expires_at=result.lifetime.timestamp(),
+            rand=result.rand,
+            impi=result.impi,
+            gba_u=result.gba_u,
+            ks=result.ks,
+            resynchronised=result.resynchronised,
+        )
+        self._state = st
+        self.runs += 1
+        self._emit({"ok": True, **st.to_info()})
+        log.info("bootstrapped: B-TID %s until %s", st.btid, st.lifetime_text)
+        return st
 
     async def _run(self) -> Bootstrap:
         session = UbSession(self.impi, self.bsf_fqdn, self.gba_u, now=self.clock)

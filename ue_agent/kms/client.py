@@ -245,6 +245,14 @@ class KmsClient:
             gone += 1
         return gone
 
+    def secrets(self) -> list[Secret]:
+        """The cached tickets' keys (MPKi, MPKr, TGK: ours per peer and resolved ones)."""
+        tickets: list[session.IssuedTicket | session.ResolvedTicket] = [
+            *self._issued.values(),
+            *self._resolved.values(),
+        ]
+        return [k for t in tickets for k in (t.mpk_i, t.mpk_r, t.tgk) if k is not None]
+
     @property
     def cached_tickets(self) -> int:
         """Tickets held (ours per peer, and resolved ones)."""

@@ -51,6 +51,7 @@ from ue_agent.media.sessions import (
     new_session_id,
     unscoped,
 )
+from ue_agent.secret import Secret
 
 SRTP_LIMIT = 2**48  # packets per master key (RFC 3711 §9.2)
 SRTCP_LIMIT = 2**31  # SRTCP index space (RFC 3711 §3.4)
@@ -474,6 +475,14 @@ class KeyStore:
             self._retired[fp] = None
         while len(self._retired) > self._max_retired:
             self._retired.popitem(last=False)
+
+    def secrets(self) -> list[Secret]:
+        """Every key the store holds (the shutdown count; never handed out from here)."""
+        out: list[Secret] = []
+        for sess in self._sessions.values():
+            for k in _master_keys(sess.streams):
+                out += [k.master_key, k.master_salt] if isinstance(k, SrtpKeys) else [k.key]
+        return out
 
     def zeroize_all(self) -> int:
         """Daemon shutdown: zeroize every session; returns how many there were."""

@@ -42,6 +42,10 @@ class KeyRegistry:
             self._keys.extend(s for s in secrets if s is not None)
             self._keys = [s for s in self._keys if not s.zeroized]
 
+    def live(self) -> list[Secret]:
+        with self._lock:
+            return [s for s in self._keys if not s.zeroized]
+
     def zeroize_all(self) -> tuple[int, int]:
         """Zeroize every key; returns (how many were live, how many are still not zero)."""
         with self._lock:

@@ -90,3 +90,40 @@ def test_reply_encoder_writes_secrets_into_one_wipeable_buffer() -> None:
     with pytest.raises(TypeError):
         encode({"k": SecretText(kept)})  # the plain encoder never writes key material
     assert isinstance(encode_reply({"id": 1, "ok": True}), bytes)  # no key: the fast path
+
+
+def test_a_slow_readers_replies_leave_no_key_behind(lab_daemon) -> None:
+    """A client that asks for its keys many times before reading (the agent's replies pile
+    up behind a full socket): once it read them and closed the session, no form of the keys
+    is left in the agent's memory, the transport's write buffer included.
+
+    Bounded: 600 pipelined session.keys on one connection, read after the agent stalled."""
+    import socket
+    import time
+
+    from tests.attack.test_api_load import read_lines
+
+    with lab_daemon.client() as c:
+        peer_key = os.urandom(30)
+        line = f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(peer_key).decode()}"
+        sid = c.request("sdes.answer", offer=[[line]])["session"]
+        slow = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.connect(lab_daemon.socket)
+        n = 600
+        slow.sendall(
+            b"".join(b'{"id":%d,"op":"session.keys","session":"%s"}\n' % (i, sid.encode()) for i in range(n))
+        )
+        time.sleep(0.5)  # the agent writes what the socket takes and keeps the rest
+        replies = read_lines(slow, n)
+        slow.close()
+        assert len(replies) == n and all(r["ok"] for r in replies)
+        tx = replies[0]["streams"][0]["tx"]
+        ours = [base64.b64decode(tx["master_key"]), base64.b64decode(tx["master_salt"])]
+        # the session.keys replies carry the peer's key (rx) too
+        ours.append(base64.b64decode(replies[0]["streams"][0]["rx"]["master_key"]))
+        c.request("session.close", session=sid)
+    needles = {form: name for key in ours for name, form in forms(key).items()}
+    found = scan(lab_daemon.proc.pid, needles)
+    left = [needles[n] for n, k in found.items() if k]
+    assert not left, f"{len(left)} of {len(found)} key forms still in memory ({', '.join(left)})"

@@ -24,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import logging
 import os
 import socket
 import stat
 import struct
-from collections import Counter
+import termios
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,13 @@ _ZEROS = memoryview(bytes(READ_SIZE))
 LINES_PER_TURN = 64
 #: connections root may open beyond max_clients when no connection can be evicted
 ROOT_RESERVE = 4
+#: a line with key material is handed to the transport only when the socket takes it whole
+#: at once (so the transport copies nothing into its own buffer, which is freed unwiped):
+#: the kernel's free send space must exceed the line by this much (its per-buffer overhead)
+SEND_SLACK = 4096
+#: how often output held for a slow reader is tried again (until write_timeout_s)
+HOLD_POLL_S = 0.02
+SIOCOUTQ = termios.TIOCOUTQ  # Linux: bytes not yet sent from a socket's queue
 
 
 #: Runs one request: returns the result dict at once, or an awaitable of it (which then
@@ -241,6 +250,12 @@ class _Connection(asyncio.BufferedProtocol):
         self._reading = True
         self._turn: asyncio.Handle | None = None  # the next turn of input, scheduled
         self._rbuf: bytearray | None = None  # what the transport reads into
+        #: output that waits behind a line with key material the socket could not take whole:
+        #: our own buffers, wiped once written (the transport's would be freed unwiped)
+        self._held: deque[bytearray] = deque()
+        self._held_bytes = 0
+        self._held_timer: asyncio.TimerHandle | None = None
+        self._sndbuf = 0
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -296,6 +311,7 @@ class _Connection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_timers()
+        self._drop_held()
         if self.core is None:
             return
         self.server._conns.pop(self.conn_id, None)
@@ -319,6 +335,9 @@ class _Connection(asyncio.BufferedProtocol):
         self._pause_reading()
 
     def resume_writing(self) -> None:
+        if self._held:  # our own held output goes first (it unblocks the connection)
+            self._flush_held()
+            return
         self._write_blocked_since = None
         t = self.transport
         if t is not None and not t.is_closing() and self._turn is None:
@@ -336,7 +355,7 @@ class _Connection(asyncio.BufferedProtocol):
         if core is None or t is None or t.is_closing():
             return
         out: list[bytes | bytearray] = []
-        queued = t.get_write_buffer_size()
+        queued = t.get_write_buffer_size() + self._held_bytes
         more = False
         taken = 0
         while True:
@@ -357,7 +376,7 @@ class _Connection(asyncio.BufferedProtocol):
                 self._flush(out)
                 self.send(line)
                 wipe(line)
-                queued = t.get_write_buffer_size()
+                queued = t.get_write_buffer_size() + self._held_bytes
                 continue
             out.append(line)
             queued += len(line)
@@ -424,15 +443,72 @@ class _Connection(asyncio.BufferedProtocol):
 
     # -- output --------------------------------------------------------------------------
     def send(self, line: bytes | bytearray) -> None:
+        """Write ``line`` (a ``bytearray``: it carries key material; the caller wipes it).
+
+        A key line goes to the transport only when the socket takes it whole at once
+        (:meth:`_fits`); else it, and everything after it, waits in buffers of our own that
+        are wiped once written: asyncio's transport copies what the socket did not take into
+        a buffer it frees without wiping, which would leave the keys in memory."""
         t = self.transport
         if t is None or t.is_closing():
             return
-        if t.get_write_buffer_size() + len(line) > MAX_WRITE_BUFFER:
+        if t.get_write_buffer_size() + self._held_bytes + len(line) > MAX_WRITE_BUFFER:
             # only replies of work in progress and events get here past HIGH_WATER
             log.warning("conn %d: peer does not read its replies; closing", self.conn_id)
             t.abort()
             return
+        if self._held or (isinstance(line, bytearray) and not self._fits(t, len(line))):
+            self._held.append(bytearray(line))  # our copy: exactly its size, wiped once written
+            self._held_bytes += len(line)
+            if self._write_blocked_since is None:  # as pause_writing: input waits, deadline runs
+                self._write_blocked_since = now = self.loop.time()
+                self._arm(now + self.cfg.write_timeout_s)
+            self._pause_reading()
+            if self._held_timer is None:
+                self._held_timer = self.loop.call_later(HOLD_POLL_S, self._flush_held)
+            return
         t.write(line)
+
+    def _fits(self, t: asyncio.Transport, n: int) -> bool:
+        """The socket takes ``n`` bytes now, whole: nothing waits in the transport and the
+        kernel's send queue has room for them."""
+        if t.get_write_buffer_size():
+            return False
+        sock = t.get_extra_info("socket")
+        try:
+            if not self._sndbuf:
+                self._sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0\0\0\0"))[0]
+        except OSError:
+            return True  # cannot tell: as before
+        return self._sndbuf - queued >= n + SEND_SLACK
+
+    def _flush_held(self) -> None:
+        """Write the held output, oldest first, each line once the socket takes it whole;
+        when all is out the connection reads again."""
+        self._held_timer = None
+        t = self.transport
+        if t is None or t.is_closing():
+            self._drop_held()
+            return
+        while self._held:
+            buf = self._held[0]
+            if not self._fits(t, len(buf)):
+                self._held_timer = self.loop.call_later(HOLD_POLL_S, self._flush_held)
+                return
+            t.write(buf)
+            self._held.popleft()
+            self._held_bytes -= len(buf)
+            wipe(buf)
+        self.resume_writing()
+
+    def _drop_held(self) -> None:
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        while self._held:
+            wipe(self._held.popleft())
+        self._held_bytes = 0
 
     def _refuse(self, code: str, message: str) -> None:
         assert self.transport is not None

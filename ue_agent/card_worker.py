@@ -212,7 +212,10 @@ class CardWorker:
         changed = state.get("present") != self.state.get("present")
         self.state = state
         if changed and self._loop is not None:
-            self._loop.call_soon_threadsafe(self._on_state, dict(state))
+            try:
+                self._loop.call_soon_threadsafe(self._on_state, dict(state))
+            except RuntimeError:  # the loop is closed: the agent stopped while a job hung
+                pass
 
     def _close_card(self) -> None:
         card, self.card = self.card, None

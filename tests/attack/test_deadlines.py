@@ -114,3 +114,22 @@ def test_silent_bsf_one_shared_bootstrap_all_fail_at_the_deadline(agent_factory,
         st = c.request("status")
     assert st["bootstrap"]["state"] == "none" and st["bootstrap"]["bsf"] == silent_bsf.url
     assert daemon.log_text().count("bootstrapped:") == 0
+
+
+def test_a_card_that_never_answers_fails_at_the_card_deadline(agent_factory, modem_factory) -> None:
+    """ims.authenticate waits on the card only: a modem that swallows the command (no answer
+    at all, its own command timeout 10 s) fails the request at [card] deadline_s with
+    card.timeout; the agent answers others meanwhile (the card's thread waits, not the loop)."""
+    from tests.test_api_passthrough import authenticate
+
+    sim = modem_factory("quectel-ec25")
+    daemon = agent_factory(
+        card={"transport": "at", "port": str(sim.link_path), "profile": "quectel-ec25", "deadline_s": 1.0}
+    )
+    with daemon.client() as c, daemon.client() as other:
+        assert "res" in authenticate(c, 100)
+        sim.fail_next("silence")
+        reply = authenticate(c, 101)
+        assert reply["ok"] is False and reply["error"]["code"] == "card.timeout", reply
+        assert "deadline" in reply["error"]["message"]
+        assert other.request("status")["agent"]["version"]  # the loop was never blocked

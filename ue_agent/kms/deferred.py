@@ -147,7 +147,6 @@ async def offer_one_way(
     *,
     recipients: list[str] | None = None,
     validity: int | None = None,
-    extensions: list[mikey.Payload] | None = None,
 ) -> OneWayOffer:
     """Ask the KMS for a one-way ticket and build the TRANSFER_INIT; the keys come with it."""
     peer = ids.canonical(peer_uri)
@@ -161,7 +160,7 @@ async def offer_one_way(
                 flags=mikey.flag_text(issued.flags),
             )
         pending = session.build_transfer_init(
-            issued, client.own, peer, media, client.kms_fqdn, client.clock(), extensions=extensions
+            issued, client.own, peer, media, client.kms_fqdn, client.clock()
         )
         keys = sender_keys(pending)
     finally:

@@ -211,9 +211,10 @@ def _addr(text: str, what: str) -> tuple[str, int]:
 def main(args) -> int:
     """``ue-agent lab network --subscribers F... [--bsf H:P] [--kms H:P] [--mailbox H:P]``."""
     subs = [load_subscriber(p) for p in args.subscribers]
-    mailbox_addr = getattr(args, "mailbox", None)
+    mailbox = getattr(args, "mailbox", None)
+    box_addr = _addr(mailbox, "mailbox") if mailbox else None
     box_sub = None
-    if mailbox_addr:  # the lab mailbox, a subscriber of its own (ue_agent/lab/mailbox.py)
+    if box_addr is not None:  # the lab mailbox, a subscriber of its own (ue_agent/lab/mailbox.py)
         from pathlib import Path
 
         box_sub = load_subscriber(Path(__file__).parent / "subscribers" / "mailbox.toml")
@@ -236,7 +237,7 @@ def main(args) -> int:
                 return
             from ue_agent.lab.mailbox import MailboxServer
 
-            async with MailboxServer(net, box_sub, _addr(mailbox_addr, "mailbox")) as box:
+            async with MailboxServer(net, box_sub, box_addr or ("127.0.0.1", 0)) as box:
                 print(f"MAILBOX {box_sub.impu[0]} at {box.url}", flush=True)
                 await stop.wait()
 

@@ -42,17 +42,29 @@ class LineTooLong(NamedTuple):
 
 
 class LineFramer:
-    """Bytes in, whole lines (without the newline) out."""
+    """Bytes in, whole lines (without the newline) out.
+
+    A request may carry a key (the peer's ``a=crypto`` line), so the buffer never leaves a
+    copy behind: bytes taken out are zeroed in place, and when the buffer must grow its
+    content moves to a new one and the old one is zeroed before it is dropped (a growing
+    ``bytearray`` would free its old memory as it was). An emptied large buffer is dropped
+    (it holds zeros only by then), so an idle connection keeps no large buffer.
+    """
+
+    #: a buffer this small is kept when empty; a larger one is dropped
+    KEEP = 4096
 
     def __init__(self, max_line: int = MAX_LINE) -> None:
         self.max_line = max_line
         self._buf = bytearray()
+        self._start = 0  # the unread bytes are _buf[_start:_end]
+        self._end = 0
         self._skipping = False  # inside an over-long line, dropping up to its newline
         self._skipped = 0
 
     def feed(self, data: bytes) -> list[bytes | LineTooLong]:
         """Every whole line ``data`` completes (the rest stays buffered)."""
-        if not self._buf and not self._skipping:
+        if self._end == self._start and not self._skipping:
             # The usual case: one whole request in one read, nothing buffered. No copy
             # through the bytearray; anything else takes the general path below.
             nl = data.find(b"\n")
@@ -68,47 +80,78 @@ class LineFramer:
         """Buffer ``data``; :meth:`next` takes the lines out one at a time. The buffer holds
         what was pushed and not yet taken: the caller bounds it by pushing only after it
         took the lines (a server pauses reading meanwhile)."""
-        self._buf += data
+        n = len(data)
+        if not n:
+            return
+        buf, start, end = self._buf, self._start, self._end
+        if end + n > len(buf):
+            held = end - start
+            size = held + n
+            if size <= len(buf) and start:  # room once the unread bytes move to the front
+                with memoryview(buf) as view:
+                    view[:held] = view[start:end]
+                    view[held:end] = bytes(end - held)
+            else:  # a new buffer; the old one is zeroed before it is dropped
+                new = bytearray(max(size, 2 * len(buf), 256))
+                with memoryview(new) as nv, memoryview(buf) as view:
+                    nv[:held] = view[start:end]
+                    view[:] = bytes(len(buf))
+                self._buf = buf = new
+            self._start, end = 0, held
+        with memoryview(buf) as view:
+            view[end : end + n] = data
+        self._end = end + n
+
+    def _consume(self, upto: int) -> None:
+        """Zero the buffered bytes before ``upto`` and drop them."""
+        with memoryview(self._buf) as view:
+            view[self._start : upto] = bytes(upto - self._start)
+        self._start = upto
+        if self._start == self._end:
+            self._start = self._end = 0
+            if len(self._buf) > self.KEEP:
+                self._buf = bytearray()  # all zeros now
 
     def next(self) -> bytes | LineTooLong | None:
         """The next whole line (or a LineTooLong marker), or None until more is pushed."""
-        buf = self._buf
         while True:
-            nl = buf.find(b"\n")
+            buf, start, end = self._buf, self._start, self._end
+            nl = buf.find(b"\n", start, end)
             if self._skipping:
                 if nl < 0:
-                    self._skipped += len(buf)
-                    buf.clear()
+                    self._skipped += end - start
+                    self._consume(end)
                     return None
-                self._skipped += nl + 1
-                del buf[: nl + 1]
+                self._skipped += nl + 1 - start
+                self._consume(nl + 1)
                 self._skipping = False
                 return LineTooLong(self._skipped)
             if nl < 0:
-                if len(buf) >= self.max_line:
+                if end - start >= self.max_line:
                     # No newline within the limit: start skipping; report when the line ends.
-                    self._skipping, self._skipped = True, len(buf)
-                    buf.clear()
+                    self._skipping, self._skipped = True, end - start
+                    self._consume(end)
                     continue
                 return None
-            if nl + 1 > self.max_line:
-                del buf[: nl + 1]
-                return LineTooLong(nl + 1)
+            if nl + 1 - start > self.max_line:
+                self._consume(nl + 1)
+                return LineTooLong(nl + 1 - start)
             with memoryview(buf) as view:
-                line = bytes(view[:nl])
-                view[: nl + 1] = bytes(nl + 1)  # a request may carry a key: leave no copy
-            del buf[: nl + 1]
+                line = bytes(view[start:nl])
+            self._consume(nl + 1)  # a request may carry a key: leave no copy
             return line
 
     @property
     def partial(self) -> bool:
         """True inside an unfinished line (buffered bytes without a newline, or skipping)."""
-        return self._skipping or (bool(self._buf) and self._buf.find(b"\n") < 0)
+        return self._skipping or (
+            self._end > self._start and self._buf.find(b"\n", self._start, self._end) < 0
+        )
 
     @property
     def pending(self) -> int:
         """Bytes of an unfinished line (dropped if the peer disconnects)."""
-        return len(self._buf)
+        return self._end - self._start
 
 
 def _depth(value: Any, limit: int) -> int:

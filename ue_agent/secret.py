@@ -11,6 +11,11 @@ from __future__ import annotations
 import hmac
 import json
 from collections.abc import Iterable
+from typing import Protocol
+
+
+class _Hash(Protocol):
+    def update(self, data: bytearray, /) -> None: ...
 
 
 class Secret:
@@ -34,7 +39,12 @@ class Secret:
         return bytes(self._buf)
 
     def slice(self, start: int, stop: int, label: str | None = None) -> Secret:
-        return Secret(self._buf[start:stop], label or self._label)
+        with memoryview(self._buf) as view:  # no temporary copy of the bytes
+            return Secret(view[start:stop], label or self._label)
+
+    def feed(self, h: _Hash) -> None:
+        """Hash the key: ``h.update`` (a hashlib/hmac object) reads it in place, no copy."""
+        h.update(self._buf)
 
     def zeroize(self) -> None:
         for i in range(len(self._buf)):
@@ -105,6 +115,34 @@ def b64_into(out: bytearray, at: int, data: bytearray | memoryview) -> int:
         out[at + 3] = 0x3D
         at += 4
     return at
+
+
+_B64_VALUE = {c: i for i, c in enumerate(_B64)}
+
+
+def b64_decode(text: str) -> bytearray:
+    """The bytes of base64 ``text`` (RFC 4648 §4; padding optional), into a new ``bytearray``
+    the caller zeroizes. Character by character through ints: no intermediate bytes object
+    holds the key (``base64.b64decode`` returns one that cannot be wiped). ValueError when
+    ``text`` is not base64."""
+    body = len(text.rstrip("="))
+    pad = len(text) - body
+    if pad > 2 or body % 4 == 1 or (pad and len(text) % 4):
+        raise ValueError("not base64")
+    out = bytearray(body * 3 // 4)
+    acc = bits = at = 0
+    for i in range(body):
+        v = _B64_VALUE.get(ord(text[i]))
+        if v is None:
+            raise ValueError("not base64")
+        acc = (acc << 6 | v) & 0xFFFFFF
+        bits += 6
+        if bits >= 8:
+            bits -= 8
+            out[at] = acc >> bits & 0xFF
+            at += 1
+    acc = 0
+    return out
 
 
 class SecretText:

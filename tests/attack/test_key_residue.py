@@ -120,10 +120,13 @@ def test_a_slow_readers_replies_leave_no_key_behind(lab_daemon) -> None:
         assert len(replies) == n and all(r["ok"] for r in replies)
         tx = replies[0]["streams"][0]["tx"]
         ours = [base64.b64decode(tx["master_key"]), base64.b64decode(tx["master_salt"])]
-        # the session.keys replies carry the peer's key (rx) too
-        ours.append(base64.b64decode(replies[0]["streams"][0]["rx"]["master_key"]))
+        # the replies carry the peer's key (rx) too: its raw form is checked (decoded from
+        # the request straight into a bytearray); its base64 text also came in our request,
+        # through the JSON decoder's strings (docs/api.md), so that form is not counted here
+        rx = base64.b64decode(replies[0]["streams"][0]["rx"]["master_key"])
         c.request("session.close", session=sid)
     needles = {form: name for key in ours for name, form in forms(key).items()}
+    needles[rx] = "raw (peer's)"
     found = scan(lab_daemon.proc.pid, needles)
     left = [needles[n] for n, k in found.items() if k]
     assert not left, f"{len(left)} of {len(found)} key forms still in memory ({', '.join(left)})"
@@ -162,3 +165,17 @@ def test_the_line_framer_leaves_no_copy_of_a_request() -> None:
     assert out == lines and len(seen) > 1  # it grew at least once
     for buf in seen:
         assert key not in buf and not any(buf), "a framer buffer still holds request bytes"
+
+
+def test_peer_keys_are_decoded_without_an_immutable_copy() -> None:
+    """The peer's inline key goes from its base64 text straight into a bytearray (no bytes
+    object that cannot be wiped); the decoder agrees with the standard library."""
+    from ue_agent.secret import b64_decode
+
+    for n in range(64):
+        data = os.urandom(n)
+        text = base64.b64encode(data).decode()
+        assert bytes(b64_decode(text)) == data and bytes(b64_decode(text.rstrip("="))) == data
+    for bad in ("A", "AAAA=", "AA=A", "A*AA", "AAA===", "AAAAA"):
+        with pytest.raises(ValueError):
+            b64_decode(bad)

@@ -26,7 +26,6 @@ Decisions (docs/media.md "SDES"):
 from __future__ import annotations
 
 import base64
-import binascii
 import re
 import secrets
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ from typing import Literal, overload
 
 from ue_agent.errors import MediaError
 from ue_agent.media.keys import SRTP_SUITES, SrtpKeys, StreamKeys
-from ue_agent.secret import Secret, SecretText
+from ue_agent.secret import Secret, SecretText, b64_decode
 
 #: Our preference order for offers (TS 33.328 requires AES_CM_128_HMAC_SHA1_80 support).
 DEFAULT_SUITES: tuple[str, ...] = (
@@ -162,10 +161,9 @@ def _parse_lifetime(text: str) -> int:
 def _decode_key(b64: str, suite: str) -> Secret:
     if not _B64.fullmatch(b64):
         raise _malformed("key-salt is not base64", suite=suite)
-    padded = b64 + "=" * (-len(b64) % 4)
-    try:
-        raw = bytearray(base64.b64decode(padded, validate=True))
-    except (binascii.Error, ValueError):
+    try:  # straight into a bytearray: no immutable copy of the peer's key (docs/api.md)
+        raw = b64_decode(b64)
+    except ValueError:
         raise _malformed("key-salt is not base64", suite=suite) from None
     want = sum(SRTP_SUITES[suite])
     try:
@@ -277,8 +275,8 @@ def new_key(suite: str, rng: RandomBytes = secrets.token_bytes) -> SrtpKeys:
     try:
         return SrtpKeys(
             suite,
-            Secret(raw[:klen], "srtp-master-key"),
-            Secret(raw[klen:], "srtp-master-salt"),
+            Secret(memoryview(raw)[:klen], "srtp-master-key"),
+            Secret(memoryview(raw)[klen:], "srtp-master-salt"),
         )
     finally:
         raw[:] = bytes(len(raw))

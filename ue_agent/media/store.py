@@ -195,11 +195,10 @@ class KeyStore:
 
     # -- registration ---------------------------------------------------------------------------
     def _fingerprint(self, k: SrtpKeys | TlsPskKeys) -> bytes:
-        if isinstance(k, SrtpKeys):
-            material = k.master_key.reveal() + k.master_salt.reveal()
-        else:
-            material = k.key.reveal()
-        return hmac.new(self._fp_key, material, hashlib.sha256).digest()[:16]
+        h = hmac.new(self._fp_key, digestmod=hashlib.sha256)
+        for part in (k.master_key, k.master_salt) if isinstance(k, SrtpKeys) else (k.key,):
+            part.feed(h)  # read in place: no bytes copy of the key is made
+        return h.digest()[:16]
 
     def add(
         self,

@@ -78,6 +78,8 @@ class LineFramer:
     def next(self) -> bytes | LineTooLong | None:
         """The next whole line (or a LineTooLong marker), or None until more is pushed."""
         buf = self._buf
+        if not buf:
+            return None
         while True:
             nl = buf.find(b"\n")
             if self._skipping:
@@ -345,16 +347,21 @@ class ReplyEncoder:
         self._last: dict[str, tuple[bytes, list[bytes]]] = {}
 
     def line(self, op: str, req_id: Any, outcome: dict[str, Any]) -> bytes | bytearray:
-        raws: list[bytearray] = []
-        plain: dict[str, Any] = {}
-        for key, value in outcome.items():
-            if type(value) is RawJson:
-                plain[key] = _RAW_SLOT
-                raws.append(value.data)
-            else:
-                plain[key] = value
-        if not raws or "id" in plain or "ok" in plain:
+        types = list(map(type, outcome.values()))
+        count = types.count(RawJson)
+        if not count or "id" in outcome or "ok" in outcome:
             return encode_reply({"id": req_id, "ok": True, **outcome})
+        plain = outcome.copy()
+        raws: list[bytearray] = []
+        if count == 1:  # the usual reply (session.keys): found without a loop in Python
+            key = list(outcome)[types.index(RawJson)]
+            raws.append(outcome[key].data)
+            plain[key] = _RAW_SLOT
+        else:
+            for key, value in outcome.items():
+                if type(value) is RawJson:
+                    raws.append(value.data)
+                    plain[key] = _RAW_SLOT
         try:
             exact: bytes | None = marshal.dumps(plain)
         except ValueError:  # a type marshal does not take (SecretText, an enum...): not kept
@@ -363,7 +370,7 @@ class ReplyEncoder:
         if last is not None and last[0] == exact:
             segments = last[1]
         else:
-            segments = _segments(plain, len(raws))
+            segments = _segments(plain, count)
             if exact is not None:
                 self._last[op] = (exact, segments)
         pieces: list[bytes | bytearray] = [_REPLY_START, _id_json(req_id), segments[0]]

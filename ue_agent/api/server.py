@@ -347,27 +347,19 @@ class _Connection(asyncio.BufferedProtocol):
                 line = self._dispatch(action)
             if line is None:
                 continue
-            if isinstance(line, bytearray):  # key material: written alone (never joined into a copy), wiped
-                if out:
-                    self._flush(out)
-                    queued = t.get_write_buffer_size()
-                if t.is_closing() or queued + len(line) > MAX_WRITE_BUFFER:
-                    if not t.is_closing():  # only replies past HIGH_WATER in one turn get here
-                        self._overflow(t)
-                    wipe(line)
-                    return
-                t.write(line)
-                wipe(line)  # written (what the kernel did not take is in the transport's buffer)
+            if isinstance(line, bytearray):  # key material: never joined into a copy
+                self._flush(out)
+                self.send(line)
+                wipe(line)
                 queued = t.get_write_buffer_size()
                 continue
             out.append(line)
             queued += len(line)
         if taken:
             self._last = self.loop.time()
-        if out:
-            self._flush(out)
-            if t.is_closing():
-                return
+        self._flush(out)
+        if t.is_closing():
+            return
         if more:
             self._pause_reading()
             if self._write_blocked_since is None:  # else resume_writing takes the next turn
@@ -384,8 +376,9 @@ class _Connection(asyncio.BufferedProtocol):
             t.resume_reading()
 
     def _flush(self, out: list[bytes]) -> None:
-        self.send(out[0] if len(out) == 1 else b"".join(out))
-        out.clear()
+        if out:
+            self.send(out[0] if len(out) == 1 else b"".join(out))
+            out.clear()
 
     # -- requests ------------------------------------------------------------------------
     def _dispatch(self, req: Request) -> bytes | bytearray | None:
@@ -430,13 +423,10 @@ class _Connection(asyncio.BufferedProtocol):
             return
         if t.get_write_buffer_size() + len(line) > MAX_WRITE_BUFFER:
             # only replies of work in progress and events get here past HIGH_WATER
-            self._overflow(t)
+            log.warning("conn %d: peer does not read its replies; closing", self.conn_id)
+            t.abort()
             return
         t.write(line)
-
-    def _overflow(self, t: asyncio.Transport) -> None:
-        log.warning("conn %d: peer does not read its replies; closing", self.conn_id)
-        t.abort()
 
     def _refuse(self, code: str, message: str) -> None:
         assert self.transport is not None

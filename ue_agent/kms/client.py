@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ue_agent.crypto.mikey_prf import PRF_HMAC_SHA_256
 from ue_agent.errors import GbaError, KmsError
-from ue_agent.kms import ids, mikey, session, ts33328
+from ue_agent.kms import conference, ids, mikey, session, ts33328
 from ue_agent.kms.streams import SrtpStream, Stream, StreamKeyPair, TlsStream
 from ue_agent.secret import Secret
 
@@ -50,6 +50,7 @@ class AnswerResult:
     keys: list[StreamKeyPair]
     peer_uri: str  # the initiator, as the KMS vouched for it
     resolved_now: bool = True  # False when the ticket came from the cache
+    group: conference.Link | None = None  # a focus's group keys (dial-out, kms/conference.py)
 
 
 class KmsClient:
@@ -134,12 +135,13 @@ class KmsClient:
             resolved = await self._resolve(ti)
         assert resolved is not None
         resp, keys = session.accept_transfer_init(ti, resolved, self.own, self.replay, self.clock())
+        group = conference.member_after_answer(ti, resolved, self.own, resp, keys)  # None: no focus keys
         if fresh and resolved.flags & mikey.F_J:  # kept for reuse only when the policy allows it (5.3)
             self._resolved[ti.ticket_ref] = resolved
         elif fresh:
             resolved.zeroize()
         self._prune(now)
-        return AnswerResult(resp, keys, resolved.initiator, fresh)
+        return AnswerResult(resp, keys, resolved.initiator, fresh, group)
 
     async def authorize_divert(self, transfer_init: bytes, new_recipient: str) -> None:
         """As the called party, let the KMS accept ``new_recipient`` for this ticket (TR 33.829 9.3.2)."""

@@ -52,8 +52,14 @@ class LabNetwork:
         *,
         clock: Callable[[], float] = time.time,
         kms_engine: Any = None,
+        focus: Subscriber | None = None,
     ) -> None:
         self.subscribers = list(subscribers)
+        #: the conference focus's subscriber (lab/focus.py): served on its own listener
+        self.focus_subscriber = focus
+        self.focus: Any = None
+        if focus is not None and focus not in self.subscribers:
+            self.subscribers.append(focus)
         #: a KmsEngine (``handle(bytes) -> bytes``) to run behind the KMS front instead of the lab's
         self.kms_engine = kms_engine
         self.bsf_addr = bsf_addr
@@ -66,7 +72,7 @@ class LabNetwork:
         self.bsf = Bsf(self.hss, self.bsf_fqdn, lifetime_s, faults=self.faults, clock=clock)
         self.naf_auth = NafAuth(self.bsf, self.kms_fqdn, UA_KMS, clock=clock)
         #: requests seen per listener ("bsf", "kms"), faults included
-        self.requests: dict[str, int] = {"bsf": 0, "kms": 0}
+        self.requests: dict[str, int] = {"bsf": 0, "kms": 0, "focus": 0}
         self.kms_app_loaded = False
         #: the :class:`LabNetworkThread` running this network, when one does
         self.thread: LabNetworkThread | None = None
@@ -109,6 +115,11 @@ class LabNetwork:
 
         return count
 
+    @property
+    def focus_url(self) -> str:
+        """``http://host:port`` of the conference focus (lab/focus.py), when the network has one."""
+        return self._url("focus")
+
     def _kms_app(self):
         from aiohttp import web
 
@@ -141,11 +152,26 @@ class LabNetwork:
                 await site.start()
                 bound = runner.addresses[0]
                 self._urls[name] = f"http://{_host(bound[0])}:{bound[1]}"
+            if self.focus_subscriber is not None:
+                from ue_agent.lab.focus import start_focus
+
+                self.focus, focus_app = await start_focus(self, self.focus_subscriber)
+                focus_app.middlewares.insert(0, self._counter("focus"))
+                runner = web.AppRunner(focus_app, access_log=None, handle_signals=False)
+                await runner.setup()
+                self._runners.append(runner)
+                site = web.TCPSite(runner, "127.0.0.1", 0, reuse_address=True)
+                await site.start()
+                bound = runner.addresses[0]
+                self._urls["focus"] = f"http://{_host(bound[0])}:{bound[1]}"
         except OSError as exc:
             await self.stop()
             raise ConfigError("config.invalid", f"lab network cannot listen: {exc.strerror}") from None
 
     async def stop(self) -> None:
+        if self.focus is not None:
+            await self.focus.aclose()
+            self.focus = None
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ue_agent.api.errors import BAD_REQUEST, api_error
 from ue_agent.errors import AgentError, MediaError
 from ue_agent.media.sessions import Phase
-from ue_agent.ops import early
+from ue_agent.ops import conference, early
 from ue_agent.ops.aka import b64
 from ue_agent.ops.declare import Reply, SessionId, Text, TextList, listed, operation, request
 from ue_agent.ops.session import register
@@ -130,8 +130,14 @@ async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
 
     streams = mikey_streams(res.keys, req.media)
     protection = mikey_callee([s.media for s in streams], res.peer_uri)
-    register(ctx, sid, streams, "mikey", peer, Phase.ANSWERED, protection)
+    try:
+        register(ctx, sid, streams, "mikey", peer, Phase.ANSWERED, protection)
+    except AgentError:
+        if res.group is not None:
+            res.group.zeroize()
+        raise
     return {
+        **conference.keep(ctx, sid, res.group),  # group keys of a focus (dial-out)
         "session": sid,
         "peer": res.peer_uri,
         "protection": protection.to_wire(),
@@ -172,6 +178,10 @@ async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
 
     # raises on a bad answer; the offer stays for a retry. Once per fork (RFC 6043 5.1.1).
     keys, responder, vouched = kms.complete_with_peer(pending, message)
+    keys, group = conference.after_complete(pending, message, keys)  # a focus's keys (dial-in)
+    if group is not None and req.early:
+        group.zeroize()  # no conference updates for an early dialog
+        group = None
     requested, recipients = offer.requested or pending.peer, offer.recipients or [pending.peer]
     streams = mikey_streams(keys, req.media or media)
     protection = mikey_caller([s.media for s in streams], responder, vouched, requested, recipients)
@@ -182,9 +192,14 @@ async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
     ctx.sessions.drop(sid)
     try:
         register(ctx, sid, streams, "mikey", peer, Phase.ACTIVE, protection, group=sid)
+    except AgentError:
+        if group is not None:
+            group.zeroize()
+        raise
     finally:
         settled = early.settle(ctx, dialogs, req.dialog, tag)
     return {
+        **conference.keep(ctx, sid, group),
         "session": sid,
         "state": "active",
         "streams": [s.media for s in streams],

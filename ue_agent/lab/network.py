@@ -72,7 +72,7 @@ class LabNetwork:
         self.bsf = Bsf(self.hss, self.bsf_fqdn, lifetime_s, faults=self.faults, clock=clock)
         self.naf_auth = NafAuth(self.bsf, self.kms_fqdn, UA_KMS, clock=clock)
         #: requests seen per listener ("bsf", "kms"), faults included
-        self.requests: dict[str, int] = {"bsf": 0, "kms": 0, "focus": 0}
+        self.requests: dict[str, int] = {"bsf": 0, "kms": 0, **({"focus": 0} if focus is not None else {})}
         self.kms_app_loaded = False
         #: the :class:`LabNetworkThread` running this network, when one does
         self.thread: LabNetworkThread | None = None

@@ -86,7 +86,7 @@ def test_conference_of_three_through_the_lab_focus(agent_factory, focus_network)
         # alice and bob dial in (the focus answers with the group keys in TRANSFER_RESP)
         for n, gen in (("alice", 1), ("bob", 2)):
             cl = clients[n]
-            offer = cl.request("mikey.offer", responder=CONF, media=["audio", "bfcp"])
+            offer = cl.request("mikey.offer", responder=CONF, media=["audio", "bfcp"], conference=True)
             got = post(net, "dial-in", base64.b64decode(offer["transfer_init"]))
             done = cl.request("mikey.complete", session=offer["session"], transfer_resp=got["transfer_resp"])
             assert done["conference"] == {"generation": gen} and done["protection"]["intended"] is True, done

@@ -10,7 +10,7 @@ import pylibsrtp
 import pytest
 
 from ue_agent.errors import MikeyError
-from ue_agent.kms import conference, service, session
+from ue_agent.kms import conference, mikey, service, session
 from ue_agent.kms.streams import SrtpStream, TlsStream
 from ue_agent.lab.focus import Conference
 from ue_agent.media.keys import SrtpKeys, TlsPskKeys
@@ -69,11 +69,13 @@ class Agent:
         self.replay = session.ReplayCache()
 
     def dial_in(self, conf: Conference, media=MEDIA) -> dict[str, bytes]:
-        issued = self.lab.request(self.name, self.uri, [CONF])
+        issued = self.lab.request(self.name, self.uri, [CONF], extra_flags=mikey.F_M)
         pending = session.build_transfer_init(issued, self.uri, CONF, media, KMS_ID, self.lab.clock())
         ti = session.inspect_transfer_init(pending.transfer_init)
+        self.lab.clock.now += 0.25  # the focus answers a moment later (a fresh T, 4.2.2.3)
         resp, updates = conf.dial_in(ti, self.lab.resolve("focus", CONF, ti))
         _, keys = session.complete(pending, resp, self.lab.clock())
+        self.pending, self.transfer_resp = pending, resp
         got = conference.member_after_complete(pending, resp, keys)
         assert got is not None
         self.keys, self.link = got
@@ -189,7 +191,7 @@ def test_dial_out_and_ssrc_clash(lab) -> None:
     a, b = Agent(lab, "alice"), Agent(lab, "bob")
     agents = {"alice": a, "bob": b}
     a.dial_in(conf)
-    issued = lab.request("focus", CONF, [b.uri])
+    issued = lab.request("focus", CONF, [b.uri], extra_flags=mikey.F_L)
     ti = conf.dial_out(issued, b.uri, MEDIA)
     assert a.link.generation == 1  # nobody has the invitation's generation yet
     # B answers with A's SSRC: the focus moves B's SSRC in an update of its own
@@ -271,3 +273,106 @@ def test_keystore_rekey_retires_old_keys_and_guards_new_ones() -> None:
     assert e.value.code == "media.key_reuse" and store.keys(sid)["streams"][0]["tx"]["ssrc"] == 9
     with pytest.raises(MediaError):
         store.rekey(sid, {5: StreamKeys("audio", _srtp(1))})
+
+
+def test_focus_messages_read_by_the_independent_rfc6043_code(lab) -> None:
+    """The focus's TRANSFER_RESP with its KEMAC and its CSB update, checked with the independent
+    implementation (tests/independent/rfc6043/, written from the RFC text only): strict decoding,
+    the keys of 5.1.1/5.1.2, the V MAC (5.5), the KEMAC decrypted to the group key the agent uses."""
+    from tests.independent.rfc6043 import algs, keys, messages, prf
+
+    conf = Conference(CONF, lab.clock)
+    a, b = Agent(lab, "alice"), Agent(lab, "bob")
+    a.dial_in(conf)
+    issued = lab.request("bob", b.uri, [CONF], extra_flags=mikey.F_M)
+    pending = session.build_transfer_init(issued, b.uri, CONF, MEDIA, KMS_ID, lab.clock())
+    ti = session.inspect_transfer_init(pending.transfer_init)
+    lab.clock.now += 0.5  # the response's T is fresh (4.2.2.3)
+    resp, updates = conf.dial_in(ti, lab.resolve("focus", CONF, ti))
+    _, derived = session.complete(pending, resp, lab.clock())
+    got = conference.member_after_complete(pending, resp, derived)
+    assert got is not None
+    b.keys, b.link = got
+
+    d = messages.decode(resp, initial=pending.transfer_init)
+    h = d.msg.header
+    idr, rkms = d.get("IDRr"), d.get("RANDRkms")
+    mpk_r = prf.fork_key(h.prf_func, issued.mpk_r.reveal(), prf.C_MPKR_FORK, idr.data, rkms.rand)
+    v = d.msg.payloads[-1]
+    kemac = d.get("KEMAC")
+    pk = keys.protection_keys(
+        h.prf_func,
+        mpk_r,
+        h.csb_id,
+        2,
+        pending.rand_i,
+        d.get("RANDRr").rand,
+        mac_alg=v.mac_alg,
+        encr_alg=kemac.encr_alg,
+    )
+    assert (
+        algs.compute_mac(v.mac_alg, pk.auth, messages.mac_input(d, initial_raw=pending.transfer_init))
+        == v.mac
+    )
+    items, _ = keys.decrypt_kemac(kemac, pk, h.csb_id, [("T of TRANSFER_RESP", d.get("T"))])
+    assert [(kd.key, kd.salt) for kd in items] == [(b.srtp.master_key.reveal(), b.srtp.master_salt.reveal())]
+
+    # alice's update (5.2): her CSB ID, no TICKET or RAND, protected with the keys of her
+    # TRANSFER_RESP (MPKr', RANDRi, RANDRr), MAC over it || Identity_i || Identity_r, the new group key
+    raw = updates[a.uri]
+    u = messages.decode(raw, initial=a.pending.transfer_init)
+    first = messages.decode(a.transfer_resp, initial=a.pending.transfer_init)
+    fh = first.msg.header
+    assert u.msg.header.csb_id == fh.csb_id and u.get("TICKET") is None and u.get("RANDRi") is None
+    mpk_a = prf.fork_key(
+        fh.prf_func,
+        a.pending.issued.mpk_r.reveal(),
+        prf.C_MPKR_FORK,
+        first.get("IDRr").data,
+        first.get("RANDRkms").rand,
+    )
+    v, kemac = u.msg.payloads[-1], u.get("KEMAC")
+    pk = keys.protection_keys(
+        fh.prf_func,
+        mpk_a,
+        fh.csb_id,
+        2,
+        a.pending.rand_i,
+        first.get("RANDRr").rand,
+        mac_alg=v.mac_alg,
+        encr_alg=kemac.encr_alg,
+    )
+    ids_ = (a.uri.encode(), first.get("IDRr").data)
+    assert algs.compute_mac(v.mac_alg, pk.auth, messages.mac_input(u, identities=ids_)) == v.mac
+    items, _ = keys.decrypt_kemac(kemac, pk, fh.csb_id, [("T of the update", u.get("T"))])
+    a.update(raw)
+    assert a.srtp.master_key.reveal() == b.srtp.master_key.reveal() == items[0].key
+
+
+def test_keys_from_a_focus_only_where_the_ticket_lets_it_supply_them(lab) -> None:
+    """RFC 6043 6.10: M '0' -- the responder SHALL NOT supply keys; L '0' -- the initiator SHALL NOT."""
+    conf = Conference(CONF, lab.clock)
+    a = Agent(lab, "alice")
+    issued = lab.request("alice", a.uri, [CONF])  # an ordinary ticket: M clear
+    pending = session.build_transfer_init(issued, a.uri, CONF, MEDIA, KMS_ID, lab.clock())
+    ti = session.inspect_transfer_init(pending.transfer_init)
+    with pytest.raises(MikeyError) as e:
+        conf.dial_in(ti, lab.resolve("focus", CONF, ti))
+    assert e.value.code == "mikey.unsupported"
+    # a focus answering with keys anyway (M set in its copy of the policy only) is refused by the member
+    got = Agent(lab, "bob")
+    issued = lab.request("bob", got.uri, [CONF], extra_flags=mikey.F_M)
+    pending = session.build_transfer_init(issued, got.uri, CONF, MEDIA, KMS_ID, lab.clock())
+    ti = session.inspect_transfer_init(pending.transfer_init)
+    resp, _ = conf.dial_in(ti, lab.resolve("focus", CONF, ti))
+    pending.issued.ticket.flags &= ~mikey.F_M
+    _, keys = session.complete(pending, resp, lab.clock())
+    with pytest.raises(MikeyError):
+        conference.member_after_complete(pending, resp, keys)
+    # dial-out on a ticket without L: the member refuses the focus's KEMAC
+    plain = lab.request("focus", CONF, [USERS["carol"]])
+    raw = conf.dial_out(plain, USERS["carol"], MEDIA)
+    c = Agent(lab, "carol")
+    with pytest.raises(MikeyError) as e:
+        c.answer(raw)
+    assert "L flag" in e.value.message

@@ -77,7 +77,7 @@ class KmsClient:
         self.ticket_validity = ticket_validity
         self.replay = session.ReplayCache(replay_window)
         self.kms_requests = 0
-        self._issued: dict[tuple[str, tuple[str, ...], bool], session.IssuedTicket] = {}
+        self._issued: dict[tuple[str, tuple[str, ...], bool, int], session.IssuedTicket] = {}
         self._resolved: dict[bytes, session.ResolvedTicket] = {}
 
     # -- initiator
@@ -90,11 +90,14 @@ class KmsClient:
         recipients: list[str] | None = None,
         group: bool = False,
         validity: int | None = None,
+        focus: bool = False,
     ) -> OfferResult:
-        """A TRANSFER_INIT for ``peer_uri`` (reusing a live ticket for the same peer and policy)."""
+        """A TRANSFER_INIT for ``peer_uri`` (reusing a live ticket for the same peer and policy).
+        ``focus``: the peer is a conference focus, which may choose the keys (M flag, RFC 6043 6.10)."""
         peer = ids.canonical(peer_uri)
         pats = tuple(sorted(ids.pattern(r) for r in (recipients or [peer])))
-        key = (peer, pats, group)
+        extra = mikey.F_M if focus else 0
+        key = (peer, pats, group, extra)
         now = self.clock()
         issued = self._issued.get(key)
         # RFC 6043 5.3 / 6.10: a ticket whose policy forbids reuse (J flag clear) is used once
@@ -102,7 +105,7 @@ class KmsClient:
         if not reused:
             if issued is not None:
                 issued.zeroize()
-            issued = await self._request_ticket(list(pats), group, validity or self.ticket_validity)
+            issued = await self._request_ticket(list(pats), group, validity or self.ticket_validity, extra)
             self._issued[key] = issued
         assert issued is not None
         pending = session.build_transfer_init(issued, self.own, peer, streams, self.kms_fqdn, now)
@@ -174,7 +177,7 @@ class KmsClient:
     # -- KMS exchanges
 
     async def _request_ticket(
-        self, recipients: list[str], group: bool, validity: int
+        self, recipients: list[str], group: bool, validity: int, extra_flags: int = 0
     ) -> session.IssuedTicket:
         def build(btid: str, psk: Secret):
             return session.build_request_init(
@@ -187,6 +190,7 @@ class KmsClient:
                 group=group,
                 now=self.clock(),
                 prf_func=self.prf_func,
+                extra_flags=extra_flags,
             )
 
         return await self._exchange(build, session.read_request_resp)

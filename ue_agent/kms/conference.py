@@ -324,8 +324,11 @@ def member_after_complete(
     kemac = msg.first(mikey.Kemac)
     if kemac is None:
         return None
-    if pending.issued.flags & mikey.F_M:
-        raise MikeyError("mikey.malformed", "a KEMAC in TRANSFER_RESP although the M flag forbids it")
+    if not pending.issued.flags & mikey.F_M:  # 6.10: M '0', the Responder SHALL NOT supply keys
+        raise MikeyError(
+            "mikey.malformed",
+            "a KEMAC in TRANSFER_RESP, but the ticket's M flag does not let the responder supply keys",
+        )
     link = link_after_complete(pending, raw)
     try:
         items = _open(link.keys, kemac, msg)
@@ -372,8 +375,11 @@ def _member_after_answer(
     keys: list[streams.StreamKeyPair],
     kemac: mikey.Kemac,
 ) -> Link:
-    if resolved.flags & mikey.F_L:
-        raise MikeyError("mikey.malformed", "a KEMAC in TRANSFER_INIT although the L flag forbids it")
+    if not resolved.flags & mikey.F_L:  # 6.10: L '0', the Initiator SHALL NOT supply keys
+        raise MikeyError(
+            "mikey.malformed",
+            "a KEMAC in TRANSFER_INIT, but the ticket's L flag does not let the initiator supply keys",
+        )
     if transfer_resp is None:
         raise MikeyError("mikey.unsupported", "group keys need a TRANSFER_RESP (F flag) for their updates")
     h = ti.message.header
@@ -498,8 +504,8 @@ def focus_answer(
             raise MikeyError("mikey.bad_mac", "Vi in the Initiator Data is not the TRANSFER_INIT's MAC")
     if not resolved.flags & mikey.F_F:
         raise MikeyError("mikey.unsupported", "a focus answers with its keys in a TRANSFER_RESP (F flag)")
-    if resolved.flags & mikey.F_M:
-        raise MikeyError("mikey.unsupported", "the ticket forbids responder keys (M flag)")
+    if not resolved.flags & mikey.F_M:
+        raise MikeyError("mikey.unsupported", "the ticket does not let the responder supply keys (M flag)")
     fam = protect.family(h.prf_func)
     ours: list[streams.SrtpStream | None] = []
     for st in ti.plan:

@@ -245,6 +245,7 @@ def build_request_init(
     group: bool = False,
     now: float | None = None,
     prf_func: int = mikey.PRF_HMAC_SHA_256,
+    extra_flags: int = 0,
 ) -> Sent:
     """REQUEST_INIT_PSK (RFC 6043 4.2.1): HDR, T, RANDRi, IDRi, IDRkms, TP, IDRpsk, V."""
     if not recipients:
@@ -263,7 +264,7 @@ def build_request_init(
         mikey.BASE_SUBTYPE,
         mikey.BASE_VERSION,
         prf_func,
-        FLAGS_GROUP if group else FLAGS_FORKED,
+        (FLAGS_GROUP if group else FLAGS_FORKED) | extra_flags,  # L / M: a focus's keys (kms/conference.py)
         tp_data,
     )
     msg = mikey.Message(

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ue_agent.errors import AgentError
-from ue_agent.kms import conference, ids, session
+from ue_agent.kms import conference, ids, mikey, session
 from ue_agent.kms.streams import SrtpStream, Stream, StreamKeyPair, TlsStream
 
 if TYPE_CHECKING:
@@ -226,8 +226,9 @@ class Focus:
     async def dial_out(self, uri: str, member: str, media: list[Stream] | None = None) -> bytes:
         conf = self.conference(uri)
         kms = self._kms(uri)
-        # a ticket per invitation (J flag clear: group membership changes, RFC 6043 5.3, 12.5)
-        issued = await kms._request_ticket([ids.canonical(member)], False, kms.ticket_validity)
+        # a new ticket per invitation: none reused across membership changes (RFC 6043 5.3, 12.5)
+        # L flag: the focus, the initiator, supplies the session keys (RFC 6043 6.10)
+        issued = await kms._request_ticket([ids.canonical(member)], False, kms.ticket_validity, mikey.F_L)
         return conf.dial_out(issued, member, list(media or DEFAULT_MEDIA))
 
     def close(self) -> None:

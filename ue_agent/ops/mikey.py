@@ -68,6 +68,8 @@ class MikeyOffer:
     suite: Text | None = None
     recipients: TextList | None = None
     group: bool = False
+    #: the responder is a conference focus: it may choose the keys (M flag, ue_agent/ops/conference.py)
+    conference: bool = False
 
 
 @request
@@ -95,7 +97,9 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     sid = ctx.sessions.new_id(req.session)
     streams = [mikey_stream(m, req.suite) for m in req.media]
     kms = await ctx.network.kms()
-    res = await kms.offer(req.responder, streams, recipients=req.recipients, group=req.group)
+    res = await kms.offer(
+        req.responder, streams, recipients=req.recipients, group=req.group, focus=req.conference
+    )
     ctx.sessions.check_room("offers")  # again: other offers may have taken the room meanwhile
     s = ctx.sessions.offer(sid, peer.uid, "mikey", res.pending, req.media)
     s.requested, s.recipients = req.responder, list(req.recipients or [req.responder])

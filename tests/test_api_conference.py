@@ -16,7 +16,9 @@ import pytest
 
 from tests.fixtures.daemon import ALICE
 from tests.fixtures.network import lab_subscriber, lab_subscribers
+from tests.helpers_openssl import OPENSSL, PskServer, psk_client
 from ue_agent.lab.network import LabNetwork, LabNetworkThread
+from ue_agent.media.tls_psk import tls_psk_keys
 
 CONF = "sip:conf-1@ims.mnc001.mcc001.3gppnetwork.org"
 BOB = ALICE.parent / "bob.toml"
@@ -54,6 +56,7 @@ def rtp(ssrc: int, seq: int, payload: bytes) -> bytes:
     )
 
 
+@pytest.mark.skipif(OPENSSL is None, reason="openssl (scripts/setup installs it)")
 def test_conference_of_three_through_the_lab_focus(agent_factory, focus_network) -> None:
     net = focus_network
     cfg = {"bsf_url": net.bsf_url, "kms_url": net.kms_url, "bsf_fqdn": net.bsf_fqdn, "kms_fqdn": net.kms_fqdn}
@@ -121,6 +124,15 @@ def test_conference_of_three_through_the_lab_focus(agent_factory, focus_network)
                 if m != n:
                     assert srtp(keys[m], True).unprotect(base64.b64decode(out[uri[m]]))[12:] == n.encode()
             seq += 1
+
+        # BFCP floor control (RFC 4583 over TLS-PSK) between alice and the focus: openssl as both peers
+        bfcp = keys["alice"]["streams"][1]["tx"]
+        mine = tls_psk_keys(bfcp["identity"], base64.b64decode(bfcp["key"]))
+        focus_side = net.focus.conferences[CONF].members[uri["alice"]].pairwise[0].tx
+        with PskServer(focus_side, "1.2") as server:
+            result = psk_client(server.port, mine, "1.2", "floor request\nCLOSE\n")
+            server.finish()
+        assert result.returncode == 0 and "tseuqer roolf" in result.stdout, result.stderr
 
         # carol leaves: alice and bob move to generation 4; carol's key does not open it
         c.request("session.close", session=sessions["carol"])

@@ -237,7 +237,8 @@ def _addr(text: str, what: str) -> tuple[str, int]:
 def main(args) -> int:
     """``ue-agent lab network --subscribers F... [--bsf HOST:PORT] [--kms HOST:PORT]``."""
     subs = [load_subscriber(p) for p in args.subscribers]
-    net = LabNetwork(subs, bsf_addr=_addr(args.bsf, "bsf"), kms_addr=_addr(args.kms, "kms"))
+    focus = load_subscriber(args.focus) if getattr(args, "focus", None) else None
+    net = LabNetwork(subs, bsf_addr=_addr(args.bsf, "bsf"), kms_addr=_addr(args.kms, "kms"), focus=focus)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -250,6 +251,8 @@ def main(args) -> int:
             kms_note = "" if net.kms_app_loaded else " (no KMS app installed: 404 only)"
             print(f"KMS {net.kms_fqdn} at {net.kms_url}{kms_note}", flush=True)
             print(f"subscribers: {', '.join(s.impi for s in subs)}", flush=True)
+            if focus is not None:
+                print(f"focus {', '.join(focus.impu)} at {net.focus_url}", flush=True)
             await stop.wait()
 
     asyncio.run(run())

@@ -105,7 +105,8 @@ class KmsClient:
         if not reused:
             if issued is not None:
                 issued.zeroize()
-            issued = await self._request_ticket(list(pats), group, validity or self.ticket_validity, extra)
+            flags = ((session.FLAGS_GROUP if group else session.FLAGS_FORKED) | extra) if extra else None
+            issued = await self._request_ticket(list(pats), group, validity or self.ticket_validity, flags)
             self._issued[key] = issued
         assert issued is not None
         pending = session.build_transfer_init(issued, self.own, peer, streams, self.kms_fqdn, now)
@@ -177,7 +178,7 @@ class KmsClient:
     # -- KMS exchanges
 
     async def _request_ticket(
-        self, recipients: list[str], group: bool, validity: int, extra_flags: int = 0
+        self, recipients: list[str], group: bool, validity: int, flags: int | None = None
     ) -> session.IssuedTicket:
         def build(btid: str, psk: Secret):
             return session.build_request_init(
@@ -190,7 +191,7 @@ class KmsClient:
                 group=group,
                 now=self.clock(),
                 prf_func=self.prf_func,
-                extra_flags=extra_flags,
+                flags=flags,
             )
 
         return await self._exchange(build, session.read_request_resp)

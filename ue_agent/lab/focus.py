@@ -228,7 +228,8 @@ class Focus:
         kms = self._kms(uri)
         # a new ticket per invitation: none reused across membership changes (RFC 6043 5.3, 12.5)
         # L flag: the focus, the initiator, supplies the session keys (RFC 6043 6.10)
-        issued = await kms._request_ticket([ids.canonical(member)], False, kms.ticket_validity, mikey.F_L)
+        flags = session.FLAGS_FORKED | mikey.F_L
+        issued = await kms._request_ticket([ids.canonical(member)], False, kms.ticket_validity, flags)
         return conf.dial_out(issued, member, list(media or DEFAULT_MEDIA))
 
     def close(self) -> None:

@@ -69,7 +69,7 @@ class Agent:
         self.replay = session.ReplayCache()
 
     def dial_in(self, conf: Conference, media=MEDIA) -> dict[str, bytes]:
-        issued = self.lab.request(self.name, self.uri, [CONF], extra_flags=mikey.F_M)
+        issued = self.lab.request(self.name, self.uri, [CONF], flags=session.FLAGS_FORKED | mikey.F_M)
         pending = session.build_transfer_init(issued, self.uri, CONF, media, KMS_ID, self.lab.clock())
         ti = session.inspect_transfer_init(pending.transfer_init)
         self.lab.clock.now += 0.25  # the focus answers a moment later (a fresh T, 4.2.2.3)
@@ -191,7 +191,7 @@ def test_dial_out_and_ssrc_clash(lab) -> None:
     a, b = Agent(lab, "alice"), Agent(lab, "bob")
     agents = {"alice": a, "bob": b}
     a.dial_in(conf)
-    issued = lab.request("focus", CONF, [b.uri], extra_flags=mikey.F_L)
+    issued = lab.request("focus", CONF, [b.uri], flags=session.FLAGS_FORKED | mikey.F_L)
     ti = conf.dial_out(issued, b.uri, MEDIA)
     assert a.link.generation == 1  # nobody has the invitation's generation yet
     # B answers with A's SSRC: the focus moves B's SSRC in an update of its own
@@ -284,7 +284,7 @@ def test_focus_messages_read_by_the_independent_rfc6043_code(lab) -> None:
     conf = Conference(CONF, lab.clock)
     a, b = Agent(lab, "alice"), Agent(lab, "bob")
     a.dial_in(conf)
-    issued = lab.request("bob", b.uri, [CONF], extra_flags=mikey.F_M)
+    issued = lab.request("bob", b.uri, [CONF], flags=session.FLAGS_FORKED | mikey.F_M)
     pending = session.build_transfer_init(issued, b.uri, CONF, MEDIA, KMS_ID, lab.clock())
     ti = session.inspect_transfer_init(pending.transfer_init)
     lab.clock.now += 0.5  # the response's T is fresh (4.2.2.3)
@@ -361,7 +361,7 @@ def test_keys_from_a_focus_only_where_the_ticket_lets_it_supply_them(lab) -> Non
     assert e.value.code == "mikey.unsupported"
     # a focus answering with keys anyway (M set in its copy of the policy only) is refused by the member
     got = Agent(lab, "bob")
-    issued = lab.request("bob", got.uri, [CONF], extra_flags=mikey.F_M)
+    issued = lab.request("bob", got.uri, [CONF], flags=session.FLAGS_FORKED | mikey.F_M)
     pending = session.build_transfer_init(issued, got.uri, CONF, MEDIA, KMS_ID, lab.clock())
     ti = session.inspect_transfer_init(pending.transfer_init)
     resp, _ = conf.dial_in(ti, lab.resolve("focus", CONF, ti))

@@ -135,7 +135,11 @@ def test_conference_of_three_through_the_lab_focus(agent_factory, focus_network)
         assert result.returncode == 0 and "tseuqer roolf" in result.stdout, result.stderr
 
         # carol leaves: alice and bob move to generation 4; carol's key does not open it
+        from ue_agent.ops.conference import _LINKS
+
+        carol_link = next(links[sessions["carol"]] for links in _LINKS.values() if sessions["carol"] in links)
         c.request("session.close", session=sessions["carol"])
+        assert carol_link.keys.auth.zeroized  # the update keys go with the session
         ups = post(net, "leave", {"member": uri["carol"]})["updates"]
         assert set(ups) == {uri["alice"], uri["bob"]}
         apply(ups, 4)

@@ -36,6 +36,14 @@ def _links(ctx: Context) -> dict[str, Link]:
     return links
 
 
+def forget(ctx: Context, sid: str) -> None:
+    """The session ``sid`` is closed: its link's keys are zeroized."""
+    links = _LINKS.get(ctx)
+    link = links.pop(sid, None) if links else None
+    if link is not None:
+        link.zeroize()
+
+
 def after_complete(
     pending: PendingOffer, transfer_resp: bytes, keys: list[StreamKeyPair]
 ) -> tuple[list[StreamKeyPair], Link | None]:

@@ -373,7 +373,8 @@ class _Connection(asyncio.BufferedProtocol):
             if line is None:
                 continue
             if isinstance(line, bytearray):  # key material: never joined into a copy
-                self._flush(out)
+                if out:
+                    self._flush(out)
                 self.send(line)
                 wipe(line)
                 queued = t.get_write_buffer_size()
@@ -382,7 +383,8 @@ class _Connection(asyncio.BufferedProtocol):
             queued += len(line)
         if taken:
             self._last = self.loop.time()
-        self._flush(out)
+        if out:
+            self._flush(out)
         if t.is_closing():
             return
         if more:

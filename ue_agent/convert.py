@@ -477,6 +477,12 @@ def _convert(plan: _Plan, data: Any) -> Any:
     return plan.cls(**kwargs)
 
 
+def prepare(cls: type) -> None:
+    """Build and cache ``cls``'s converter now (its type hints resolved, one converter per
+    field), so that the first :func:`convert` of it does not pay for that (the warm-up)."""
+    _plan(cls)
+
+
 def convert(cls: type[T], data: Any) -> T:
     """``data`` (a dict from TOML or JSON) as a ``cls`` instance, or :class:`ConvertError`."""
     result: T = _convert(_plan(cls), data)

@@ -9,10 +9,10 @@ with a KMS URL. Measured in docs/performance.md (first offer against a warm one,
 after warm-up).
 
 After the imports, :func:`prime` does the first call's one-time work that is not an import,
-on made-up values that carry no key: each request's converter (its type hints resolved),
-and with a KMS URL the first use of the AES backend (about 1 ms the first time in a
-process), of the hash and HMAC constructors, of the BSF XML parser, of the Digest codec,
-of the identity patterns and of h11.
+on made-up values that carry no key: the converters of a call's requests (type hints
+resolved), and with a KMS URL the first use of the AES backend (about 1 ms the first time
+in a process), of the hash and HMAC constructors, of the BSF XML parser, of the Digest
+codec, of the identity patterns and of h11.
 """
 
 from __future__ import annotations
@@ -64,12 +64,17 @@ def _import_all(names: list[str]) -> None:
             log.debug("warm-up: %s not loaded (%s)", name, type(exc).__name__)
 
 
+#: the families whose requests a call makes: their converters are built in the warm-up
+#: (about 8 KiB each), the other operations' on first use
+CALL_FAMILIES = frozenset({"sdes", "mikey", "session"})
+
+
 def _requests() -> None:
     from ue_agent.convert import prepare
     from ue_agent.ops.registry import OPERATIONS
 
     for op in OPERATIONS.values():
-        if op.empty is None:
+        if op.family in CALL_FAMILIES and op.empty is None:
             prepare(op.request)
 
 

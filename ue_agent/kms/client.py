@@ -172,7 +172,7 @@ class KmsClient:
     # -- KMS exchanges
 
     async def _request_ticket(
-        self, recipients: list[str], group: bool, validity: int
+        self, recipients: list[str], group: bool, validity: int, flags: int | None = None
     ) -> session.IssuedTicket:
         def build(btid: str, psk: Secret):
             return session.build_request_init(
@@ -185,6 +185,7 @@ class KmsClient:
                 group=group,
                 now=self.clock(),
                 prf_func=self.prf_func,
+                flags=flags,
             )
 
         return await self._exchange(build, session.read_request_resp)

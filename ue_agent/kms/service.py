@@ -289,7 +289,7 @@ class KmsService:
             if forked:
                 # 4.2.3.5 / 5.1.1: fork MPKr and the TGK with the modifier (IDRr, RANDRkms)
                 id_r = responder.encode()
-                rand_kms = os.urandom(protect.RAND_LEN)
+                rand_kms = self.modifier_rand()
                 f_mpk = mikey_prf.fork(
                     mpk_r.reveal(), mikey_prf.FORK_MPKR_CONST, id_r, rand_kms, ticket.prf_func
                 )
@@ -310,6 +310,11 @@ class KmsService:
                 k.zeroize()
         self.stats.resolves += 1
         return body
+
+    def modifier_rand(self) -> bytes:
+        """RANDRkms of a forked resolve (4.2.3.5): fresh for every RESOLVE_RESP, so terminals
+        sharing one identity (IDRr) still get different MPKr' and TGK' (docs/kms.md "Key forking")."""
+        return os.urandom(protect.RAND_LEN)
 
     def _check_initiator_data(self, ticket: mikey.Ticket, mpk_r: Secret) -> None:
         """RFC 6043 4.2.3.4: with key forking, Vr of the Initiator Data must verify under MPKr."""

@@ -70,12 +70,12 @@ CALL_FAMILIES = frozenset({"sdes", "mikey", "session"})
 
 
 def _requests() -> None:
-    from ue_agent.convert import prepare
+    from ue_agent.api.schema import compiled
     from ue_agent.ops.registry import OPERATIONS
 
     for op in OPERATIONS.values():
         if op.family in CALL_FAMILIES and op.empty is None:
-            prepare(op.request)
+            compiled(op)
 
 
 def _crypto() -> None:

@@ -240,7 +240,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._partial_since: float | None = None  # an unfinished line is buffered
         self._reading = True
         self._turn: asyncio.Handle | None = None  # the next turn of input, scheduled
-        self._rbuf: bytearray | None = None  # what the transport reads into
+        self._rbuf: memoryview | None = None  # what the transport reads into (one buffer)
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -276,16 +276,15 @@ class _Connection(asyncio.BufferedProtocol):
         # The transport reads into our buffer (recv_into), so no bytes object of the request
         # (which may carry a peer's key) is left behind: the buffer is wiped after each read.
         if self._rbuf is None:
-            self._rbuf = bytearray(READ_SIZE if self.core is not None else 256)
-        return memoryview(self._rbuf)
+            self._rbuf = memoryview(bytearray(READ_SIZE if self.core is not None else 256))
+        return self._rbuf
 
     def buffer_updated(self, nbytes: int) -> None:
-        core, buf = self.core, self._rbuf
-        if core is None or buf is None:
+        core, view = self.core, self._rbuf
+        if core is None or view is None:
             return
-        with memoryview(buf) as view:
-            core.push(view[:nbytes])
-            view[:nbytes] = _ZEROS[:nbytes]
+        core.framer.push(view[:nbytes])
+        view[:nbytes] = _ZEROS[:nbytes]
         if self._turn is None and self._write_blocked_since is None:
             self._take_input()
         else:  # a turn is due or the peer must read first: read no more meanwhile
@@ -329,15 +328,16 @@ class _Connection(asyncio.BufferedProtocol):
         core, t = self.core, self.transport
         if core is None or t is None or t.is_closing():
             return
-        out: list[bytes | bytearray] = []
+        out: list[bytes] = []  # plain reply lines of this turn, written together
         queued = t.get_write_buffer_size()
         more = False
         taken = 0
+        next_action = core.next_action
         while True:
             if queued > HIGH_WATER or taken >= LINES_PER_TURN:
                 more = True
                 break
-            action = core.next_action()
+            action = next_action()
             if action is None:
                 break
             taken += 1
@@ -375,7 +375,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._reading = True
             t.resume_reading()
 
-    def _flush(self, out: list[bytes | bytearray]) -> None:
+    def _flush(self, out: list[bytes]) -> None:
         if out:
             self.send(out[0] if len(out) == 1 else b"".join(out))
             out.clear()

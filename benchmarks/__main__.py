@@ -14,7 +14,8 @@ every repetition):
 - status with many sessions: ``status`` p50 with few and with many open sessions.
 - calls: two daemons (UE-A alice, UE-B bob) and the lab BSF/KMS on loopback: the first
   ``mikey.offer``/``mikey.answer`` after start-up (GBA bootstrap + KMS requests; the median
-  over three fresh daemon pairs, one with --quick) and warm ones, against an RFC 2617 Digest-authenticated POST of the same size (aiohttp both sides).
+  over three fresh daemon pairs, one with --quick) and warm ones, against an RFC 2617
+  Digest-authenticated POST of the same size (aiohttp both sides).
 - memory: start to READY=1 (against a bare Python process that only says READY=1), RSS
   idle after start-up and warm-up, and after the first calls.
 - card: APDUs per GBA_ME and GBA_U bootstrap, renewal and first Ks_(ext_)NAF (soft UICC,

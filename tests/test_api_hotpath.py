@@ -247,3 +247,20 @@ def test_fused_checks_keep_their_messages(data: dict[str, Any], message: str) ->
     with pytest.raises(ConvertError) as err:
         converter(Sample)(data)
     assert err.value.message == message
+
+
+@pytest.mark.parametrize(
+    "line",
+    [b'{"id":1,"op":"status"}', b'{"id":1,"op":"status"}\r', b"   ", b"", b"nope", b'{"id":2,"op":"x"}'],
+)
+def test_a_line_taken_straight_from_the_read_is_a_framed_line(line: bytes) -> None:
+    """The server's shortcut for a read that is one whole line (ConnectionCore.line_action)
+    gives what the framer's path gives for the same bytes."""
+    framed, straight = ConnectionCore(), ConnectionCore()
+    framed.push(line + b"\n")
+    a, b = framed.next_action(), straight.line_action(line)
+    assert type(a) is type(b)
+    if isinstance(a, bytes):
+        assert a == b
+    elif a is not None:
+        assert b is not None and (a.id, a.op, a.params) == (b.id, b.op, b.params)  # type: ignore[union-attr]

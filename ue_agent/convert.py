@@ -478,23 +478,23 @@ def _plan(cls: type) -> _Plan:
     plan = _PLANS.get(cls)
     if plan is not None:
         return plan
+    # published only when whole: another thread (the warm-up builds plans while requests
+    # are served) never sees a half-built one; two threads building the same plan at once
+    # make two equal plans, and one is kept. A nested dataclass (itself too) is planned
+    # when a value of it is converted, not here.
     plan = _Plan(cls)
-    _PLANS[cls] = plan  # before the fields: a dataclass may nest itself
-    try:
-        hints = get_type_hints(cls, include_extras=True)
-        for f in dataclasses.fields(cls):
-            hint = hints[f.name]
-            if not f.init or (
-                get_origin(hint) is typing.Annotated and any(m is INTERNAL for m in get_args(hint)[1:])
-            ):
-                continue
-            plan.convs[f.name] = _build(hint)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                plan.required.append(f.name)
-    except BaseException:
-        del _PLANS[cls]
-        raise
+    hints = get_type_hints(cls, include_extras=True)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if not f.init or (
+            get_origin(hint) is typing.Annotated and any(m is INTERNAL for m in get_args(hint)[1:])
+        ):
+            continue
+        plan.convs[f.name] = _build(hint)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            plan.required.append(f.name)
     plan.names = frozenset(plan.convs)
+    _PLANS[cls] = plan
     return plan
 
 

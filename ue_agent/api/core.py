@@ -119,6 +119,14 @@ class ConnectionCore:
                 return self._line(item)
         return None
 
+    def line_action(self, line: bytes) -> Action | None:
+        """The action for one whole line the caller took itself (without its newline, at
+        most ``max_line`` bytes with it), as :meth:`next_action` gives it for a buffered
+        line; None for a blank line."""
+        if line and not line.isspace():
+            return self._line(line)
+        return None
+
     def _error(self, req_id: Any, code: str, message: str, **details: Any) -> bytes:
         return encode(E.error_reply(req_id, E.api_error(code, message, **details)))
 

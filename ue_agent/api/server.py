@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ue_agent.api import errors as E
-from ue_agent.api.core import ConnectionCore, Peer, Request
+from ue_agent.api.core import Action, ConnectionCore, Peer, Request
 from ue_agent.api.protocol import encode, wipe
 from ue_agent.config import ApiConfig
 from ue_agent.errors import AgentError
@@ -250,6 +250,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._reading = True
         self._turn: asyncio.Handle | None = None  # the next turn of input, scheduled
         self._rbuf: memoryview | None = None  # what the transport reads into (one buffer)
+        self._rbytes = bytearray()  # the buffer under _rbuf
         #: output that waits behind a line with key material the socket could not take whole:
         #: our own buffers, wiped once written (the transport's would be freed unwiped)
         self._held: deque[bytearray] = deque()
@@ -291,18 +292,35 @@ class _Connection(asyncio.BufferedProtocol):
         # The transport reads into our buffer (recv_into), so no bytes object of the request
         # (which may carry a peer's key) is left behind: the buffer is wiped after each read.
         if self._rbuf is None:
-            self._rbuf = memoryview(bytearray(READ_SIZE if self.core is not None else 256))
+            self._rbytes = bytearray(READ_SIZE if self.core is not None else 256)
+            self._rbuf = memoryview(self._rbytes)
         return self._rbuf
 
     def buffer_updated(self, nbytes: int) -> None:
         core, view = self.core, self._rbuf
         if core is None or view is None:
             return
-        core.framer.push(view[:nbytes])
-        view[:nbytes] = _ZEROS[:nbytes]
+        framer = core.framer
         if self._turn is None and self._write_blocked_since is None:
+            if (
+                0 < nbytes <= core.max_line
+                and self._rbytes.find(b"\n", 0, nbytes) == nbytes - 1
+                and not framer.pending
+                and not framer.partial
+            ):
+                # The usual read: one whole request, nothing buffered before it. The line is
+                # taken from the read buffer as the framer would give it (one copy, no pass
+                # through the framer's buffer) and run in this turn.
+                line = bytes(view[: nbytes - 1])
+                view[:nbytes] = _ZEROS[:nbytes]
+                self._take_input(core.line_action(line))
+                return
+            framer.push(view[:nbytes])
+            view[:nbytes] = _ZEROS[:nbytes]
             self._take_input()
         else:  # a turn is due or the peer must read first: read no more meanwhile
+            framer.push(view[:nbytes])
+            view[:nbytes] = _ZEROS[:nbytes]
             self._pause_reading()
 
     def eof_received(self) -> bool:
@@ -348,7 +366,9 @@ class _Connection(asyncio.BufferedProtocol):
             self._reading = False
             self.transport.pause_reading()
 
-    def _take_input(self) -> None:
+    def _take_input(self, first: Action | None = None) -> None:
+        """Take input for one turn: ``first`` (the action of a line taken straight from the
+        read, see :meth:`buffer_updated`), then buffered lines while the limits allow."""
         self._turn = None
         core, t = self.core, self.transport
         if core is None or t is None or t.is_closing():
@@ -359,12 +379,17 @@ class _Connection(asyncio.BufferedProtocol):
         taken = 0
         next_action = core.next_action
         while True:
-            if queued > HIGH_WATER or taken >= LINES_PER_TURN:
+            if first is not None:  # taken already: run before anything else
+                action: Action = first
+                first = None
+            elif queued > HIGH_WATER or taken >= LINES_PER_TURN:
                 more = True
                 break
-            action = next_action()
-            if action is None:
-                break
+            else:
+                following = next_action()
+                if following is None:
+                    break
+                action = following
             taken += 1
             if isinstance(action, bytes):
                 line: bytes | bytearray | None = action
@@ -373,7 +398,8 @@ class _Connection(asyncio.BufferedProtocol):
             if line is None:
                 continue
             if isinstance(line, bytearray):  # key material: never joined into a copy
-                self._flush(out)
+                if out:
+                    self._flush(out)
                 self.send(line)
                 wipe(line)
                 queued = t.get_write_buffer_size() + self._held_bytes
@@ -382,7 +408,8 @@ class _Connection(asyncio.BufferedProtocol):
             queued += len(line)
         if taken:
             self._last = self.loop.time()
-        self._flush(out)
+        if out:
+            self._flush(out)
         if t.is_closing():
             return
         if more:

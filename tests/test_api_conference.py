@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import urllib.parse
 import urllib.request
 
@@ -137,7 +138,8 @@ def test_conference_of_three_through_the_lab_focus(agent_factory, focus_network)
         # carol leaves: alice and bob move to generation 4; carol's key does not open it
         from ue_agent.ops.conference import _LINKS
 
-        carol_link = next(links[sessions["carol"]] for links in _LINKS.values() if sessions["carol"] in links)
+        carol_key = f"{os.getuid()}/{sessions['carol']}"  # links are kept per session key (owner/id)
+        carol_link = next(links[carol_key] for links in _LINKS.values() if carol_key in links)
         c.request("session.close", session=sessions["carol"])
         assert carol_link.keys.auth.zeroized  # the update keys go with the session
         ups = post(net, "leave", {"member": uri["carol"]})["updates"]

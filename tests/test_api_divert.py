@@ -111,6 +111,8 @@ def test_anonymous_caller_through_the_agents(agents) -> None:
     in nothing B's agent received or replied."""
     ue_a, ue_b = agents("alice"), agents("bob")
     with ue_a.client() as a, ue_b.client() as b:
+        r = a.call("mikey.offer", responder=BOB_URI, anonymous=True, deferred=True)
+        assert r["error"]["code"] == "api.bad_request" and r["error"]["details"]["param"] == "anonymous"
         offer = a.request("mikey.offer", responder=BOB_URI, anonymous=True)
         raw = sdp.parse(offer["key_mgmt"])
         assert b"alice" not in raw and b"+15550000001" not in raw

@@ -113,7 +113,7 @@ class KmsClient:
                 list(pats),
                 group,
                 validity or self.ticket_validity,
-                [anonymity.request()] if anonymous else [],
+                extra=[anonymity.request()] if anonymous else [],
             )
             if anonymous and not anonymity.is_anonymous(session.ticket_initiator(issued.ticket)):
                 issued.zeroize()  # the KMS named us in the ticket: do not send it
@@ -201,7 +201,12 @@ class KmsClient:
     # -- KMS exchanges
 
     async def _request_ticket(
-        self, recipients: list[str], group: bool, validity: int, extra: list[mikey.Payload] | None = None
+        self,
+        recipients: list[str],
+        group: bool,
+        validity: int,
+        flags: int | None = None,
+        extra: list[mikey.Payload] | None = None,
     ) -> session.IssuedTicket:
         def build(btid: str, psk: Secret):
             return session.build_request_init(
@@ -215,6 +220,7 @@ class KmsClient:
                 now=self.clock(),
                 prf_func=self.prf_func,
                 extra=extra or (),
+                flags=flags,
             )
 
         return await self._exchange(build, session.read_request_resp)

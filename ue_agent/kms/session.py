@@ -172,6 +172,11 @@ class ReplayCache:
     def remember(self, ti: TransferInit, now: float) -> None:
         self._seen[(ti.message.header.csb_id, ti.rand_i)] = now + 2 * self.window
 
+    def remember_until(self, ti: TransferInit, until: float) -> None:
+        """Keep ``ti`` refused until ``until`` (a stored TRANSFER_INIT: its ticket's TRe)."""
+        key = (ti.message.header.csb_id, ti.rand_i)
+        self._seen[key] = max(until, self._seen.get(key, 0.0))
+
 
 # ---------------------------------------------------------------------------- helpers
 
@@ -249,8 +254,10 @@ def build_request_init(
     now: float | None = None,
     prf_func: int = mikey.PRF_HMAC_SHA_256,
     extra: Sequence[mikey.Payload] = (),
+    flags: int | None = None,
 ) -> Sent:
-    """REQUEST_INIT_PSK (RFC 6043 4.2.1): HDR, T, RANDRi, IDRi, IDRkms, TP, IDRpsk, V."""
+    """REQUEST_INIT_PSK (RFC 6043 4.2.1): HDR, T, RANDRi, IDRi, IDRkms, TP, IDRpsk, V.
+    ``flags``: the desired Ticket Policy flags (default: forked, or group with ``group``)."""
     if not recipients:
         raise KmsError("kms.bad_request", "a ticket needs at least one recipient")
     now = time.time() if now is None else now
@@ -267,7 +274,7 @@ def build_request_init(
         mikey.BASE_SUBTYPE,
         mikey.BASE_VERSION,
         prf_func,
-        FLAGS_GROUP if group else FLAGS_FORKED,
+        flags if flags is not None else FLAGS_GROUP if group else FLAGS_FORKED,
         tp_data,
     )
     msg = mikey.Message(
@@ -482,6 +489,8 @@ def build_transfer_init(
     media: list[streams.Stream],
     kms_id: str = "",
     now: float | None = None,
+    *,
+    extensions: list[mikey.Payload] | None = None,
 ) -> PendingOffer:
     """TRANSFER_INIT (RFC 6043 4.2.2.1): HDR(GENERIC-ID map), T, RANDRi, IDRi, IDRr, {SP}, TICKET, V.
 
@@ -492,7 +501,9 @@ def build_transfer_init(
         raise KmsError("kms.ticket_expired", "the ticket has expired; request a new one")
     prf = issued.prf_func
     fam = protect.family(prf)
-    cs_map, sps, plan = streams.describe(media, issued.tgk_spi, fam.key_len)
+    # no TRANSFER_RESP (F flag clear, 6.10): nobody fills in a responder's crypto session
+    one_way = not issued.ticket.flag(mikey.F_F)
+    cs_map, sps, plan = streams.describe(media, issued.tgk_spi, fam.key_len, one_way=one_way)
     hdr = mikey.Header(
         mikey.DT_TRANSFER_INIT, _csb_id(), prf, issued.ticket.flag(mikey.F_F), mikey.MAP_GENERIC_ID, cs_map
     )
@@ -511,6 +522,7 @@ def build_transfer_init(
             _idr(mikey.ROLE_R, peer_c),
             *sps,
             ticket,
+            *(extensions or []),
         ],
     )
     keys = protect.MessageKeys.derive(issued.mpk_i, hdr.csb_id, mikey_prf.DIR_INITIAL, rand_i, None, prf)

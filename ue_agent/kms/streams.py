@@ -142,9 +142,10 @@ def supported_srtp_policy(policy_no: int) -> mikey.SecurityPolicy:
 
 
 def describe(
-    streams: list[Stream], spi: bytes, psk_len: int
+    streams: list[Stream], spi: bytes, psk_len: int, *, one_way: bool = False
 ) -> tuple[tuple[mikey.GenericCs, ...], list[mikey.SecurityPolicy], list[StreamCs]]:
-    """The initiator's GENERIC-ID map, SP payloads and layout for a TRANSFER_INIT."""
+    """The initiator's GENERIC-ID map, SP payloads and layout for a TRANSFER_INIT; ``one_way``:
+    no crypto session for the responder's direction (no TRANSFER_RESP to fill it in, F flag clear)."""
     if not streams or len(streams) > 100:
         raise _bad("a TRANSFER_INIT keys 1..100 streams")
     entries: list[mikey.GenericCs] = []
@@ -160,8 +161,9 @@ def describe(
         ssrc = random_ssrc() if s.ssrc is None else s.ssrc
         data, sflag = _srtp_data(ssrc, s.roc)
         entries.append(mikey.GenericCs(cs, mikey.PROT_SRTP, (no,), data, spi, sflag))
-        entries.append(mikey.GenericCs(cs + 1, mikey.PROT_SRTP, (no,), b"", spi))
-        layout.append(StreamCs(SrtpStream(s.suite, ssrc, s.roc), no, cs, cs + 1))
+        if not one_way:
+            entries.append(mikey.GenericCs(cs + 1, mikey.PROT_SRTP, (no,), b"", spi))
+        layout.append(StreamCs(SrtpStream(s.suite, ssrc, s.roc), no, cs, None if one_way else cs + 1))
     return tuple(entries), sps, layout
 
 

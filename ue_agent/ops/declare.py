@@ -39,6 +39,8 @@ StreamLines = Annotated[list[Annotated[list[Text], Len(0, MAX_LIST)]], Len(1, MA
 Bytes16 = Annotated[bytes, Base64(16)]
 SessionId = Text
 Ssrc = Annotated[int, Range(0, 2**32 - 1)]
+#: a ticket's validity asked of the KMS, in seconds (RFC 6043 6.10 TRe; the KMS may shorten it)
+Validity = Annotated[int, Range(1, 7 * 24 * 3600)]
 #: an SRTP packet index (48 bits, RFC 3711 §3.3.1) and an SRTCP index (31 bits, §3.4)
 SrtpIndex = Annotated[int, Range(0, 2**48 - 1)]
 SrtcpIndex = Annotated[int, Range(0, 2**31 - 1)]

@@ -11,7 +11,7 @@ from ue_agent.errors import AgentError, MediaError
 from ue_agent.media.sessions import Phase
 from ue_agent.ops import early
 from ue_agent.ops.aka import b64
-from ue_agent.ops.declare import Reply, SessionId, Text, TextList, listed, operation, request
+from ue_agent.ops.declare import Reply, SessionId, Text, TextList, Validity, listed, operation, request
 from ue_agent.ops.session import register
 
 if TYPE_CHECKING:
@@ -70,6 +70,9 @@ class MikeyOffer:
     group: bool = False
     #: withhold our identity from the callee (TR 33.828 req. 49, kms/anonymity.py)
     anonymous: bool = False
+    #: keys at offer time from a one-way ticket, for a receiver that may be offline (ops/deferred.py)
+    deferred: bool = False
+    validity: Validity | None = None
 
 
 @request
@@ -96,6 +99,14 @@ class MikeyComplete:
 async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     from ue_agent.kms.sdp import build
 
+    if req.deferred and req.anonymous:  # a one-way ticket is not issued anonymously (yet): say so
+        raise api_error(BAD_REQUEST, "'anonymous' cannot be combined with 'deferred'", param="anonymous")
+    if req.deferred:
+        from ue_agent.ops.deferred import offer_deferred
+
+        return await offer_deferred(ctx, req, peer)
+    if req.validity is not None:
+        raise api_error(BAD_REQUEST, "'validity' goes with 'deferred'", param="validity")
     ctx.sessions.check_room("offers")
     sid = ctx.sessions.new_id(req.session)
     streams = [mikey_stream(m, req.suite) for m in req.media]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ue_agent.ops import aka, divert, ims, mikey, protocol, sdes, session, status  # noqa: F401 - declares the ops
+from ue_agent.ops import aka, deferred, divert, ims, mikey, protocol, sdes, session, status  # noqa: F401 - declares the ops
 from ue_agent.ops.declare import DECLARED, Op
 
 #: families in the order ``hello`` lists them; within a family, declaration order

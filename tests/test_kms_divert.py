@@ -190,3 +190,17 @@ def test_anonymous_caller(lab_network):
             assert not ans2.anonymous and ans2.peer_uri == uri("alice")
 
     run(go())
+
+
+def test_private_use_general_extension_types_are_distinct():
+    """Each private-use General Extension type (RFC 3830 6.15, IANA 241-255) names one thing."""
+    from ue_agent.kms import messaging
+
+    types = [
+        divert.EXT_DIVERT,
+        divert.EXT_DIVERSION,
+        divert.EXT_CDIV_AS,
+        messaging.EXT_E2M,
+        anonymity.EXT_ANONYMOUS,
+    ]
+    assert len(set(types)) == len(types) and all(241 <= t <= 255 for t in types)

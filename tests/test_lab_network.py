@@ -130,3 +130,33 @@ def test_cli_reports_a_bad_subscriber_file(tmp_path: Path):
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert r.returncode == 1 and "config." in r.stderr
+
+
+def test_cli_lab_network_serves_the_mailbox():
+    bsf_port, kms_port, box_port = _free_port(), _free_port(), _free_port()
+    files = [str(SUBSCRIBER_DIR / f"{n}.toml") for n in ("alice", "bob")]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ue_agent", "lab", "network", "--subscribers", *files,
+         "--bsf", f"127.0.0.1:{bsf_port}", "--kms", f"127.0.0.1:{kms_port}",
+         "--mailbox", f"127.0.0.1:{box_port}"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        lines = [proc.stdout.readline() for _ in range(4)]
+        assert "001010000000090@" in lines[2]  # the mailbox is a subscriber of the network
+        box = "sip:mailbox@ims.mnc001.mcc001.3gppnetwork.org"
+        assert f"MAILBOX {box} at http://127.0.0.1:{box_port}" in lines[3]
+
+        async def items():
+            url = f"http://127.0.0.1:{box_port}/mailbox/sip:bob@ims.mnc001.mcc001.3gppnetwork.org"
+            async with aiohttp.ClientSession() as http, http.get(url) as r:
+                return r.status, await r.json()
+
+        assert asyncio.run(items()) == (200, {"items": []})
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

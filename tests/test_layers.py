@@ -60,7 +60,7 @@ ASYNCIO_STREAMS = frozenset(
 #: third-party I/O libraries the core must not import either (the lab and drivers use them)
 IO_LIBRARIES = ("aiohttp", "h11", "smartcard", "serial", "pyroute2", "pylibsrtp")
 #: the UE's MIKEY modules and what they must not import (the KMS's own side)
-UE_MIKEY = ("session.py", "client.py", "streams.py", "sdp.py", "ids.py")
+UE_MIKEY = ("session.py", "client.py", "streams.py", "sdp.py", "ids.py", "deferred.py", "messaging.py")
 KMS_SIDE = ("ue_agent.kms.service", "ue_agent.lab")
 
 

@@ -74,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument("--subscribers", nargs="+", required=True, metavar="FILE")
     net.add_argument("--bsf", default="127.0.0.1:8080", metavar="HOST:PORT")
     net.add_argument("--kms", default="127.0.0.1:8081", metavar="HOST:PORT")
+    net.add_argument(
+        "--mailbox", default=None, metavar="HOST:PORT", help="also serve the lab mailbox (deferred delivery)"
+    )
     net.set_defaults(func=_lab_handler("ue_agent.lab.network:main", "lab network"))
     uicc = lab_sub.add_parser("uicc", help="a soft UICC served to a vpcd virtual reader")
     uicc.add_argument("--subscriber", required=True, metavar="FILE")

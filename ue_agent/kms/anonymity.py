@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from ue_agent.kms import ids, mikey
 
-EXT_ANONYMOUS = 250  # private use (this project): anonymity asked (REQUEST_INIT) / vouched (RESOLVE_RESP)
+EXT_ANONYMOUS = 251  # private use (this project): anonymity asked (REQUEST_INIT) / vouched (RESOLVE_RESP)
 #: RFC 3323 4.1.1.3: the URI of an anonymous From header
 ANONYMOUS_URI = "sip:anonymous@anonymous.invalid"
 #: what the callee's softphone is shown as the peer

@@ -74,6 +74,23 @@ def sent_at(ti: session.TransferInit) -> float:
     return protect.unix_of(t)
 
 
+def check_stored_bounds(
+    ti: session.TransferInit, resolved: session.ResolvedTicket, now: float, skew: float = 300.0
+) -> float:
+    """The bound of a stored TRANSFER_INIT: a one-way ticket, now before TRe, T within the
+    ticket's validity (from TRs - skew) and not more than ``skew`` in the future; T as Unix time."""
+    _require_one_way(resolved.flags)
+    if now >= resolved.expiry:
+        raise KmsError("kms.ticket_expired", "the ticket of the stored TRANSFER_INIT has expired")
+    sent = sent_at(ti)
+    if sent > now + skew:
+        raise MikeyError("mikey.replay", "stored TRANSFER_INIT timestamp lies in the future")
+    start = ti.ticket.policy_first(mikey.TimestampRole, mikey.TS_ROLE_START)
+    if sent >= resolved.expiry or (start is not None and sent < protect.unix_of(start) - skew):
+        raise KmsError("kms.ticket_expired", "the TRANSFER_INIT was sent outside its ticket's validity")
+    return sent
+
+
 def accept_stored(
     ti: session.TransferInit,
     resolved: session.ResolvedTicket,
@@ -87,15 +104,7 @@ def accept_stored(
     The bound is the ticket's validity, not the freshness window (module docstring); the
     RFC 6043 4.2.3.6 checks (MAC under MPKi, initiator = the ticket's) are those of
     :func:`session.accept_transfer_init`, run as of the moment the TRANSFER_INIT was sent."""
-    _require_one_way(resolved.flags)
-    if now >= resolved.expiry:
-        raise KmsError("kms.ticket_expired", "the ticket of the stored TRANSFER_INIT has expired")
-    sent = sent_at(ti)
-    if sent > now + skew:
-        raise MikeyError("mikey.replay", "stored TRANSFER_INIT timestamp lies in the future")
-    start = ti.ticket.policy_first(mikey.TimestampRole, mikey.TS_ROLE_START)
-    if sent >= resolved.expiry or (start is not None and sent < protect.unix_of(start) - skew):
-        raise KmsError("kms.ticket_expired", "the TRANSFER_INIT was sent outside its ticket's validity")
+    sent = check_stored_bounds(ti, resolved, now, skew)
     replay.check(ti, now)
     _resp, keys = session.accept_transfer_init(ti, resolved, own, session.ReplayCache(replay.window), sent)
     replay.remember_until(ti, max(resolved.expiry, now + 2 * replay.window))
@@ -138,7 +147,6 @@ async def offer_one_way(
     *,
     recipients: list[str] | None = None,
     validity: int | None = None,
-    extensions: list[mikey.Payload] | None = None,
 ) -> OneWayOffer:
     """Ask the KMS for a one-way ticket and build the TRANSFER_INIT; the keys come with it."""
     peer = ids.canonical(peer_uri)
@@ -152,7 +160,7 @@ async def offer_one_way(
                 flags=mikey.flag_text(issued.flags),
             )
         pending = session.build_transfer_init(
-            issued, client.own, peer, media, client.kms_fqdn, client.clock(), extensions=extensions
+            issued, client.own, peer, media, client.kms_fqdn, client.clock()
         )
         keys = sender_keys(pending)
     finally:

@@ -489,8 +489,6 @@ def build_transfer_init(
     media: list[streams.Stream],
     kms_id: str = "",
     now: float | None = None,
-    *,
-    extensions: list[mikey.Payload] | None = None,
 ) -> PendingOffer:
     """TRANSFER_INIT (RFC 6043 4.2.2.1): HDR(GENERIC-ID map), T, RANDRi, IDRi, IDRr, {SP}, TICKET, V.
 
@@ -522,7 +520,6 @@ def build_transfer_init(
             _idr(mikey.ROLE_R, peer_c),
             *sps,
             ticket,
-            *(extensions or []),
         ],
     )
     keys = protect.MessageKeys.derive(issued.mpk_i, hdr.csb_id, mikey_prf.DIR_INITIAL, rand_i, None, prf)

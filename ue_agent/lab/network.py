@@ -212,8 +212,16 @@ def _addr(text: str, what: str) -> tuple[str, int]:
 
 
 def main(args) -> int:
-    """``ue-agent lab network --subscribers F... [--bsf HOST:PORT] [--kms HOST:PORT]``."""
+    """``ue-agent lab network --subscribers F... [--bsf H:P] [--kms H:P] [--mailbox H:P]``."""
     subs = [load_subscriber(p) for p in args.subscribers]
+    mailbox = getattr(args, "mailbox", None)
+    box_addr = _addr(mailbox, "mailbox") if mailbox else None
+    box_sub = None
+    if box_addr is not None:  # the lab mailbox, a subscriber of its own (ue_agent/lab/mailbox.py)
+        from pathlib import Path
+
+        box_sub = load_subscriber(Path(__file__).parent / "subscribers" / "mailbox.toml")
+        subs = [s for s in subs if s.impi != box_sub.impi] + [box_sub]
     net = LabNetwork(subs, bsf_addr=_addr(args.bsf, "bsf"), kms_addr=_addr(args.kms, "kms"))
 
     async def run() -> None:
@@ -227,7 +235,14 @@ def main(args) -> int:
             kms_note = "" if net.kms_app_loaded else " (no KMS app installed: 404 only)"
             print(f"KMS {net.kms_fqdn} at {net.kms_url}{kms_note}", flush=True)
             print(f"subscribers: {', '.join(s.impi for s in subs)}", flush=True)
-            await stop.wait()
+            if box_sub is None:
+                await stop.wait()
+                return
+            from ue_agent.lab.mailbox import MailboxServer
+
+            async with MailboxServer(net, box_sub, box_addr or ("127.0.0.1", 0)) as box:
+                print(f"MAILBOX {box_sub.impu[0]} at {box.url}", flush=True)
+                await stop.wait()
 
     asyncio.run(run())
     sys.stdout.flush()

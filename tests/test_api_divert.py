@@ -54,6 +54,7 @@ def test_cdiv_solution_1_through_the_agents(agents, lab_network) -> None:
         done = a.request("mikey.complete", session=offer["session"], transfer_resp=ans["key_mgmt"])
         assert done["state"] == "active" and done["peer"] == CAROL_URI
         assert done["protection"]["peer_authenticated"] is True and done["protection"]["intended"] is False
+        assert done["protection"]["diverted_from"] == BOB_URI  # named in C's TRANSFER_RESP, under its MAC
         _same_keys(a, offer["session"], c, ans["session"])
         r = c.call("mikey.answer", transfer_init=offer["key_mgmt"], diverted_from=BOB_URI)
         assert r["error"]["code"] == "api.bad_request" and r["error"]["details"]["param"] == "cdiv_as"
@@ -84,6 +85,7 @@ def test_cdiv_solution_2_caller_reoffers(agents) -> None:
         ans = c.request("mikey.answer", transfer_init=again["key_mgmt"])
         done = a.request("mikey.complete", session=again["session"], transfer_resp=ans["key_mgmt"])
         assert done["state"] == "active" and done["peer"] == CAROL_URI and done["protection"]["intended"]
+        assert "diverted_from" not in done["protection"]  # a call to C, not a diverted one
         _same_keys(a, again["session"], c, ans["session"])
 
 
@@ -99,8 +101,9 @@ def test_mikey_divert_by_the_called_party(agents) -> None:
         r = b.call("mikey.divert", transfer_init=offer["key_mgmt"], to="not a uri")
         assert r["error"]["code"] == "api.bad_request" and r["error"]["details"]["param"] == "to"
         ans = c.request("mikey.answer", transfer_init=offer["key_mgmt"])
+        assert ans["diverted_from"] == BOB_URI  # the KMS tells C whose call it resolves
         done = a.request("mikey.complete", session=offer["session"], transfer_resp=ans["key_mgmt"])
-        assert done["peer"] == CAROL_URI
+        assert done["peer"] == CAROL_URI and done["protection"]["diverted_from"] == BOB_URI
         _same_keys(a, offer["session"], c, ans["session"])
         r = d.call("mikey.answer", transfer_init=offer["key_mgmt"])
         assert r["error"]["code"] == "kms.not_authorized"

@@ -135,7 +135,8 @@ def test_divert_book_rules():
     echo = resolve("sip:carol@x.org", *ind)
     assert [x.ext_type for x in echo] == [divert.EXT_DIVERSION, divert.EXT_CDIV_AS]
     assert asked[-1][3] == divert.ticket_ref(b"ticket-data")
-    assert resolve("sip:carol@x.org") == []  # remembered until TRe
+    again = resolve("sip:carol@x.org")  # remembered until TRe, and told whose call it is
+    assert [(x.ext_type, x.data) for x in again] == [(divert.EXT_DIVERSION, b"sip:bob@x.org")]
     with pytest.raises(divert.Refusal):  # served user outside the recipients
         resolve("sip:dave@x.org", *divert.Diversion.of("sip:eve@x.org", "sip:as@x.org").extensions())
     with pytest.raises(divert.Refusal):  # no AS named

@@ -153,7 +153,10 @@ class KmsClient:
         if fresh:
             resolved = await self._resolve(ti, diversion.extensions() if diversion is not None else [])
         assert resolved is not None
-        resp, keys = session.accept_transfer_init(ti, resolved, self.own, self.replay, self.clock())
+        served = divert.confirmed(resolved.extensions)  # a call diverted to us, as the KMS accepted it
+        resp, keys = session.accept_transfer_init(
+            ti, resolved, self.own, self.replay, self.clock(), extra=divert.announce(served)
+        )
         if fresh and resolved.flags & mikey.F_J:  # kept for reuse only when the policy allows it (5.3)
             self._resolved[ti.ticket_ref] = resolved
         elif fresh:
@@ -167,7 +170,7 @@ class KmsClient:
             fresh,
             anonymous,
             anonymity.vouched(resolved.extensions) if anonymous else True,
-            divert.confirmed(resolved.extensions),
+            served,
         )
 
     async def authorize_divert(self, transfer_init: bytes, new_recipient: str) -> None:

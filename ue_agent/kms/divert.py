@@ -13,9 +13,10 @@ diversion"; General Extension types from the private-use range 241-255, RFC 3830
   recipient, names C in a RESOLVE_INIT of its own (``KmsClient.authorize_divert``, socket op
   ``mikey.divert``); the KMS then accepts C for the ticket until its TRe.
 - **Solution #2 (TR 33.829 9.3), the caller re-offers.** When C cannot resolve, C answers the
-  TRANSFER_INIT with an Error message (RFC 6043 5.4) ERR 242 carrying IDRr = C and the diversion
-  indication (B); the caller's agent reads it as the dedicated result "diverted to C"
-  (:func:`diverted_to`) and the caller sends a new offer with a ticket for C.
+  TRANSFER_INIT with an Error message (RFC 6043 5.4) ERR 242 carrying General Extensions (RFC 3830
+  6.15: "can be used in any MIKEY message"; 5.4 allows no IDR there) naming C (``EXT_DIVERT``) and
+  the diverting user B (``EXT_DIVERSION``); the caller's agent reads it as the dedicated result
+  "diverted to C" (:func:`diverted_to`) and the caller sends a new offer with a ticket for C.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ class DivertBook:
     ask: CdivQuestion | None = None
     diverts: int = 0
     questions: int = 0
-    _accepted: dict[bytes, tuple[float, set[str]]] = field(default_factory=dict)
+    #: ticket RAND -> (TRe, {diverted-to user: the diverting user})
+    _accepted: dict[bytes, tuple[float, dict[str, str]]] = field(default_factory=dict)
 
     def check(
         self,
@@ -125,11 +127,14 @@ class DivertBook:
         if target is not None:  # the diverting user authorizes the diverted-to user
             if not in_policy:
                 raise Refusal("only a recipient may divert the call")
-            self._accepted.setdefault(key, (expiry, set()))[1].add(target)
+            self._accepted.setdefault(key, (expiry, {}))[1][target] = responder
             self.diverts += 1
             return [mikey.GeneralExt(EXT_DIVERT, target.encode())]
-        if in_policy or responder in self._accepted.get(key, (0.0, set()))[1]:
+        if in_policy:
             return []
+        earlier = self._accepted.get(key, (0.0, {}))[1].get(responder)
+        if earlier is not None:  # a diverted-to user accepted before: tell it whose call it is
+            return announce(earlier)
         served, cdiv_as = _ext(msg, EXT_DIVERSION), _ext(msg, EXT_CDIV_AS)
         if served is None:
             raise Refusal("responder outside the ticket's recipients")
@@ -143,7 +148,7 @@ class DivertBook:
             raise Refusal("the CDIV AS is not known to the KMS")
         if not answer:
             raise Refusal("the CDIV AS denies that the responder is the diverted-to user")
-        self._accepted.setdefault(key, (expiry, set()))[1].add(responder)
+        self._accepted.setdefault(key, (expiry, {}))[1][responder] = served
         self.diverts += 1
         return [
             mikey.GeneralExt(EXT_DIVERSION, served.encode()),
@@ -151,12 +156,28 @@ class DivertBook:
         ]
 
 
+def announce(served: str | None) -> list[mikey.Payload]:
+    """The diversion indication (the diverting user) a diverted-to user's TRANSFER_RESP carries,
+    under its MAC (MPKr' is the diverted-to user's own: the KMS resolved for it), and the KMS's
+    RESOLVE_RESP to a diverted-to user it accepted; empty when the call was not diverted."""
+    return [] if served is None else [mikey.GeneralExt(EXT_DIVERSION, served.encode())]
+
+
+def announced(transfer_resp: bytes) -> str | None:
+    """The diverting user named in a TRANSFER_RESP (after it verified), else None."""
+    try:
+        return _ext(mikey.Message.decode(transfer_resp), EXT_DIVERSION)
+    except AgentError:
+        return None
+
+
 # ---------------------------------------------------------------------------- solution #2
 
 
 def diverted_error(transfer_init: bytes, own: str, served: str, now: float | None = None) -> bytes | None:
     """C's answer to a TRANSFER_INIT it may not resolve (RFC 6043 5.4 Error message): HDR, T,
-    ERR 242, IDRr = C, diversion indication (B). Unsigned: C holds no key of this ticket."""
+    ERR 242, General Ext 241 (C, the diverted-to user), General Ext 248 (B, the diverting user).
+    Unsigned: C holds no key of this ticket."""
     from ue_agent.kms import protect
 
     try:
@@ -169,7 +190,7 @@ def diverted_error(transfer_init: bytes, own: str, served: str, now: float | Non
         [
             protect.timestamp(now),
             mikey.Error(mikey.ERR_NOT_AUTHORIZED),
-            mikey.IdRole(mikey.ROLE_R, mikey.ID_URI, ids.canonical(own).encode()),
+            mikey.GeneralExt(EXT_DIVERT, ids.canonical(own).encode()),
             mikey.GeneralExt(EXT_DIVERSION, ids.canonical(served).encode()),
         ],
     ).encode()
@@ -188,8 +209,7 @@ def diverted_to(answer: bytes, csb_id: int, requested: str) -> dict[str, str] | 
     if mikey.ERR_NOT_AUTHORIZED not in [e.error_no for e in msg.all(mikey.Error)]:
         return None
     try:
-        idr = msg.first(mikey.IdRole, mikey.ROLE_R)
-        to = ids.canonical(idr.text) if idr is not None else None
+        to = _ext(msg, EXT_DIVERT)
         served = _ext(msg, EXT_DIVERSION)
     except (AgentError, UnicodeDecodeError):
         return None

@@ -583,6 +583,7 @@ def accept_transfer_init(
     replay: ReplayCache,
     now: float | None = None,
     own_streams: list[streams.SrtpStream | None] | None = None,
+    extra: Sequence[mikey.Payload] = (),
 ) -> tuple[bytes | None, list[streams.StreamKeyPair]]:
     """Verify a TRANSFER_INIT with the resolved ticket (4.2.3.6); answer TRANSFER_RESP (4.2.2.3;
     None when the F flag is clear) and give this side's keys per stream."""
@@ -625,6 +626,7 @@ def accept_transfer_init(
     if resolved.rand_kms is not None:
         payloads.append(mikey.RandRole(mikey.RAND_ROLE_KMS, resolved.rand_kms))
     payloads += added_sps  # a policy for each crypto session offered with #P = 0 (6.1.1)
+    payloads += extra  # General Extensions (a diversion indication: kms/divert.py)
     mpk = resolved.mpk_r if resolved.mpk_r is not None else resolved.mpk_i
     raw: bytes | None = None
     if flags & mikey.F_F:  # 6.10 F flag: TRANSFER_RESP SHALL (1) / SHALL NOT (0) be sent

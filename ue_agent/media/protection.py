@@ -76,6 +76,9 @@ class Protection:
     in_recipients: bool | None = None  # peer within recipients
     #: the caller withheld its identity (peer is "anonymous"; TR 33.828 req. 49, kms/anonymity.py)
     anonymous: bool = False
+    #: the caller's view of a diverted call: the party called, as the diverted-to user's
+    #: TRANSFER_RESP names it (TR 33.829 9.2, kms/divert.py)
+    diverted_from: str | None = None
 
     @property
     def scope(self) -> str:
@@ -87,6 +90,8 @@ class Protection:
         out["peer_authenticated"] = self.peer_authenticated
         if self.anonymous:
             out["anonymous"] = True
+        if self.diverted_from is not None:
+            out["diverted_from"] = self.diverted_from
         if self.requested is not None:
             out["requested"] = self.requested
             out["intended"] = self.intended

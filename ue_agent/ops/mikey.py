@@ -204,6 +204,10 @@ async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
     requested, recipients = offer.requested or pending.peer, offer.recipients or [pending.peer]
     streams = mikey_streams(keys, req.media or media)
     protection = mikey_caller([s.media for s in streams], responder, vouched, requested, recipients)
+    if vouched and responder != protection.requested:  # a diverted call (TR 33.829 9.2)
+        from ue_agent.kms.divert import announced
+
+        protection.diverted_from = announced(message)
     if req.early:
         out = early.add_early(ctx, offer, early.dialog_id(req.dialog), streams, tag, protection, peer)
         return {**out, "peer": responder}

@@ -49,6 +49,7 @@ def test_pager_message_to_b_and_c_d_refused(agent_factory, net_cfg) -> None:
             got = cl.request("message.unprotect", transfer_init=sealed["transfer_init"], body=sealed["body"])
             assert base64.b64decode(got["body"]) == BODY and got["sender"] == ALICE_URI
             assert got["content_type"] == "text/plain;charset=utf-8" and got["mode"] == "e2e"
+            assert got["sender_authenticated"] is False  # two recipients: either could have written it
             again = cl.call("message.unprotect", transfer_init=sealed["transfer_init"], body=sealed["body"])
             assert again["ok"] is False and again["error"]["code"] == "mikey.replay"
     with d.client() as cd:

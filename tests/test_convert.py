@@ -233,3 +233,29 @@ def test_subscriber_errors(over: dict, code: str, key: str, text: str) -> None:
         parse_subscriber(data, "s.toml")
     assert (info.value.code, info.value.details["key"], info.value.message) == (code, key, text)
     assert SUB["k"] not in str(info.value)
+
+
+@dataclass
+class _Tree:
+    name: str
+    children: list[_Tree] = field(default_factory=list)
+
+
+def test_a_plan_is_published_only_when_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the warm-up thread builds plans (ue_agent.warmup) while the event loop converts
+    # requests: a converter that found a half-built plan refused every parameter
+    import ue_agent.convert as mod
+
+    seen: list[bool] = []
+    real = mod._build
+
+    def watching(tp: Any) -> Any:
+        seen.append(_Tree in mod._PLANS)
+        return real(tp)
+
+    monkeypatch.setattr(mod, "_build", watching)
+    mod._PLANS.pop(_Tree, None)
+    tree = convert(_Tree, {"name": "a", "children": [{"name": "b", "children": [{"name": "c"}]}]})
+    assert seen and not any(seen)
+    assert tree.children[0].children[0].name == "c"  # a dataclass nesting itself still converts
+    assert _Tree in mod._PLANS

@@ -80,7 +80,7 @@ def test_resolve_within_validity_after_the_window(lab):
         run(deferred.resolve_stored(c, off.transfer_init))  # type: ignore[arg-type]
     assert other.value.code == "kms.not_authorized"
     res = run(deferred.resolve_stored(b, off.transfer_init))  # type: ignore[arg-type]
-    assert res.peer_uri == USERS["alice"]
+    assert res.peer_uri == USERS["alice"] and res.peer_authenticated  # the ticket names B alone
     # the receiver's rx is the sender's tx (SRTP); the TLS PSK is shared
     assert wire(res.keys)[0][1] == wire(off.keys)[0][0] and wire(res.keys)[1] == wire(off.keys)[1]
     # a second resolve of the same stored TRANSFER_INIT: refused, even after twice the window
@@ -250,3 +250,10 @@ def test_acceptance_mailbox_two_hours_later():
 
     with LabNetworkThread(net):
         net.thread.call(go(), timeout=120)  # type: ignore[union-attr]
+
+
+def test_several_recipients_do_not_authenticate_the_sender(lab):
+    a, b = _Client(lab, "alice"), _Client(lab, "bob")
+    off = run(deferred.offer_one_way(a, USERS["bob"], STREAMS, recipients=[USERS["bob"], USERS["carol"]]))  # type: ignore[arg-type]
+    res = run(deferred.resolve_stored(b, off.transfer_init))  # type: ignore[arg-type]
+    assert res.peer_uri == USERS["alice"] and res.peer_authenticated is False

@@ -599,3 +599,29 @@ def test_an_unusable_ca_file_is_a_tls_failure(tmp_path):
             assert not peers
 
     run(go())
+
+
+def test_a_request_is_one_write(monkeypatch):
+    # head, body and end of message go out in one write (one segment, one wake-up of the
+    # server), also for a request with a body; the server still reads it whole
+    from ue_agent.drivers import http as mod
+
+    writes: list[int] = []
+    real = mod._Conn.send
+
+    async def counted(self, data):  # type: ignore[no-untyped-def]
+        writes.append(len(data or b""))
+        await real(self, data)
+
+    monkeypatch.setattr(mod._Conn, "send", counted)
+
+    async def go():
+        routes = [("POST", "/x", hello), ("GET", "/x", hello)]
+        async with aiohttp_server(routes) as (base, _), HttpClient() as c:
+            r1 = await c.request("POST", base + "/x", body=b"a" * 700)
+            r2 = await c.request("GET", base + "/x")
+        return r1, r2
+
+    r1, r2 = run(go())
+    assert (r1.body, r2.body) == (b"hello:" + b"a" * 700, b"hello:")
+    assert len(writes) == 2 and writes[0] > 700

@@ -109,3 +109,27 @@ def test_reprs_hold_no_body(lab):
     sealed = run(messaging.protect_message(a, [USERS["bob"]], BODY))  # type: ignore[arg-type]
     got = run(messaging.unprotect_message(b, sealed.transfer_init, sealed.body))  # type: ignore[arg-type]
     assert "north gate" not in repr(got) + repr(sealed)
+
+
+def test_sender_authenticity_needs_a_ticket_for_one_recipient(lab):
+    """Without key forking each recipient the KMS resolves for receives MPKi and the TGK (RFC 6043
+    4.2.3.5), so C, a recipient of A's message to B and C, can write one "from A" to B under the
+    same ticket. The agent says so: sender_authenticated is false with several recipients and true
+    only when the ticket names the receiver alone."""
+    from ue_agent.kms import session
+
+    a, b, c = _Client(lab, "alice"), _Client(lab, "bob"), _Client(lab, "carol")
+    both = run(messaging.protect_message(a, [USERS["bob"], USERS["carol"]], BODY))  # type: ignore[arg-type]
+    mi = messaging.inspect(both.transfer_init)
+    r = lab.resolve("carol", mi.ti)  # C, as a legitimate recipient
+    forged_issued = session.IssuedTicket(mi.ti.ticket, r.mpk_i, None, r.tgk, r.tgk_spi, r.expiry, r.prf_func)
+    ti, body = messaging.seal(
+        forged_issued, USERS["alice"], [USERS["bob"]], b"forged", "text/plain", now=lab.clock()
+    )
+    got = run(messaging.unprotect_message(b, ti, body))  # type: ignore[arg-type]
+    assert got.body == b"forged" and got.sender == USERS["alice"] and got.sender_authenticated is False
+    real = run(messaging.unprotect_message(b, both.transfer_init, both.body))  # type: ignore[arg-type]
+    assert real.sender_authenticated is False
+    alone = run(messaging.protect_message(a, [USERS["bob"]], BODY))  # type: ignore[arg-type]
+    assert run(messaging.unprotect_message(b, alone.transfer_init, alone.body)).sender_authenticated  # type: ignore[arg-type]
+    assert c  # C never needed its own client: the KMS resolve above is all it takes

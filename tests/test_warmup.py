@@ -24,6 +24,17 @@ def test_only_what_the_config_can_use() -> None:
     assert warmup.modules_for(kms) == [*warmup.MEDIA, *warmup.KMS]
 
 
+def test_every_priming_step_runs() -> None:
+    # a helper that changed shape would make its step silently useless (prime logs it at debug)
+    lab = {"card": {"transport": "lab", "subscriber": "x"}}
+    assert warmup.prime(parse_config(lab)) == ["requests"]
+    kms = parse_config(
+        {**lab, "network": {"kms_url": "http://127.0.0.1:1/", "bsf_url": "http://127.0.0.1:2/"}}
+    )
+    assert warmup.prime(kms) == [name for name, _ in warmup.steps_for(kms)]
+    assert [name for name, _ in warmup.steps_for(kms)] == ["requests", "crypto", "ub", "ids", "h11"]
+
+
 def test_daemon_warms_up_after_ready(daemon_factory) -> None:  # type: ignore[no-untyped-def]
     d = daemon_factory(network={"kms_url": "http://127.0.0.1:9/", "bsf_url": "http://127.0.0.1:9/"})
     with d.client() as c:  # READY=1 came first; the agent answers while it warms up
@@ -37,3 +48,5 @@ def test_daemon_warms_up_after_ready(daemon_factory) -> None:  # type: ignore[no
     assert f"warm-up: {len(warmup.MEDIA) + len(warmup.KMS)} modules in" in text
     assert text.index("ready: listening") < text.index("warm-up:")
     assert "not loaded" not in text
+    assert "not primed" not in text
+    assert "primed requests, crypto, ub, ids, h11" in text

@@ -378,19 +378,14 @@ def _annotated(base: Any, meta: list[Any]) -> Conv:
         inner = _bytes(enc[0])
     else:
         inner = _build(base)
+    fused = _exact_with_bounds(base, meta)
+    if fused is not None:
+        return fused
     checks: list[Callable[[Any], None]] = []
     for m in meta:
         if isinstance(m, Len):
             lo, hi = m.min, m.max
-            unit = "characters" if base is str else "items"
-            if hi is None:
-                why = "must not be empty" if lo == 1 else f"must have at least {lo} {unit}"
-            elif lo == hi:
-                why = f"must have {lo} {unit}"
-            elif lo == 1 and base is str:
-                why = f"must be a non-empty string of at most {hi} characters"
-            else:
-                why = f"must have {lo} to {hi} {unit}"
+            why = _bounds_why(base, m)
 
             def check_len(v: Any, lo: int = lo, hi: int | None = hi, why: str = why) -> None:
                 if len(v) < lo or (hi is not None and len(v) > hi):
@@ -399,12 +394,7 @@ def _annotated(base: Any, meta: list[Any]) -> Conv:
             checks.append(check_len)
         elif isinstance(m, Range):
             lo_r, hi_r = m.min, m.max
-            if lo_r is not None and hi_r is not None:
-                why = f"must be between {lo_r} and {hi_r}"
-            elif lo_r is not None:
-                why = f"must be at least {lo_r}"
-            else:
-                why = f"must be at most {hi_r}"
+            why = _bounds_why(base, m)
 
             def check_range(v: Any, lo: Any = lo_r, hi: Any = hi_r, why: str = why) -> None:
                 if not ((lo is None or v >= lo) and (hi is None or v <= hi)):
@@ -430,27 +420,81 @@ def _annotated(base: Any, meta: list[Any]) -> Conv:
     return conv_checked
 
 
+def _bounds_why(base: Any, m: Len | Range) -> str:
+    """What :func:`_annotated`'s check of ``m`` says when it fails."""
+    if isinstance(m, Len):
+        lo, hi = m.min, m.max
+        unit = "characters" if base is str else "items"
+        if hi is None:
+            return "must not be empty" if lo == 1 else f"must have at least {lo} {unit}"
+        if lo == hi:
+            return f"must have {lo} {unit}"
+        if lo == 1 and base is str:
+            return f"must be a non-empty string of at most {hi} characters"
+        return f"must have {lo} to {hi} {unit}"
+    if m.min is not None and m.max is not None:
+        return f"must be between {m.min} and {m.max}"
+    if m.min is not None:
+        return f"must be at least {m.min}"
+    return f"must be at most {m.max}"
+
+
+def _exact_with_bounds(base: Any, meta: list[Any]) -> Conv | None:
+    """One converter for the commonest parameter, an exact ``str`` with a :class:`Len` or an
+    exact ``int`` with a :class:`Range` (and nothing else): the type and the bounds checked
+    in one call, with the same messages as the general path; None for anything else."""
+    if len(meta) != 1:
+        return None
+    (m,) = meta
+    if base is str and type(m) is Len:
+        lo, hi = m.min, m.max if m.max is not None else float("inf")
+        type_why, why = _EXACT[str], _bounds_why(str, m)
+
+        def conv_text(v: Any) -> Any:
+            if type(v) is not str:
+                raise _fail(type_why)
+            if not lo <= len(v) <= hi:
+                raise _fail(why)
+            return v
+
+        return conv_text
+    if base is int and type(m) is Range:
+        lo_r = m.min if m.min is not None else float("-inf")
+        hi_r = m.max if m.max is not None else float("inf")
+        type_why, why = _EXACT[int], _bounds_why(int, m)
+
+        def conv_bounded_int(v: Any) -> Any:
+            if type(v) is not int:
+                raise _fail(type_why)
+            if not lo_r <= v <= hi_r:
+                raise _fail(why)
+            return v
+
+        return conv_bounded_int
+    return None
+
+
 def _plan(cls: type) -> _Plan:
     plan = _PLANS.get(cls)
     if plan is not None:
         return plan
+    # published only when whole: another thread (the warm-up builds plans while requests
+    # are served) never sees a half-built one; two threads building the same plan at once
+    # make two equal plans, and one is kept. A nested dataclass (itself too) is planned
+    # when a value of it is converted, not here.
     plan = _Plan(cls)
-    _PLANS[cls] = plan  # before the fields: a dataclass may nest itself
-    try:
-        hints = get_type_hints(cls, include_extras=True)
-        for f in dataclasses.fields(cls):
-            hint = hints[f.name]
-            if not f.init or (
-                get_origin(hint) is typing.Annotated and any(m is INTERNAL for m in get_args(hint)[1:])
-            ):
-                continue
-            plan.convs[f.name] = _build(hint)
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                plan.required.append(f.name)
-    except BaseException:
-        del _PLANS[cls]
-        raise
+    hints = get_type_hints(cls, include_extras=True)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if not f.init or (
+            get_origin(hint) is typing.Annotated and any(m is INTERNAL for m in get_args(hint)[1:])
+        ):
+            continue
+        plan.convs[f.name] = _build(hint)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            plan.required.append(f.name)
     plan.names = frozenset(plan.convs)
+    _PLANS[cls] = plan
     return plan
 
 
@@ -475,6 +519,37 @@ def _convert(plan: _Plan, data: Any) -> Any:
             if key not in kwargs:
                 raise ConvertError(MISSING_KEY, "missing key", [key])
     return plan.cls(**kwargs)
+
+
+def converter(cls: type[T]) -> Callable[[Any], T]:
+    """``convert`` bound to ``cls``: the plan is looked up once and the conversion is one
+    call (the API's requests: one call per request). Same checks, same errors."""
+    plan = _plan(cls)
+
+    def convert_bound(data: Any) -> T:
+        if type(data) is not dict:
+            raise _fail("must be a table")
+        names = plan.names
+        if not names.issuperset(data):
+            for key in data:
+                if key not in names:
+                    raise ConvertError(UNKNOWN_KEY, "unknown key", [key])
+        kwargs = {}
+        convs = plan.convs
+        for key, value in data.items():
+            try:
+                kwargs[key] = convs[key](value)
+            except ConvertError as exc:
+                exc.parts.insert(0, key)
+                raise
+        if len(kwargs) < len(names):
+            for key in plan.required:
+                if key not in kwargs:
+                    raise ConvertError(MISSING_KEY, "missing key", [key])
+        result: T = plan.cls(**kwargs)
+        return result
+
+    return convert_bound
 
 
 def convert(cls: type[T], data: Any) -> T:

@@ -10,13 +10,14 @@
   fails: the agent locks only when the limit is unlimited (``LimitMEMLOCK=infinity`` in
   the unit) or it holds CAP_IPC_LOCK, and otherwise runs unlocked and says so.
 
-Both are Linux calls through libc (ctypes); elsewhere they are reported as not done.
+Both are Linux calls through libc (ctypes, on the symbols the interpreter is already linked
+with: no ``ctypes.util.find_library``, which runs ``ldconfig -p`` in a subprocess and
+imports tempfile at every start); elsewhere they are reported as not done.
 """
 
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import resource
@@ -37,7 +38,9 @@ _libc: Any = None
 def _c() -> Any:
     global _libc
     if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        # dlopen(NULL): the running program and the libraries it is linked with, libc among
+        # them (CPython always links it); prctl and mlockall resolve there
+        _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
 
 

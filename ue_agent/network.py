@@ -128,10 +128,13 @@ class KmsReachability:
         *,
         recipients: list[str] | None = None,
         group: bool = False,
+        focus: bool = False,
         anonymous: bool = False,
     ) -> OfferResult:
         return await self._track(
-            self.client.offer(responder, streams, recipients=recipients, group=group, anonymous=anonymous)
+            self.client.offer(
+                responder, streams, recipients=recipients, group=group, focus=focus, anonymous=anonymous
+            )
         )
 
     async def answer(self, transfer_init: bytes, *, diversion: Diversion | None = None) -> AnswerResult:

@@ -10,6 +10,7 @@ sockets here, so the whole surface a peer can reach is testable with bytes alone
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ue_agent import __version__
@@ -21,11 +22,12 @@ from ue_agent.api.protocol import (
     SUPPORTED_VERSIONS,
     LineFramer,
     LineTooLong,
+    ReplyEncoder,
     decode_line,
     encode,
-    encode_reply,
 )
-from ue_agent.api.schema import check_id, validate
+from ue_agent.api.schema import MAX_ID_LEN, bad_request, check_id, compiled
+from ue_agent.convert import ConvertError
 from ue_agent.errors import AgentError
 
 if TYPE_CHECKING:
@@ -76,11 +78,14 @@ class ConnectionCore:
         self.subscriptions: set[str] = set()
         self.client: str | None = None
         self.requests = 0
+        self.replies = ReplyEncoder()
         # the operation declarations, imported with the first connection (not at start-up)
         from ue_agent.ops.protocol import Hello, Subscribe
         from ue_agent.ops.registry import OPERATIONS
 
         self.ops: dict[str, Op[Any]] = OPERATIONS
+        #: op name -> (its request's converter, its empty request): schema.compiled
+        self._compiled: dict[str, tuple[Callable[[Any], Any], Any]] = {}
         self._protocol_ops = (Hello, Subscribe)
 
     # -- input -------------------------------------------------------------------------
@@ -110,8 +115,16 @@ class ConnectionCore:
         while (item := framer.next()) is not None:
             if isinstance(item, LineTooLong):
                 return self._error(None, E.LINE_TOO_LONG, f"line longer than {self.max_line} bytes dropped")
-            if item.strip():
+            if item and not item.isspace():  # a blank line is no request
                 return self._line(item)
+        return None
+
+    def line_action(self, line: bytes) -> Action | None:
+        """The action for one whole line the caller took itself (without its newline, at
+        most ``max_line`` bytes with it), as :meth:`next_action` gives it for a buffered
+        line; None for a blank line."""
+        if line and not line.isspace():
+            return self._line(line)
         return None
 
     def _error(self, req_id: Any, code: str, message: str, **details: Any) -> bytes:
@@ -123,38 +136,46 @@ class ConnectionCore:
             msg = decode_line(line)
         except ValueError as exc:
             return self._error(None, E.BAD_JSON, str(exc))
-        if not isinstance(msg, dict):
+        if type(msg) is not dict:  # the decoder makes plain dicts
             return self._error(None, E.BAD_REQUEST, "a request is a JSON object")
-        raw_id = msg.get("id")
-        try:
-            req_id = check_id(raw_id)
-        except AgentError as exc:
-            return encode(E.error_reply(None, exc))
-        op = msg.get("op")
-        if not isinstance(op, str):
+        # msg is this request's own fresh dict: what is left after id and op are the parameters
+        req_id = msg.pop("id", None)
+        t = type(req_id)
+        if not ((t is str and 0 < len(req_id) <= MAX_ID_LEN) or (t is int and -(2**53) < req_id < 2**53)):
+            try:
+                req_id = check_id(req_id)  # the one place that says what an id may be
+            except AgentError as exc:
+                return encode(E.error_reply(None, exc))
+        op = msg.pop("op", None)
+        if type(op) is not str:
             return self._error(req_id, E.BAD_REQUEST, "'op' must be a string", param="op")
-        decl = self.ops.get(op)
-        if decl is None:
-            return self._error(req_id, E.UNKNOWN_OP, f"unknown operation '{op[:64]}'")
+        entry = self._compiled.get(op)
+        if entry is None:
+            decl = self.ops.get(op)
+            if decl is None:
+                return self._error(req_id, E.UNKNOWN_OP, f"unknown operation '{op[:64]}'")
+            entry = self._compiled[op] = compiled(decl)
         if req_id in self.inflight:
             return self._error(req_id, E.BAD_REQUEST, "a request with this id is in progress", param="id")
-        # msg is this request's own fresh dict: what is left after id and op are the parameters
-        msg.pop("id", None)
-        del msg["op"]
-        try:
-            params = validate(decl, msg)
-        except AgentError as exc:
-            return encode(E.error_reply(req_id, exc))
-        hello, subscribe = self._protocol_ops
-        if isinstance(params, hello):
-            return self._hello(req_id, params)
-        if isinstance(params, subscribe):
+        conv, empty = entry
+        if not msg and empty is not None:  # status, capabilities: nothing to convert
+            params = empty
+        else:  # the parameters checked and typed in one pass (schema.validate)
+            try:
+                params = conv(msg)
+            except ConvertError as exc:
+                return encode(E.error_reply(req_id, bad_request(exc, op)))
+        if type(params) in self._protocol_ops:
+            hello, subscribe = self._protocol_ops
+            if isinstance(params, hello):
+                return self._hello(req_id, params)
             return self._subscribe(req_id, params)
-        if len(self.inflight) >= self.max_inflight:
+        inflight = self.inflight
+        if len(inflight) >= self.max_inflight:
             return self._error(
                 req_id, E.TOO_MANY_REQUESTS, f"at most {self.max_inflight} requests in progress"
             )
-        self.inflight.add(req_id)
+        inflight.add(req_id)
         return Request(req_id, op, params)
 
     # -- the protocol's own operations ---------------------------------------------------
@@ -199,7 +220,7 @@ class ConnectionCore:
         if isinstance(outcome, BaseException):
             return encode(E.error_reply(req.id, outcome))
         try:
-            return encode_reply({"id": req.id, "ok": True, **outcome})  # keys: a bytearray to wipe
+            return self.replies.line(req.op, req.id, outcome)  # keys: a bytearray to wipe
         except (TypeError, ValueError, RecursionError) as exc:
             # A result that is not JSON (a bug in an operation): the peer still gets its reply.
             log.error("op %s: result is not JSON (%s)", req.op, type(exc).__name__)

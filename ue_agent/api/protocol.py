@@ -9,8 +9,10 @@ newline, so one bad line costs one error and the connection stays usable.
 from __future__ import annotations
 
 import json
+import marshal
 import re
 import secrets
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]
 from typing import Any, NamedTuple
 
 from ue_agent.secret import SecretText
@@ -39,6 +41,9 @@ class LineTooLong(NamedTuple):
     """Marker from :class:`LineFramer`: a line longer than the limit was dropped."""
 
     length: int
+
+
+_ZEROS = memoryview(bytes(4096))
 
 
 class LineFramer:
@@ -73,6 +78,8 @@ class LineFramer:
     def next(self) -> bytes | LineTooLong | None:
         """The next whole line (or a LineTooLong marker), or None until more is pushed."""
         buf = self._buf
+        if not buf:
+            return None
         while True:
             nl = buf.find(b"\n")
             if self._skipping:
@@ -96,14 +103,18 @@ class LineFramer:
                 return LineTooLong(nl + 1)
             with memoryview(buf) as view:
                 line = bytes(view[:nl])
-                view[: nl + 1] = bytes(nl + 1)  # a request may carry a key: leave no copy
+                # a request may carry a key: leave no copy
+                view[: nl + 1] = _ZEROS[: nl + 1] if nl < len(_ZEROS) else bytes(nl + 1)
             del buf[: nl + 1]
             return line
 
     @property
     def partial(self) -> bool:
         """True inside an unfinished line (buffered bytes without a newline, or skipping)."""
-        return self._skipping or (bool(self._buf) and self._buf.find(b"\n") < 0)
+        if self._skipping:
+            return True
+        buf = self._buf
+        return bool(buf) and buf.find(b"\n") < 0
 
     @property
     def pending(self) -> int:
@@ -159,6 +170,28 @@ def _reject_constant(name: str) -> Any:
 # every call.
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+#: the decoder's C scanner: one whole value from a position, (value, end)
+_SCAN = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+#: _ENCODER's C encoder, made once (JSONEncoder.encode makes a new one on every call): the
+#: same output; no circular-reference check (a reply is a tree; a cycle, a bug, ends in
+#: RecursionError, which the callers handle as they handle a value that is not JSON)
+_C_ENCODE = (
+    c_make_encoder(None, _not_json, encode_basestring_ascii, None, ":", ",", False, False, False)
+    if c_make_encoder is not None
+    else None
+)
+
+
+def _dumps(obj: Any) -> str:
+    if _C_ENCODE is None:  # pragma: no cover - CPython has the C encoder
+        return _ENCODER.encode(obj)
+    return "".join(_C_ENCODE(obj, 0))
 
 
 def decode_line(line: bytes) -> Any:
@@ -175,10 +208,22 @@ def decode_line(line: bytes) -> Any:
     deep = line.count(b"[") + line.count(b"{") >= MAX_DEPTH
     if deep and _raw_depth(line, MAX_DEPTH):
         raise ValueError(f"nested deeper than {MAX_DEPTH}")
-    try:
-        value = _DECODER.decode(text)
-    except (json.JSONDecodeError, RecursionError):
-        raise ValueError("not JSON") from None
+    value: Any = None
+    end = -1
+    if text[:1] == "{":
+        # The usual request: one object from the first character to the last. The C
+        # scanner alone (JSONDecoder.decode adds two whitespace matches around it); any
+        # other line (whitespace around the value, trailing bytes, an error) takes the
+        # general decoder, which accepts and refuses exactly what it always did.
+        try:
+            value, end = _SCAN(text, 0)
+        except (StopIteration, json.JSONDecodeError, RecursionError):
+            end = -1
+    if end != len(text):
+        try:
+            value = _DECODER.decode(text)
+        except (json.JSONDecodeError, RecursionError):
+            raise ValueError("not JSON") from None
     if deep and _depth(value, MAX_DEPTH) > MAX_DEPTH:
         raise ValueError(f"nested deeper than {MAX_DEPTH}")
     return value
@@ -188,7 +233,7 @@ def encode(obj: dict[str, Any]) -> bytes:
     """One object -> one line (compact, ASCII-safe, newline-terminated). Key material
     (:class:`~ue_agent.secret.SecretText`) is refused here (TypeError): replies that may
     carry it go through :func:`encode_reply`."""
-    return _ENCODER.encode(obj).encode() + b"\n"
+    return _dumps(obj).encode() + b"\n"
 
 
 class RawJson:
@@ -209,7 +254,7 @@ def encode_value(value: Any) -> bytearray:
     """``value`` as JSON in a ``bytearray`` (key material in it written as for a reply, see
     :func:`encode_reply`): a :class:`RawJson` to be, zeroized by its owner."""
     try:
-        return bytearray(_ENCODER.encode(value).encode())
+        return bytearray(_dumps(value).encode())
     except TypeError:
         line = _encode_secret({"v": value})  # '{"v":' value '}\n'
         try:
@@ -232,7 +277,7 @@ def _splice(obj: dict[str, Any]) -> bytearray:
             raws.append(value.data)
         else:
             plain[key] = value
-    text = _ENCODER.encode(plain).encode()
+    text = _dumps(plain).encode()
     spans: list[tuple[int, int, bytearray]] = []  # where each placeholder stands, with its bytes
     for i, data in enumerate(raws):
         mark = f'"{_RAW_TAG}{i}"'.encode()
@@ -263,9 +308,88 @@ def encode_reply(obj: dict[str, Any]) -> bytes | bytearray:
         if isinstance(value, RawJson):
             return _splice(obj)
     try:
-        return _ENCODER.encode(obj).encode() + b"\n"
+        return _dumps(obj).encode() + b"\n"
     except TypeError:
         return _encode_secret(obj)  # TypeError again when obj holds something else not JSON
+
+
+def _id_json(req_id: Any) -> bytes:
+    if type(req_id) is int:
+        return str(req_id).encode()
+    if type(req_id) is str:
+        return encode_basestring_ascii(req_id).encode()
+    return _dumps(req_id).encode()
+
+
+_RAW_SLOT = f"{_RAW_TAG}r"
+_RAW_MARK = f'"{_RAW_SLOT}"'.encode()
+_REPLY_START = b'{"id":'
+
+
+class ReplyEncoder:
+    """The reply lines of one connection (:meth:`line`): what :func:`encode_reply` writes for
+    ``{"id": ..., "ok": true, **outcome}``, byte for byte, with less work for a reply that
+    carries :class:`RawJson` (key material encoded once per session, ``session.keys``).
+
+    Such a reply is written as segments of encoded JSON around the request's id and the
+    raw values. The segments of each operation's last reply are kept and used again while
+    the rest of its reply is the same: compared exactly (:mod:`marshal`'s bytes of the
+    members other than the raw ones: types, values and order; a value marshal does not
+    take is never kept). What is kept is no key material: the raw values are spliced in
+    from their owners' buffers on every reply, into the one ``bytearray`` the caller wipes.
+    """
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        #: op -> (the members other than the raw ones, marshalled; the segments around
+        #: the id and the raw values)
+        self._last: dict[str, tuple[bytes, list[bytes]]] = {}
+
+    def line(self, op: str, req_id: Any, outcome: dict[str, Any]) -> bytes | bytearray:
+        types = list(map(type, outcome.values()))
+        count = types.count(RawJson)
+        if not count or "id" in outcome or "ok" in outcome:
+            return encode_reply({"id": req_id, "ok": True, **outcome})
+        plain = outcome.copy()
+        raws: list[bytearray] = []
+        if count == 1:  # the usual reply (session.keys): found without a loop in Python
+            key = list(outcome)[types.index(RawJson)]
+            raws.append(outcome[key].data)
+            plain[key] = _RAW_SLOT
+        else:
+            for key, value in outcome.items():
+                if type(value) is RawJson:
+                    raws.append(value.data)
+                    plain[key] = _RAW_SLOT
+        try:
+            exact: bytes | None = marshal.dumps(plain)
+        except ValueError:  # a type marshal does not take (SecretText, an enum...): not kept
+            exact = None
+        last = self._last.get(op)
+        if last is not None and last[0] == exact:
+            segments = last[1]
+        else:
+            segments = _segments(plain, count)
+            if exact is not None:
+                self._last[op] = (exact, segments)
+        pieces: list[bytes | bytearray] = [_REPLY_START, _id_json(req_id), segments[0]]
+        for i, raw in enumerate(raws, 1):
+            pieces.append(raw)
+            pieces.append(segments[i])
+        return bytearray().join(pieces)  # sized first, then filled: one allocation
+
+
+def _segments(plain: dict[str, Any], count: int) -> list[bytes]:
+    """``{"ok": true, **plain}`` encoded and cut at the raw values' places: the segment
+    after the id, one after each raw value (the last one ends the line)."""
+    text = _dumps({"ok": True, **plain}).encode()
+    parts = text[1:].split(_RAW_MARK)
+    if len(parts) != count + 1:  # pragma: no cover - the tag is random per process
+        raise ValueError("reply placeholder found in a value")
+    parts[0] = b"," + parts[0]
+    parts[-1] += b"\n"
+    return parts
 
 
 def wipe(line: bytes | bytearray) -> None:

@@ -10,10 +10,11 @@ softphone with a typo learns it at once.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ue_agent.api.errors import BAD_REQUEST, api_error
-from ue_agent.convert import MISSING_KEY, UNKNOWN_KEY, ConvertError, convert
+from ue_agent.convert import MISSING_KEY, UNKNOWN_KEY, ConvertError, convert, converter
 from ue_agent.errors import ApiError
 
 if TYPE_CHECKING:
@@ -42,6 +43,20 @@ def validate(op: Op[R], params: dict[str, Any]) -> R:
         return convert(op.request, params)
     except ConvertError as exc:
         raise bad_request(exc, op.name) from None
+
+
+#: op -> (its request's converter, the shared empty request or None), made on first use
+_COMPILED: dict[Any, tuple[Callable[[Any], Any], Any]] = {}
+
+
+def compiled(op: Op[R]) -> tuple[Callable[[Any], R], R | None]:
+    """What :func:`validate` does for ``op``, prepared once: the converter of its request
+    (:func:`ue_agent.convert.converter`, raising ConvertError: :func:`bad_request` names the
+    parameter) and the one empty request of an operation without parameters."""
+    found = _COMPILED.get(op)
+    if found is None:
+        found = _COMPILED[op] = (converter(op.request), op.empty)
+    return found
 
 
 def check_id(value: Any) -> str | int:

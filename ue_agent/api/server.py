@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ue_agent.api import errors as E
-from ue_agent.api.core import ConnectionCore, Peer, Request
+from ue_agent.api.core import Action, ConnectionCore, Peer, Request
 from ue_agent.api.protocol import encode, wipe
 from ue_agent.config import ApiConfig
 from ue_agent.errors import AgentError
@@ -240,7 +240,8 @@ class _Connection(asyncio.BufferedProtocol):
         self._partial_since: float | None = None  # an unfinished line is buffered
         self._reading = True
         self._turn: asyncio.Handle | None = None  # the next turn of input, scheduled
-        self._rbuf: bytearray | None = None  # what the transport reads into
+        self._rbuf: memoryview | None = None  # what the transport reads into (one buffer)
+        self._rbytes = bytearray()  # the buffer under _rbuf
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -276,19 +277,35 @@ class _Connection(asyncio.BufferedProtocol):
         # The transport reads into our buffer (recv_into), so no bytes object of the request
         # (which may carry a peer's key) is left behind: the buffer is wiped after each read.
         if self._rbuf is None:
-            self._rbuf = bytearray(READ_SIZE if self.core is not None else 256)
-        return memoryview(self._rbuf)
+            self._rbytes = bytearray(READ_SIZE if self.core is not None else 256)
+            self._rbuf = memoryview(self._rbytes)
+        return self._rbuf
 
     def buffer_updated(self, nbytes: int) -> None:
-        core, buf = self.core, self._rbuf
-        if core is None or buf is None:
+        core, view = self.core, self._rbuf
+        if core is None or view is None:
             return
-        with memoryview(buf) as view:
-            core.push(view[:nbytes])
-            view[:nbytes] = _ZEROS[:nbytes]
+        framer = core.framer
         if self._turn is None and self._write_blocked_since is None:
+            if (
+                0 < nbytes <= core.max_line
+                and self._rbytes.find(b"\n", 0, nbytes) == nbytes - 1
+                and not framer.pending
+                and not framer.partial
+            ):
+                # The usual read: one whole request, nothing buffered before it. The line is
+                # taken from the read buffer as the framer would give it (one copy, no pass
+                # through the framer's buffer) and run in this turn.
+                line = bytes(view[: nbytes - 1])
+                view[:nbytes] = _ZEROS[:nbytes]
+                self._take_input(core.line_action(line))
+                return
+            framer.push(view[:nbytes])
+            view[:nbytes] = _ZEROS[:nbytes]
             self._take_input()
         else:  # a turn is due or the peer must read first: read no more meanwhile
+            framer.push(view[:nbytes])
+            view[:nbytes] = _ZEROS[:nbytes]
             self._pause_reading()
 
     def eof_received(self) -> bool:
@@ -324,22 +341,30 @@ class _Connection(asyncio.BufferedProtocol):
             self._reading = False
             self.transport.pause_reading()
 
-    def _take_input(self) -> None:
+    def _take_input(self, first: Action | None = None) -> None:
+        """Take input for one turn: ``first`` (the action of a line taken straight from the
+        read, see :meth:`buffer_updated`), then buffered lines while the limits allow."""
         self._turn = None
         core, t = self.core, self.transport
         if core is None or t is None or t.is_closing():
             return
-        out: list[bytes | bytearray] = []
+        out: list[bytes] = []  # plain reply lines of this turn, written together
         queued = t.get_write_buffer_size()
         more = False
         taken = 0
+        next_action = core.next_action
         while True:
-            if queued > HIGH_WATER or taken >= LINES_PER_TURN:
+            if first is not None:  # taken already: run before anything else
+                action: Action = first
+                first = None
+            elif queued > HIGH_WATER or taken >= LINES_PER_TURN:
                 more = True
                 break
-            action = core.next_action()
-            if action is None:
-                break
+            else:
+                following = next_action()
+                if following is None:
+                    break
+                action = following
             taken += 1
             if isinstance(action, bytes):
                 line: bytes | bytearray | None = action
@@ -348,7 +373,8 @@ class _Connection(asyncio.BufferedProtocol):
             if line is None:
                 continue
             if isinstance(line, bytearray):  # key material: never joined into a copy
-                self._flush(out)
+                if out:
+                    self._flush(out)
                 self.send(line)
                 wipe(line)
                 queued = t.get_write_buffer_size()
@@ -357,7 +383,8 @@ class _Connection(asyncio.BufferedProtocol):
             queued += len(line)
         if taken:
             self._last = self.loop.time()
-        self._flush(out)
+        if out:
+            self._flush(out)
         if t.is_closing():
             return
         if more:
@@ -375,7 +402,7 @@ class _Connection(asyncio.BufferedProtocol):
             self._reading = True
             t.resume_reading()
 
-    def _flush(self, out: list[bytes | bytearray]) -> None:
+    def _flush(self, out: list[bytes]) -> None:
         if out:
             self.send(out[0] if len(out) == 1 else b"".join(out))
             out.clear()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ue_agent.crypto.mikey_prf import PRF_HMAC_SHA_256
 from ue_agent.errors import GbaError, KmsError
-from ue_agent.kms import anonymity, divert, ids, mikey, session, ts33328
+from ue_agent.kms import anonymity, conference, divert, ids, mikey, session, ts33328
 from ue_agent.kms.streams import SrtpStream, Stream, StreamKeyPair, TlsStream
 from ue_agent.secret import Secret
 
@@ -50,6 +50,7 @@ class AnswerResult:
     keys: list[StreamKeyPair]
     peer_uri: str  # the initiator, as the KMS vouched for it
     resolved_now: bool = True  # False when the ticket came from the cache
+    group: conference.Link | None = None  # a focus's group keys (dial-out, kms/conference.py)
     #: the initiator withheld its identity (peer_uri is the anonymous URI, kms/anonymity.py) and
     #: whether the KMS vouched that it authenticated it
     anonymous: bool = False
@@ -82,7 +83,7 @@ class KmsClient:
         self.ticket_validity = ticket_validity
         self.replay = session.ReplayCache(replay_window)
         self.kms_requests = 0
-        self._issued: dict[tuple[str, tuple[str, ...], bool, bool], session.IssuedTicket] = {}
+        self._issued: dict[tuple[str, tuple[str, ...], bool, int, bool], session.IssuedTicket] = {}
         self._resolved: dict[bytes, session.ResolvedTicket] = {}
 
     # -- initiator
@@ -95,13 +96,16 @@ class KmsClient:
         recipients: list[str] | None = None,
         group: bool = False,
         validity: int | None = None,
+        focus: bool = False,
         anonymous: bool = False,
     ) -> OfferResult:
         """A TRANSFER_INIT for ``peer_uri`` (reusing a live ticket for the same peer and policy).
+        ``focus``: the peer is a conference focus, which may choose the keys (M flag, RFC 6043 6.10).
         ``anonymous``: a ticket and TRANSFER_INIT naming the anonymous URI, not us (kms/anonymity.py)."""
         peer = ids.canonical(peer_uri)
         pats = tuple(sorted(ids.pattern(r) for r in (recipients or [peer])))
-        key = (peer, pats, group, anonymous)
+        extra = mikey.F_M if focus else 0
+        key = (peer, pats, group, extra, anonymous)
         now = self.clock()
         issued = self._issued.get(key)
         # RFC 6043 5.3 / 6.10: a ticket whose policy forbids reuse (J flag clear) is used once
@@ -109,10 +113,12 @@ class KmsClient:
         if not reused:
             if issued is not None:
                 issued.zeroize()
+            flags = ((session.FLAGS_GROUP if group else session.FLAGS_FORKED) | extra) if extra else None
             issued = await self._request_ticket(
                 list(pats),
                 group,
                 validity or self.ticket_validity,
+                flags,
                 extra=[anonymity.request()] if anonymous else [],
             )
             if anonymous and not anonymity.is_anonymous(session.ticket_initiator(issued.ticket)):
@@ -157,6 +163,7 @@ class KmsClient:
         resp, keys = session.accept_transfer_init(
             ti, resolved, self.own, self.replay, self.clock(), extra=divert.announce(served)
         )
+        group = conference.member_after_answer(ti, resolved, self.own, resp, keys)  # None: no focus keys
         if fresh and resolved.flags & mikey.F_J:  # kept for reuse only when the policy allows it (5.3)
             self._resolved[ti.ticket_ref] = resolved
         elif fresh:
@@ -168,9 +175,10 @@ class KmsClient:
             keys,
             resolved.initiator,
             fresh,
-            anonymous,
-            anonymity.vouched(resolved.extensions) if anonymous else True,
-            served,
+            group,
+            anonymous=anonymous,
+            vouched=anonymity.vouched(resolved.extensions) if anonymous else True,
+            diverted_from=served,
         )
 
     async def authorize_divert(self, transfer_init: bytes, new_recipient: str) -> None:

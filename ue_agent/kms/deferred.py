@@ -67,6 +67,15 @@ def sender_keys(pending: session.PendingOffer) -> list[streams.StreamKeyPair]:
     return streams.keys_for(pending.plan, _cs_sessions(pending.message), d, initiator=True)
 
 
+def sole_recipient(ticket: mikey.TicketPolicy, own: str) -> bool:
+    """Whether the ticket names this party alone. Without key forking every responder the KMS
+    resolves the ticket for receives MPKi and the TGK (RFC 6043 4.2.3.5), so any of them can
+    write a TRANSFER_INIT under the ticket as the initiator could (5.3: group tickets): only a
+    ticket for one recipient proves to that recipient that the initiator wrote it."""
+    rs = [r.text for r in ticket.policy_all(mikey.IdRole, mikey.ROLE_R)]
+    return len(rs) == 1 and "*" not in rs[0] and ids.canonical(rs[0]) == ids.canonical(own)
+
+
 def sent_at(ti: session.TransferInit) -> float:
     t = ti.message.one(mikey.Timestamp)
     if t.ts_type not in (mikey.TS_NTP_UTC, mikey.TS_NTP, mikey.TS_NTP_UTC_32):
@@ -135,6 +144,9 @@ class StoredResult:
     peer_uri: str  # the initiator, as the KMS vouched for it
     expiry: float
     sent: float
+    #: the ticket names this receiver alone, so only the initiator can have written the
+    #: TRANSFER_INIT (:func:`sole_recipient`)
+    peer_authenticated: bool = True
 
     def __repr__(self) -> str:
         return f"<StoredResult from {self.peer_uri}>"
@@ -180,4 +192,6 @@ async def resolve_stored(client: KmsClient, transfer_init: bytes) -> StoredResul
         keys = accept_stored(ti, resolved, client.own, client.replay, client.clock())
     finally:
         resolved.zeroize()  # J clear: not kept
-    return StoredResult(keys, resolved.initiator, resolved.expiry, sent_at(ti))
+    return StoredResult(
+        keys, resolved.initiator, resolved.expiry, sent_at(ti), sole_recipient(ti.ticket, client.own)
+    )

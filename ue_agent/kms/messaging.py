@@ -253,10 +253,14 @@ class SealedMessage:
 class OpenedMessage:
     body: bytes
     content_type: str
-    sender: str  # the initiator, as the KMS vouched for it
+    sender: str  # the ticket's initiator, as the KMS vouched for it
     e2m: str | None
     recipients: list[str]
     sent: float
+    #: only the sender can have written it: the ticket names this receiver alone. With several
+    #: recipients (or e2m) each of them holds MPKi and the TGK (no forking) and could write a
+    #: message under the ticket "from" the sender (deferred.sole_recipient)
+    sender_authenticated: bool = False
 
     def __repr__(self) -> str:
         return f"<OpenedMessage from {self.sender} {self.content_type}>"
@@ -297,5 +301,11 @@ async def unprotect_message(client: KmsClient, transfer_init: bytes, body: bytes
     finally:
         resolved.zeroize()
     return OpenedMessage(
-        plain, mi.content_type, resolved.initiator, mi.e2m, mi.recipients, deferred.sent_at(mi.ti)
+        plain,
+        mi.content_type,
+        resolved.initiator,
+        mi.e2m,
+        mi.recipients,
+        deferred.sent_at(mi.ti),
+        deferred.sole_recipient(mi.ti.ticket, client.own),
     )

@@ -525,6 +525,59 @@ def sc_kms_policy(lab: Lab) -> str:
     return "a UE outside the recipients is refused; forked endpoints get different keys"
 
 
+@scenario("deferred", "Deferred delivery: B offline; A keys the media at offer time, B resolves later")
+def sc_deferred(lab: Lab) -> str:
+    a, b, c = lab.ues["UE-A"], lab.ues["UE-B"], lab.ues["UE-C"]
+    off = a.call("mikey.offer", responder=b.impu, media=["audio"], deferred=True, validity=7200)
+    tx = stream_keys(a.call("session.keys", session=off["session"]), "audio", "tx")
+    lab.tl.event(a.name, f"one-way ticket (no TRANSFER_RESP): keys at once, valid until {off['expires']}")
+    try:
+        c.call("mikey.resolve_stored", transfer_init=off["transfer_init"])
+        raise AssertionError("UE-C resolved a stored ticket meant for UE-B")
+    except AgentError as exc:
+        lab.tl.event(c.name, f"a mailbox-like party resolving it -> {exc.code}")
+        assert exc.code == "kms.not_authorized", exc.code
+    got = b.call("mikey.resolve_stored", transfer_init=off["transfer_init"])
+    rx = stream_keys(b.call("session.keys", session=got["session"]), "audio", "rx")
+    n = srtp_roundtrip(tx, rx)
+    lab.tl.event(b.name, f"back online: stored ticket resolved (from {got['peer']}); libsrtp {n}/1000")
+    assert n == 1000
+    try:
+        b.call("mikey.resolve_stored", transfer_init=off["transfer_init"])
+        raise AssertionError("the stored TRANSFER_INIT was accepted twice")
+    except AgentError as exc:
+        lab.tl.event(b.name, f"the same stored TRANSFER_INIT again -> {exc.code}")
+        assert exc.code == "mikey.replay", exc.code
+    a.call("session.close", session=off["session"])
+    b.call("session.close", session=got["session"])
+    return "sender keyed at offer time; only the recipient resolves the stored ticket, once"
+
+
+@scenario("message", "IMS messaging: a pager-mode MESSAGE body for B and C, end to end")
+def sc_message(lab: Lab) -> str:
+    a, b, c = lab.ues["UE-A"], lab.ues["UE-B"], lab.ues["UE-C"]
+    text = "See you at the north gate at 10:00"
+    sealed = a.call(
+        "message.protect", recipients=[b.impu, c.impu], body=b64(text.encode()), content_type="text/plain"
+    )
+    lab.tl.event(
+        a.name, f"MESSAGE to B and C: application/mikey + {len(sealed['body'])} b64 chars, {sealed['mode']}"
+    )
+    for ue in (b, c):
+        got = ue.call("message.unprotect", transfer_init=sealed["transfer_init"], body=sealed["body"])
+        plain = base64.b64decode(got["body"]).decode()
+        lab.tl.event(ue.name, f"from {got['sender']}: {plain!r}")
+        assert plain == text
+    only_b = a.call("message.protect", recipients=[b.impu], body=b64(b"for B only"))
+    try:
+        c.call("message.unprotect", transfer_init=only_b["transfer_init"], body=only_b["body"])
+        raise AssertionError("UE-C read a message for B only")
+    except AgentError as exc:
+        lab.tl.event(c.name, f"a message for B only -> {exc.code}")
+        assert exc.code == "kms.not_authorized", exc.code
+    return "both recipients read the body; a third party is refused by the KMS"
+
+
 @scenario("srvcc", "SRVCC mid-call (audio + MSRP): voice moves to CS, MSRP keeps its keys")
 def sc_srvcc(lab: Lab) -> str:
     from ue_agent.api.client import Client

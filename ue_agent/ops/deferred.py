@@ -88,6 +88,8 @@ async def mikey_resolve_stored(ctx: Context, req: MikeyResolveStored, peer: Peer
     res = await kms._track(deferred.resolve_stored(kms.client, message))
     streams = mikey_streams(res.keys, req.media)
     protection = mikey_callee([s.media for s in streams], res.peer_uri)
+    # several recipients: any of them could have written it (kms/deferred.py sole_recipient)
+    protection.peer_authenticated = res.peer_authenticated
     register(ctx, sid, streams, "mikey", peer, Phase.ANSWERED, protection)
     return {
         "session": sid,

@@ -73,7 +73,7 @@ async def message_unprotect(ctx: Context, req: MessageUnprotect, peer: Peer) -> 
     res = await kms._track(messaging.unprotect_message(kms.client, message, body))
     out: Reply = {
         "sender": res.sender,
-        "sender_authenticated": True,  # the KMS vouched for the ticket's initiator (IDRi)
+        "sender_authenticated": res.sender_authenticated,  # the ticket names this receiver alone
         "content_type": res.content_type,
         "body": b64(res.body),
         "mode": "e2m" if res.e2m else "e2e",

@@ -10,6 +10,7 @@ from typing import Any
 
 from ue_agent.ops import (  # noqa: F401 - declares the ops
     aka,
+    conference,
     deferred,
     divert,
     ims,
@@ -23,7 +24,18 @@ from ue_agent.ops import (  # noqa: F401 - declares the ops
 from ue_agent.ops.declare import DECLARED, Op
 
 #: families in the order ``hello`` lists them; within a family, declaration order
-_ORDER = ("hello", "status", "subscribe", "capabilities", "ims", "sdes", "mikey", "message", "session")
+_ORDER = (
+    "hello",
+    "status",
+    "subscribe",
+    "capabilities",
+    "ims",
+    "sdes",
+    "mikey",
+    "message",
+    "conference",
+    "session",
+)
 
 
 def _rank(op: Op[Any]) -> int:

@@ -77,6 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     net.add_argument(
         "--mailbox", default=None, metavar="HOST:PORT", help="also serve the lab mailbox (deferred delivery)"
     )
+    net.add_argument("--focus", metavar="FILE", help="run a conference focus (MRFC/MRFP) as this subscriber")
     net.set_defaults(func=_lab_handler("ue_agent.lab.network:main", "lab network"))
     uicc = lab_sub.add_parser("uicc", help="a soft UICC served to a vpcd virtual reader")
     uicc.add_argument("--subscriber", required=True, metavar="FILE")

@@ -127,8 +127,11 @@ class KmsReachability:
         *,
         recipients: list[str] | None = None,
         group: bool = False,
+        focus: bool = False,
     ) -> OfferResult:
-        return await self._track(self.client.offer(responder, streams, recipients=recipients, group=group))
+        return await self._track(
+            self.client.offer(responder, streams, recipients=recipients, group=group, focus=focus)
+        )
 
     async def answer(self, transfer_init: bytes) -> AnswerResult:
         return await self._track(self.client.answer(transfer_init))

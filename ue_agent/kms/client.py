@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ue_agent.crypto.mikey_prf import PRF_HMAC_SHA_256
 from ue_agent.errors import GbaError, KmsError
-from ue_agent.kms import ids, mikey, session, ts33328
+from ue_agent.kms import conference, ids, mikey, session, ts33328
 from ue_agent.kms.streams import SrtpStream, Stream, StreamKeyPair, TlsStream
 from ue_agent.secret import Secret
 
@@ -50,6 +50,7 @@ class AnswerResult:
     keys: list[StreamKeyPair]
     peer_uri: str  # the initiator, as the KMS vouched for it
     resolved_now: bool = True  # False when the ticket came from the cache
+    group: conference.Link | None = None  # a focus's group keys (dial-out, kms/conference.py)
 
 
 class KmsClient:
@@ -76,7 +77,7 @@ class KmsClient:
         self.ticket_validity = ticket_validity
         self.replay = session.ReplayCache(replay_window)
         self.kms_requests = 0
-        self._issued: dict[tuple[str, tuple[str, ...], bool], session.IssuedTicket] = {}
+        self._issued: dict[tuple[str, tuple[str, ...], bool, int], session.IssuedTicket] = {}
         self._resolved: dict[bytes, session.ResolvedTicket] = {}
 
     # -- initiator
@@ -89,11 +90,14 @@ class KmsClient:
         recipients: list[str] | None = None,
         group: bool = False,
         validity: int | None = None,
+        focus: bool = False,
     ) -> OfferResult:
-        """A TRANSFER_INIT for ``peer_uri`` (reusing a live ticket for the same peer and policy)."""
+        """A TRANSFER_INIT for ``peer_uri`` (reusing a live ticket for the same peer and policy).
+        ``focus``: the peer is a conference focus, which may choose the keys (M flag, RFC 6043 6.10)."""
         peer = ids.canonical(peer_uri)
         pats = tuple(sorted(ids.pattern(r) for r in (recipients or [peer])))
-        key = (peer, pats, group)
+        extra = mikey.F_M if focus else 0
+        key = (peer, pats, group, extra)
         now = self.clock()
         issued = self._issued.get(key)
         # RFC 6043 5.3 / 6.10: a ticket whose policy forbids reuse (J flag clear) is used once
@@ -101,7 +105,8 @@ class KmsClient:
         if not reused:
             if issued is not None:
                 issued.zeroize()
-            issued = await self._request_ticket(list(pats), group, validity or self.ticket_validity)
+            flags = ((session.FLAGS_GROUP if group else session.FLAGS_FORKED) | extra) if extra else None
+            issued = await self._request_ticket(list(pats), group, validity or self.ticket_validity, flags)
             self._issued[key] = issued
         assert issued is not None
         pending = session.build_transfer_init(issued, self.own, peer, streams, self.kms_fqdn, now)
@@ -134,12 +139,13 @@ class KmsClient:
             resolved = await self._resolve(ti)
         assert resolved is not None
         resp, keys = session.accept_transfer_init(ti, resolved, self.own, self.replay, self.clock())
+        group = conference.member_after_answer(ti, resolved, self.own, resp, keys)  # None: no focus keys
         if fresh and resolved.flags & mikey.F_J:  # kept for reuse only when the policy allows it (5.3)
             self._resolved[ti.ticket_ref] = resolved
         elif fresh:
             resolved.zeroize()
         self._prune(now)
-        return AnswerResult(resp, keys, resolved.initiator, fresh)
+        return AnswerResult(resp, keys, resolved.initiator, fresh, group)
 
     async def authorize_divert(self, transfer_init: bytes, new_recipient: str) -> None:
         """As the called party, let the KMS accept ``new_recipient`` for this ticket (TR 33.829 9.3.2)."""

@@ -28,7 +28,8 @@ MAX_VALIDITY = 7 * 24 * 3600
 HTTP_OK = 200
 
 #: the flags this KMS may grant (RFC 6043 6.10); D, E and N/O are always set by the KMS
-_GRANTABLE = mikey.F_F | mikey.F_G | mikey.F_H | mikey.F_I | mikey.F_J
+# L / M (initiator / responder may supply session keys): granted when asked (a conference focus, docs/kms.md)
+_GRANTABLE = mikey.F_F | mikey.F_G | mikey.F_H | mikey.F_I | mikey.F_J | mikey.F_L | mikey.F_M
 _ALWAYS = mikey.F_D | mikey.F_E | mikey.F_N | mikey.F_O
 
 

@@ -52,8 +52,14 @@ class LabNetwork:
         *,
         clock: Callable[[], float] = time.time,
         kms_engine: Any = None,
+        focus: Subscriber | None = None,
     ) -> None:
         self.subscribers = list(subscribers)
+        #: the conference focus's subscriber (lab/focus.py): served on its own listener
+        self.focus_subscriber = focus
+        self.focus: Any = None
+        if focus is not None and focus not in self.subscribers:
+            self.subscribers.append(focus)
         #: a KmsEngine (``handle(bytes) -> bytes``) to run behind the KMS front instead of the lab's
         self.kms_engine = kms_engine
         self.bsf_addr = bsf_addr
@@ -66,7 +72,7 @@ class LabNetwork:
         self.bsf = Bsf(self.hss, self.bsf_fqdn, lifetime_s, faults=self.faults, clock=clock)
         self.naf_auth = NafAuth(self.bsf, self.kms_fqdn, UA_KMS, clock=clock)
         #: requests seen per listener ("bsf", "kms"), faults included
-        self.requests: dict[str, int] = {"bsf": 0, "kms": 0}
+        self.requests: dict[str, int] = {"bsf": 0, "kms": 0, **({"focus": 0} if focus is not None else {})}
         self.kms_app_loaded = False
         #: the :class:`LabNetworkThread` running this network, when one does
         self.thread: LabNetworkThread | None = None
@@ -109,6 +115,11 @@ class LabNetwork:
 
         return count
 
+    @property
+    def focus_url(self) -> str:
+        """``http://host:port`` of the conference focus (lab/focus.py), when the network has one."""
+        return self._url("focus")
+
     def _kms_app(self):
         from aiohttp import web
 
@@ -141,11 +152,26 @@ class LabNetwork:
                 await site.start()
                 bound = runner.addresses[0]
                 self._urls[name] = f"http://{_host(bound[0])}:{bound[1]}"
+            if self.focus_subscriber is not None:
+                from ue_agent.lab.focus import start_focus
+
+                self.focus, focus_app = await start_focus(self, self.focus_subscriber)
+                focus_app.middlewares.insert(0, self._counter("focus"))
+                runner = web.AppRunner(focus_app, access_log=None, handle_signals=False)
+                await runner.setup()
+                self._runners.append(runner)
+                site = web.TCPSite(runner, "127.0.0.1", 0, reuse_address=True)
+                await site.start()
+                bound = runner.addresses[0]
+                self._urls["focus"] = f"http://{_host(bound[0])}:{bound[1]}"
         except OSError as exc:
             await self.stop()
             raise ConfigError("config.invalid", f"lab network cannot listen: {exc.strerror}") from None
 
     async def stop(self) -> None:
+        if self.focus is not None:
+            await self.focus.aclose()
+            self.focus = None
         runners, self._runners = self._runners, []
         for runner in reversed(runners):
             await runner.cleanup()
@@ -209,8 +235,9 @@ def _addr(text: str, what: str) -> tuple[str, int]:
 
 
 def main(args) -> int:
-    """``ue-agent lab network --subscribers F... [--bsf H:P] [--kms H:P] [--mailbox H:P]``."""
+    """``ue-agent lab network --subscribers F... [--bsf H:P] [--kms H:P] [--mailbox H:P] [--focus F]``."""
     subs = [load_subscriber(p) for p in args.subscribers]
+    focus = load_subscriber(args.focus) if getattr(args, "focus", None) else None
     mailbox = getattr(args, "mailbox", None)
     box_addr = _addr(mailbox, "mailbox") if mailbox else None
     box_sub = None
@@ -219,7 +246,7 @@ def main(args) -> int:
 
         box_sub = load_subscriber(Path(__file__).parent / "subscribers" / "mailbox.toml")
         subs = [s for s in subs if s.impi != box_sub.impi] + [box_sub]
-    net = LabNetwork(subs, bsf_addr=_addr(args.bsf, "bsf"), kms_addr=_addr(args.kms, "kms"))
+    net = LabNetwork(subs, bsf_addr=_addr(args.bsf, "bsf"), kms_addr=_addr(args.kms, "kms"), focus=focus)
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -232,6 +259,8 @@ def main(args) -> int:
             kms_note = "" if net.kms_app_loaded else " (no KMS app installed: 404 only)"
             print(f"KMS {net.kms_fqdn} at {net.kms_url}{kms_note}", flush=True)
             print(f"subscribers: {', '.join(s.impi for s in subs)}", flush=True)
+            if focus is not None:
+                print(f"focus {', '.join(focus.impu)} at {net.focus_url}", flush=True)
             if box_sub is None:
                 await stop.wait()
                 return

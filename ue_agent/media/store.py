@@ -416,6 +416,49 @@ class KeyStore:
             if self._live_fps.get(fp) == old:
                 self._live_fps[fp] = new
 
+    def rekey(self, session_id: str, new: dict[int, StreamKeys]) -> None:
+        """New keys for some streams of a live session (a conference re-key: ``new`` by stream
+        index). The old keys are zeroized and retired (never registered again), the new ones
+        checked as :meth:`add` checks them, and their SSRCs start a new index floor. All or
+        nothing: on refusal the session is unchanged and ``new`` is zeroized."""
+        try:
+            sess = self._get(session_id)
+            if any(not 0 <= i < len(sess.streams) for i in new):
+                raise MediaError(BAD_SESSION, "no such stream in the session", session=session_id)
+            fps: list[bytes] = []
+            for k in _master_keys(new.values()):
+                fp = self._fingerprint(k)
+                if fp in self._retired or fp in self._live_fps or fp in fps:
+                    self._warn(session_id, "key_reuse", "a master key was offered for use a second time")
+                    raise MediaError(KEY_REUSE, "this master key was used before; re-key", session=session_id)
+                fps.append(fp)
+        except MediaError:
+            for s in new.values():
+                s.zeroize()
+            raise
+        for i, s in new.items():
+            old = sess.streams[i]
+            for k in _master_keys([old]):
+                fp = self._fingerprint(k)
+                if self._live_fps.get(fp) == session_id:
+                    del self._live_fps[fp]
+                self._retired[fp] = None
+                if fp in sess.fingerprints:
+                    sess.fingerprints.remove(fp)
+                if isinstance(k, SrtpKeys) and k.ssrc is not None:
+                    sess.ssrcs.pop(k.ssrc, None)
+            old.zeroize()
+            sess.streams[i] = s
+            for k in _master_keys([s]):
+                if isinstance(k, SrtpKeys) and k.ssrc is not None:
+                    sess.ssrcs[k.ssrc] = SsrcState(index=k.roc << 16)
+        for fp in fps:
+            self._live_fps[fp] = session_id
+            sess.fingerprints.append(fp)
+        while len(self._retired) > self._max_retired:
+            self._retired.popitem(last=False)
+        sess.drop_wire()
+
     def release_media(self, session_id: str, media: Iterable[str]) -> list[str]:
         """SRVCC moved these media of the session to CS: their streams' keys are zeroized and
         retired (never registered again); the other streams stay. Returns the media released."""

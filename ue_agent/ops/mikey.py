@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from ue_agent.api.errors import BAD_REQUEST, api_error
 from ue_agent.errors import AgentError, MediaError
 from ue_agent.media.sessions import Phase
-from ue_agent.ops import early
+from ue_agent.ops import conference, early
 from ue_agent.ops.aka import b64
 from ue_agent.ops.declare import Reply, SessionId, Text, TextList, Validity, listed, operation, request
 from ue_agent.ops.session import register
@@ -71,6 +71,8 @@ class MikeyOffer:
     #: keys at offer time from a one-way ticket, for a receiver that may be offline (ops/deferred.py)
     deferred: bool = False
     validity: Validity | None = None
+    #: the responder is a conference focus: it may choose the keys (M flag, ue_agent/ops/conference.py)
+    conference: bool = False
 
 
 @request
@@ -104,7 +106,9 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     sid = ctx.sessions.new_id(req.session)
     streams = [mikey_stream(m, req.suite) for m in req.media]
     kms = await ctx.network.kms()
-    res = await kms.offer(req.responder, streams, recipients=req.recipients, group=req.group)
+    res = await kms.offer(
+        req.responder, streams, recipients=req.recipients, group=req.group, focus=req.conference
+    )
     ctx.sessions.check_room("offers")  # again: other offers may have taken the room meanwhile
     s = ctx.sessions.offer(sid, peer.uid, "mikey", res.pending, req.media)
     s.requested, s.recipients = req.responder, list(req.recipients or [req.responder])
@@ -139,8 +143,14 @@ async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
 
     streams = mikey_streams(res.keys, req.media)
     protection = mikey_callee([s.media for s in streams], res.peer_uri)
-    register(ctx, sid, streams, "mikey", peer, Phase.ANSWERED, protection)
+    try:
+        register(ctx, sid, streams, "mikey", peer, Phase.ANSWERED, protection)
+    except AgentError:
+        if res.group is not None:
+            res.group.zeroize()
+        raise
     return {
+        **conference.keep(ctx, sid, res.group),  # group keys of a focus (dial-out)
         "session": sid,
         "peer": res.peer_uri,
         "protection": protection.to_wire(),
@@ -181,6 +191,10 @@ async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
 
     # raises on a bad answer; the offer stays for a retry. Once per fork (RFC 6043 5.1.1).
     keys, responder, vouched = kms.complete_with_peer(pending, message)
+    keys, group = conference.after_complete(pending, message, keys)  # a focus's keys (dial-in)
+    if group is not None and req.early:
+        group.zeroize()  # no conference updates for an early dialog
+        group = None
     requested, recipients = offer.requested or pending.peer, offer.recipients or [pending.peer]
     streams = mikey_streams(keys, req.media or media)
     protection = mikey_caller([s.media for s in streams], responder, vouched, requested, recipients)
@@ -191,9 +205,14 @@ async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
     ctx.sessions.drop(sid)
     try:
         register(ctx, sid, streams, "mikey", peer, Phase.ACTIVE, protection, group=sid)
+    except AgentError:
+        if group is not None:
+            group.zeroize()
+        raise
     finally:
         settled = early.settle(ctx, dialogs, req.dialog, tag)
     return {
+        **conference.keep(ctx, sid, group),
         "session": sid,
         "state": "active",
         "streams": [s.media for s in streams],

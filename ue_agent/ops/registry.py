@@ -8,11 +8,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from ue_agent.ops import aka, deferred, ims, messaging, mikey, protocol, sdes, session, status  # noqa: F401 - declares the ops
+from ue_agent.ops import (  # noqa: F401 - declares the ops
+    aka,
+    conference,
+    deferred,
+    ims,
+    messaging,
+    mikey,
+    protocol,
+    sdes,
+    session,
+    status,
+)
 from ue_agent.ops.declare import DECLARED, Op
 
 #: families in the order ``hello`` lists them; within a family, declaration order
-_ORDER = ("hello", "status", "subscribe", "capabilities", "ims", "sdes", "mikey", "message", "session")
+_ORDER = (
+    "hello",
+    "status",
+    "subscribe",
+    "capabilities",
+    "ims",
+    "sdes",
+    "mikey",
+    "message",
+    "conference",
+    "session",
+)
 
 
 def _rank(op: Op[Any]) -> int:

@@ -196,4 +196,7 @@ def session_close(ctx: Context, req: SessionClose, peer: Peer) -> Reply:
     if s is None or s.phase is not Phase.CLOSED or s.ended not in ("policy_refused", "unprotected"):
         ctx.store.close(sid)  # a session ended without keys has none in the store
     ctx.sessions.drop(sid)
+    from ue_agent.ops.conference import forget
+
+    forget(ctx, sid)  # a conference session's update keys (ops/conference.py)
     return {"session": sid, "state": "closed"}

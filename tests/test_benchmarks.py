@@ -31,3 +31,11 @@ def test_write_replaces_only_the_results_section(tmp_path: Path) -> None:
 def test_gba_apdu_figures_are_the_asserted_counts() -> None:
     # the same counts tests/test_gba_apdus.py asserts (soft UICC, T=0)
     assert gba_apdus() == {"alice": (2, 2, 0), "bob": (5, 3, 2)}
+
+
+def test_hotpath_benchmark_runs_each_part() -> None:
+    """python -m benchmarks.bench_hotpath: every part runs (timed, a few requests; no
+    threshold)."""
+    from benchmarks.bench_hotpath import PARTS, main
+
+    assert main(["-n", "20", *PARTS]) == 0

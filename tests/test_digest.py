@@ -7,7 +7,7 @@ import dataclasses
 import hashlib
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ue_agent.crypto import digest
@@ -224,3 +224,78 @@ def test_password_never_in_errors_or_reprs():
     with pytest.raises(digest.DigestError) as exc:
         digest.ha1("u", "r", secret, "SHA-256")
     assert RES.hex() not in str(exc.value) and "a54211" not in str(exc.value)
+
+
+# --- the regex scanner against the character-at-a-time parser it replaced ---------------------
+_REF_TOKEN = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def _reference_parse(s: str) -> dict[str, str]:
+    """The parser before ue_agent.crypto.digest scanned with regular expressions."""
+
+    def ws(i: int) -> int:
+        while i < len(s) and s[i] in " \t\r\n":
+            i += 1
+        return i
+
+    params: dict[str, str] = {}
+    i = 0
+    while True:
+        i = ws(i)
+        while i < len(s) and s[i] == ",":
+            i = ws(i + 1)
+        if i >= len(s):
+            return params
+        start = i
+        while i < len(s) and s[i] in _REF_TOKEN:
+            i += 1
+        name = s[start:i].lower()
+        if not name:
+            raise digest.DigestError(message=f"expected a parameter name at offset {start}")
+        i = ws(i)
+        if i >= len(s) or s[i] != "=":
+            raise digest.DigestError(message=f"parameter '{name}' has no value")
+        i = ws(i + 1)
+        if i < len(s) and s[i] == '"':
+            i += 1
+            buf = []
+            while True:
+                if i >= len(s):
+                    raise digest.DigestError(message=f"unterminated quoted string in '{name}'")
+                c = s[i]
+                if c == "\\" and i + 1 < len(s):
+                    buf.append(s[i + 1])
+                    i += 2
+                    continue
+                if c == '"':
+                    i += 1
+                    break
+                buf.append(c)
+                i += 1
+            value = "".join(buf)
+        else:
+            start = i
+            while i < len(s) and s[i] not in ", \t\r\n":
+                i += 1
+            value = s[start:i]
+            if not value:
+                raise digest.DigestError(message=f"parameter '{name}' has an empty token value")
+        if name in params:
+            raise digest.DigestError(message=f"parameter '{name}' appears twice")
+        params[name] = value
+        i = ws(i)
+        if i < len(s) and s[i] != ",":
+            raise digest.DigestError(message=f"expected ',' after parameter '{name}'")
+
+
+def _outcome(f, s: str):  # type: ignore[no-untyped-def]
+    try:
+        return f(s)
+    except digest.DigestError as exc:
+        return ("error", exc.message)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.text(alphabet='aZ9-=,"\\ \t\r\n\x01é;:/@', max_size=40))
+def test_parameter_scanner_agrees_with_the_reference(s: str) -> None:
+    assert _outcome(lambda v: digest.parse_auth_info(v), s) == _outcome(_reference_parse, s.strip())

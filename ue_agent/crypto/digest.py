@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from dataclasses import dataclass, field
 
 from ue_agent.errors import AgentError
@@ -31,57 +32,52 @@ class DigestError(AgentError):
 
 
 # --- header codec ----------------------------------------------------------------------------
-_TOKEN_CHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 # Values we write without quotes (RFC 2617: algorithm, qop in Authorization, nc are tokens).
 _UNQUOTED = frozenset({"algorithm", "qop", "nc", "stale"})
+# The same grammar as regular expressions (a header is scanned a run at a time, not a
+# character at a time: it is parsed on every HTTP exchange of a bootstrap and a KMS call)
+_WS = re.compile(r"[ \t\r\n]*")
+_COMMAS = re.compile(r"(?:,[ \t\r\n]*)*")
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]*")  # tchar (RFC 7230 3.2.6)
+_WORD = re.compile(r"[^, \t\r\n]*")  # a token value: up to a comma or white space
+_QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"', re.S)  # a quoted-string with its quoted-pairs
+_QUOTED_PAIR = re.compile(r"\\(.)", re.S)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _skip_ws(s: str, i: int) -> int:
-    while i < len(s) and s[i] in " \t\r\n":
-        i += 1
-    return i
+    return _WS.match(s, i).end()  # type: ignore[union-attr]  # matches the empty string
 
 
 def _parse_params(s: str, i: int) -> dict[str, str]:
     """auth-param *( "," auth-param ); names are lowercased, quoted-pairs unescaped."""
     params: dict[str, str] = {}
+    n = len(s)
     while True:
-        i = _skip_ws(s, i)
-        while i < len(s) and s[i] == ",":  # empty list elements are allowed (RFC 7230 7)
-            i = _skip_ws(s, i + 1)
-        if i >= len(s):
+        # empty list elements are allowed (RFC 7230 7)
+        i = _COMMAS.match(s, _skip_ws(s, i)).end()  # type: ignore[union-attr]
+        if i >= n:
             return params
         start = i
-        while i < len(s) and s[i] in _TOKEN_CHARS:
-            i += 1
+        i = _TOKEN.match(s, i).end()  # type: ignore[union-attr]
         name = s[start:i].lower()
         if not name:
             raise DigestError(message=f"expected a parameter name at offset {start}")
         i = _skip_ws(s, i)
-        if i >= len(s) or s[i] != "=":
+        if i >= n or s[i] != "=":
             raise DigestError(message=f"parameter '{name}' has no value")
         i = _skip_ws(s, i + 1)
-        if i < len(s) and s[i] == '"':
-            i += 1
-            buf = []
-            while True:
-                if i >= len(s):
-                    raise DigestError(message=f"unterminated quoted string in '{name}'")
-                c = s[i]
-                if c == "\\" and i + 1 < len(s):
-                    buf.append(s[i + 1])
-                    i += 2
-                    continue
-                if c == '"':
-                    i += 1
-                    break
-                buf.append(c)
-                i += 1
-            value = "".join(buf)
+        if i < n and s[i] == '"':
+            m = _QUOTED.match(s, i)
+            if m is None:
+                raise DigestError(message=f"unterminated quoted string in '{name}'")
+            value = m.group(1)
+            if "\\" in value:
+                value = _QUOTED_PAIR.sub(r"\1", value)
+            i = m.end()
         else:
             start = i
-            while i < len(s) and s[i] not in ", \t\r\n":
-                i += 1
+            i = _WORD.match(s, i).end()  # type: ignore[union-attr]
             value = s[start:i]
             if not value:
                 raise DigestError(message=f"parameter '{name}' has an empty token value")
@@ -89,7 +85,7 @@ def _parse_params(s: str, i: int) -> dict[str, str]:
             raise DigestError(message=f"parameter '{name}' appears twice")
         params[name] = value
         i = _skip_ws(s, i)
-        if i < len(s) and s[i] != ",":
+        if i < n and s[i] != ",":
             raise DigestError(message=f"expected ',' after parameter '{name}'")
 
 
@@ -112,7 +108,7 @@ def parse_auth_info(value: str) -> dict[str, str]:
 
 
 def _quote(v: str) -> str:
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in v):
+    if _CONTROL.search(v):
         raise DigestError(message="control character in a Digest parameter")
     return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
@@ -121,7 +117,7 @@ def format_params(params: dict[str, str]) -> str:
     """``k="v", k2=token`` in insertion order; tokens stay unquoted where RFC 2617 says so."""
     out = []
     for k, v in params.items():
-        if k in _UNQUOTED and v and all(c in _TOKEN_CHARS for c in v):
+        if k in _UNQUOTED and v and _TOKEN.fullmatch(v):
             out.append(f"{k}={v}")
         else:
             out.append(f"{k}={_quote(v)}")

@@ -136,13 +136,14 @@ class Lab:
         from ue_agent.subscriber import load_subscriber
 
         subs = [load_subscriber(self.dir / f"{n}.toml") for n in ("alice", "bob", "carol")]
-        net = LabNetwork(subs)
+        net = LabNetwork(subs, focus=load_subscriber(SUBSCRIBERS / "focus.toml"))
         thread = LabNetworkThread(net)
         thread.start()
         self.stack.callback(thread.stop)
         self._net = net
         self.tl.event("lab", f"HSS+BSF {net.bsf_url} ({net.bsf.fqdn})")
         self.tl.event("lab", f"KMS     {net.kms_url} ({net.naf_auth.naf_fqdn})")
+        self.tl.event("lab", f"focus   {net.focus_url} (MRFC/MRFP, conference URIs of focus.toml)")
 
     def start_modem(self, sub_path: Path) -> str:
         from ue_agent.lab.modem import ModemSimulator
@@ -576,6 +577,82 @@ def sc_message(lab: Lab) -> str:
         lab.tl.event(c.name, f"a message for B only -> {exc.code}")
         assert exc.code == "kms.not_authorized", exc.code
     return "both recipients read the body; a third party is refused by the KMS"
+
+
+CONFERENCE = "sip:conf-1@ims.mnc001.mcc001.3gppnetwork.org"
+
+
+def focus_post(lab: Lab, action: str, body: bytes | dict) -> dict:
+    """The lab focus's HTTP front (the stand-in for the MRFC's SIP signalling)."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    url = f"{lab.net.focus_url}/conference/{urllib.parse.quote(CONFERENCE, safe='')}/{action}"
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data=data, method="POST"), timeout=30) as r:
+        return json.loads(r.read())
+
+
+@scenario("conference", "Conference of three via the lab focus: A, B dial in, C dialled out; C leaves")
+def sc_conference(lab: Lab) -> str:
+    import pylibsrtp
+
+    a, b, c = lab.ues["UE-A"], lab.ues["UE-B"], lab.ues["UE-C"]
+    ues = {ue.impu: ue for ue in (a, b, c)}
+    sid: dict[str, str] = {}
+
+    def updates(ups: dict[str, str]) -> None:
+        for uri, raw in ups.items():
+            r = ues[uri].call("conference.update", session=sid[uri], key_mgmt=raw)
+            lab.tl.event(ues[uri].name, f"re-key from the focus: generation {r['generation']}")
+
+    for ue in (a, b):
+        off = ue.call("mikey.offer", responder=CONFERENCE, media=["audio", "bfcp"], conference=True)
+        got = focus_post(lab, "dial-in", base64.b64decode(off["transfer_init"]))
+        done = ue.call("mikey.complete", session=off["session"], transfer_resp=got["transfer_resp"])
+        sid[ue.impu] = off["session"]
+        lab.tl.event(ue.name, f"dialled in: group keys of generation {done['conference']['generation']}")
+        updates(got["updates"])
+    ti = focus_post(lab, "dial-out", {"member": c.impu, "media": ["audio", "bfcp"]})["transfer_init"]
+    ans = c.call("mikey.answer", transfer_init=ti, media=["audio", "bfcp"])
+    sid[c.impu] = ans["session"]
+    lab.tl.event(c.name, f"dialled out by {ans['peer']}: generation {ans['conference']['generation']}")
+    updates(focus_post(lab, "answered", {"member": c.impu, "transfer_resp": ans["transfer_resp"]})["updates"])
+
+    def tx(ue: Ue) -> dict:
+        return stream_keys(ue.call("session.keys", session=sid[ue.impu]), "audio", "tx")
+
+    def sess(k: dict, inbound: bool) -> pylibsrtp.Session:
+        key = base64.b64decode(k["master_key"]) + base64.b64decode(k["master_salt"])
+        kind = pylibsrtp.Policy.SSRC_ANY_INBOUND if inbound else pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+        return pylibsrtp.Session(pylibsrtp.Policy(key=key, ssrc_type=kind))
+
+    def send(ue: Ue, k: dict, seq: int) -> dict[str, bytes]:
+        rtp = bytes([0x80, 0, 0, seq, 0, 0, 0, seq]) + k["ssrc"].to_bytes(4, "big") + b"voice" * 32
+        out = focus_post(lab, "relay", {"member": ue.impu, "packet": b64(sess(k, False).protect(rtp))})
+        return {uri: base64.b64decode(p) for uri, p in out["packets"].items()}
+
+    keys = {ue.impu: tx(ue) for ue in (a, b, c)}
+    assert len({k["ssrc"] for k in keys.values()}) == 3, "SSRCs must be unique"
+    heard = 0
+    for seq, ue in enumerate((a, b, c), 1):
+        for uri, pkt in send(ue, keys[ue.impu], seq).items():
+            heard += sess(keys[uri], True).unprotect(pkt)[12:] == b"voice" * 32
+    lab.tl.event("focus", f"MRFP relayed 6 packets; {heard}/6 decrypted by the other members")
+    assert heard == 6
+    c.call("session.close", session=sid[c.impu])
+    updates(focus_post(lab, "leave", {"member": c.impu})["updates"])
+    pkt = send(a, tx(a), 9)[b.impu]
+    assert sess(tx(b), True).unprotect(pkt)[12:] == b"voice" * 32
+    try:
+        sess(keys[c.impu], True).unprotect(pkt)
+        raise AssertionError("UE-C decrypted the generation made after it left")
+    except pylibsrtp.Error:
+        lab.tl.event(c.name, "left: its key does not open the new generation (SRTP auth fails)")
+    for ue in (a, b):
+        ue.call("session.close", session=sid[ue.impu])
+    return "all three hear each other under one group key; the leaver is re-keyed out"
 
 
 @scenario("srvcc", "SRVCC mid-call (audio + MSRP): voice moves to CS, MSRP keeps its keys")

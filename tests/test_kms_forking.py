@@ -106,3 +106,31 @@ def test_control_identity_only_modifier_lets_the_other_terminal_in(lab_network):
     lab_network.kms_service.modifier_rand = lambda: bytes(32)
     hits, rands, _seen_, _ = asyncio.run(_call_and_attack(lab_network))
     assert hits and set(rands) == {bytes(32)}
+
+
+def test_two_terminals_one_impu_through_the_agents(agent_factory, lab_network) -> None:
+    """Through the agents' sockets: Bob's two terminals both answer the forked offer; the caller
+    completes with B1's answer; B2's keys are its own, not B1's (nor the caller's)."""
+    from tests.fixtures.daemon import ALICE
+
+    net = {
+        "bsf_url": lab_network.bsf_url,
+        "kms_url": lab_network.kms_url,
+        "bsf_fqdn": lab_network.bsf_fqdn,
+        "kms_fqdn": lab_network.kms_fqdn,
+    }
+    ue_a = agent_factory(network=net)
+    ue_b1 = agent_factory(subscriber=ALICE.parent / "bob.toml", network=net)
+    ue_b2 = agent_factory(subscriber=ALICE.parent / "bob2.toml", network=net)
+    with ue_a.client() as a, ue_b1.client() as b1, ue_b2.client() as b2:
+        offer = a.request("mikey.offer", responder=uri("bob"))
+        ans1 = b1.request("mikey.answer", transfer_init=offer["key_mgmt"])
+        ans2 = b2.request("mikey.answer", transfer_init=offer["key_mgmt"])
+        assert ans1["peer"] == ans2["peer"] == uri("alice")
+        a.request("mikey.complete", session=offer["session"], transfer_resp=ans1["key_mgmt"])
+        ka = a.request("session.keys", session=offer["session"])["streams"][0]
+        k1 = b1.request("session.keys", session=ans1["session"])["streams"][0]
+        k2 = b2.request("session.keys", session=ans2["session"])["streams"][0]
+    assert ka["tx"] == k1["rx"] and ka["rx"] == k1["tx"]
+    keys = {k["master_key"] for k in (ka["tx"], ka["rx"])}
+    assert not keys & {k2["tx"]["master_key"], k2["rx"]["master_key"]}

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from ue_agent.drivers.http import HttpClient
     from ue_agent.gba.client import GbaClient
     from ue_agent.kms.client import AnswerResult, KmsClient, OfferResult
+    from ue_agent.kms.divert import Diversion
     from ue_agent.kms.session import PendingOffer
     from ue_agent.kms.streams import SrtpStream, StreamKeyPair, TlsStream
 
@@ -128,13 +129,19 @@ class KmsReachability:
         recipients: list[str] | None = None,
         group: bool = False,
         focus: bool = False,
+        anonymous: bool = False,
     ) -> OfferResult:
         return await self._track(
-            self.client.offer(responder, streams, recipients=recipients, group=group, focus=focus)
+            self.client.offer(
+                responder, streams, recipients=recipients, group=group, focus=focus, anonymous=anonymous
+            )
         )
 
-    async def answer(self, transfer_init: bytes) -> AnswerResult:
-        return await self._track(self.client.answer(transfer_init))
+    async def answer(self, transfer_init: bytes, *, diversion: Diversion | None = None) -> AnswerResult:
+        return await self._track(self.client.answer(transfer_init, diversion=diversion))
+
+    async def authorize_divert(self, transfer_init: bytes, new_recipient: str) -> None:
+        await self._track(self.client.authorize_divert(transfer_init, new_recipient))
 
     def complete(self, pending: PendingOffer, transfer_resp: bytes) -> list[StreamKeyPair]:
         return self.client.complete(pending, transfer_resp)

@@ -283,8 +283,6 @@ def test_sighup_removing_a_uid_closes_its_open_connection(daemon_factory) -> Non
     again.close()
 
 
-
-
 @root_only
 def test_root_gets_in_when_nothing_can_be_evicted(daemon_factory) -> None:
     daemon = daemon_factory(api={"allowed_uids": [NOBODY], "max_clients": 2, "max_clients_per_uid": 2})

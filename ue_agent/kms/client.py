@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ue_agent.crypto.mikey_prf import PRF_HMAC_SHA_256
 from ue_agent.errors import GbaError, KmsError
-from ue_agent.kms import conference, ids, mikey, session, ts33328
+from ue_agent.kms import anonymity, conference, divert, ids, mikey, session, ts33328
 from ue_agent.kms.streams import SrtpStream, Stream, StreamKeyPair, TlsStream
 from ue_agent.secret import Secret
 
@@ -51,6 +51,12 @@ class AnswerResult:
     peer_uri: str  # the initiator, as the KMS vouched for it
     resolved_now: bool = True  # False when the ticket came from the cache
     group: conference.Link | None = None  # a focus's group keys (dial-out, kms/conference.py)
+    #: the initiator withheld its identity (peer_uri is the anonymous URI, kms/anonymity.py) and
+    #: whether the KMS vouched that it authenticated it
+    anonymous: bool = False
+    vouched: bool = True
+    #: the served user whose call was diverted to us, as the KMS confirmed it (kms/divert.py)
+    diverted_from: str | None = None
 
 
 class KmsClient:
@@ -77,7 +83,7 @@ class KmsClient:
         self.ticket_validity = ticket_validity
         self.replay = session.ReplayCache(replay_window)
         self.kms_requests = 0
-        self._issued: dict[tuple[str, tuple[str, ...], bool, int], session.IssuedTicket] = {}
+        self._issued: dict[tuple[str, tuple[str, ...], bool, int, bool], session.IssuedTicket] = {}
         self._resolved: dict[bytes, session.ResolvedTicket] = {}
 
     # -- initiator
@@ -91,13 +97,15 @@ class KmsClient:
         group: bool = False,
         validity: int | None = None,
         focus: bool = False,
+        anonymous: bool = False,
     ) -> OfferResult:
         """A TRANSFER_INIT for ``peer_uri`` (reusing a live ticket for the same peer and policy).
-        ``focus``: the peer is a conference focus, which may choose the keys (M flag, RFC 6043 6.10)."""
+        ``focus``: the peer is a conference focus, which may choose the keys (M flag, RFC 6043 6.10).
+        ``anonymous``: a ticket and TRANSFER_INIT naming the anonymous URI, not us (kms/anonymity.py)."""
         peer = ids.canonical(peer_uri)
         pats = tuple(sorted(ids.pattern(r) for r in (recipients or [peer])))
         extra = mikey.F_M if focus else 0
-        key = (peer, pats, group, extra)
+        key = (peer, pats, group, extra, anonymous)
         now = self.clock()
         issued = self._issued.get(key)
         # RFC 6043 5.3 / 6.10: a ticket whose policy forbids reuse (J flag clear) is used once
@@ -106,10 +114,20 @@ class KmsClient:
             if issued is not None:
                 issued.zeroize()
             flags = ((session.FLAGS_GROUP if group else session.FLAGS_FORKED) | extra) if extra else None
-            issued = await self._request_ticket(list(pats), group, validity or self.ticket_validity, flags)
+            issued = await self._request_ticket(
+                list(pats),
+                group,
+                validity or self.ticket_validity,
+                flags,
+                extra=[anonymity.request()] if anonymous else [],
+            )
+            if anonymous and not anonymity.is_anonymous(session.ticket_initiator(issued.ticket)):
+                issued.zeroize()  # the KMS named us in the ticket: do not send it
+                raise KmsError("kms.anonymity_refused", "the KMS did not grant an anonymous ticket")
             self._issued[key] = issued
         assert issued is not None
-        pending = session.build_transfer_init(issued, self.own, peer, streams, self.kms_fqdn, now)
+        own = anonymity.ANONYMOUS_URI if anonymous else self.own
+        pending = session.build_transfer_init(issued, own, peer, streams, self.kms_fqdn, now)
         return OfferResult(pending.transfer_init, pending, reused)
 
     def complete(self, pending: session.PendingOffer, transfer_resp: bytes) -> list[StreamKeyPair]:
@@ -128,24 +146,40 @@ class KmsClient:
 
     # -- responder
 
-    async def answer(self, transfer_init: bytes) -> AnswerResult:
-        """Resolve the ticket of a TRANSFER_INIT (or reuse a resolved one) and answer it."""
+    async def answer(
+        self, transfer_init: bytes, *, diversion: divert.Diversion | None = None
+    ) -> AnswerResult:
+        """Resolve the ticket of a TRANSFER_INIT (or reuse a resolved one) and answer it.
+        ``diversion``: the call was diverted to us; the KMS asks the CDIV AS (TR 33.829 9.2)."""
         now = self.clock()
         ti = session.inspect_transfer_init(transfer_init)
         self.replay.check(ti, now)  # before spending a KMS request on a replay
         resolved = self._resolved.get(ti.ticket_ref)
         fresh = resolved is None or resolved.expiry <= now
         if fresh:
-            resolved = await self._resolve(ti)
+            resolved = await self._resolve(ti, diversion.extensions() if diversion is not None else [])
         assert resolved is not None
-        resp, keys = session.accept_transfer_init(ti, resolved, self.own, self.replay, self.clock())
+        served = divert.confirmed(resolved.extensions)  # a call diverted to us, as the KMS accepted it
+        resp, keys = session.accept_transfer_init(
+            ti, resolved, self.own, self.replay, self.clock(), extra=divert.announce(served)
+        )
         group = conference.member_after_answer(ti, resolved, self.own, resp, keys)  # None: no focus keys
         if fresh and resolved.flags & mikey.F_J:  # kept for reuse only when the policy allows it (5.3)
             self._resolved[ti.ticket_ref] = resolved
         elif fresh:
             resolved.zeroize()
         self._prune(now)
-        return AnswerResult(resp, keys, resolved.initiator, fresh, group)
+        anonymous = anonymity.is_anonymous(resolved.initiator)
+        return AnswerResult(
+            resp,
+            keys,
+            resolved.initiator,
+            fresh,
+            group,
+            anonymous=anonymous,
+            vouched=anonymity.vouched(resolved.extensions) if anonymous else True,
+            diverted_from=served,
+        )
 
     async def authorize_divert(self, transfer_init: bytes, new_recipient: str) -> None:
         """As the called party, let the KMS accept ``new_recipient`` for this ticket (TR 33.829 9.3.2)."""
@@ -178,7 +212,12 @@ class KmsClient:
     # -- KMS exchanges
 
     async def _request_ticket(
-        self, recipients: list[str], group: bool, validity: int, flags: int | None = None
+        self,
+        recipients: list[str],
+        group: bool,
+        validity: int,
+        flags: int | None = None,
+        extra: list[mikey.Payload] | None = None,
     ) -> session.IssuedTicket:
         def build(btid: str, psk: Secret):
             return session.build_request_init(
@@ -191,14 +230,19 @@ class KmsClient:
                 group=group,
                 now=self.clock(),
                 prf_func=self.prf_func,
+                extra=extra or (),
                 flags=flags,
             )
 
         return await self._exchange(build, session.read_request_resp)
 
-    async def _resolve(self, ti: session.TransferInit) -> session.ResolvedTicket:
+    async def _resolve(
+        self, ti: session.TransferInit, extra: list[mikey.Payload] | None = None
+    ) -> session.ResolvedTicket:
         def build(btid: str, psk: Secret):
-            return session.build_resolve_init(self.own, ti, btid, psk, self.kms_fqdn, now=self.clock())
+            return session.build_resolve_init(
+                self.own, ti, btid, psk, self.kms_fqdn, now=self.clock(), extra=extra or ()
+            )
 
         return await self._exchange(build, session.read_resolve_resp)
 

@@ -170,6 +170,8 @@ FLAG_NAMES = "DEFGHIJKLMNO"
 
 # General extension types (RFC 3830 6.15): 241-255 private use.
 EXT_DIVERT = 241  # private use (this project): authorize a diverted-to identity (docs/kms.md)
+# 248 diversion indication, 249 CDIV AS identity (kms/divert.py), 250 e2m (kms/messaging.py),
+# 251 anonymous initiator (kms/anonymity.py)
 
 
 def _malformed(msg: str, **details: object) -> MikeyError:

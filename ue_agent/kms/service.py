@@ -20,7 +20,7 @@ from typing import Protocol
 
 from ue_agent.crypto import mikey_prf
 from ue_agent.errors import AgentError, KmsError, MikeyError
-from ue_agent.kms import ids, mikey, protect, tickets
+from ue_agent.kms import anonymity, divert, ids, mikey, protect, tickets
 from ue_agent.secret import Secret
 
 DEFAULT_VALIDITY = 3600
@@ -85,6 +85,7 @@ class KmsService:
         clock: Callable[[], float] = time.time,
         skew: float = 300.0,
         max_validity: int = MAX_VALIDITY,
+        cdiv_as: divert.CdivQuestion | None = None,
     ) -> None:
         self.kms_id = kms_id
         self._psk_of = psk_of
@@ -96,7 +97,10 @@ class KmsService:
         self.skew = skew
         self.max_validity = max_validity
         self.stats = KmsStats()
-        self._diverts: dict[bytes, tuple[float, set[str]]] = {}  # ticket RAND -> (expiry, identities)
+        #: diversions (TR 33.829 9.2, 9.3): identities accepted per ticket, the CDIV AS question
+        self.diversions = divert.DivertBook(cdiv_as)
+        #: anonymous tickets issued (TR 33.828 req. 49): ticket RAND -> (TRe, the real initiator)
+        self.anonymous: dict[bytes, tuple[float, str]] = {}
         self._seen: dict[tuple[int, bytes], float] = {}  # replay cache (RFC 6043 12.4)
 
     # -- entry point
@@ -190,6 +194,8 @@ class KmsService:
         wanted = protect.unix_of(tre) - now if tre is not None else DEFAULT_VALIDITY
         expiry = now + max(1, min(int(wanted), self.max_validity))
         flags = (tp.flags & _GRANTABLE) | _ALWAYS
+        # TR 33.828 req. 49: an anonymous ticket names the RFC 3323 anonymous URI as IDRi
+        shown = anonymity.ANONYMOUS_URI if anonymity.asked(msg) else initiator
         # 6.10: NOT G implies H, G implies F, I implies E; F when forking with a TGK
         if not flags & mikey.F_G:
             flags |= mikey.F_H
@@ -203,7 +209,7 @@ class KmsService:
             flags,
             [
                 mikey.IdRole(mikey.ROLE_KMS, mikey.ID_NAI, self.kms_id.encode()),
-                mikey.IdRole(mikey.ROLE_I, mikey.ID_URI, initiator.encode()),
+                mikey.IdRole(mikey.ROLE_I, mikey.ID_URI, shown.encode()),
                 protect.tr(mikey.TS_ROLE_START, now),
                 protect.tr(mikey.TS_ROLE_EXPIRY, expiry),
                 *(mikey.IdRole(mikey.ROLE_R, mikey.ID_URI, r.encode()) for r in recipients),
@@ -217,6 +223,10 @@ class KmsService:
         ):
             granted.flags |= mikey.F_K  # 6.10 K: the KMS changed the desired Ticket Policy
         tk = tickets.new_keys(tp.prf_func)
+        if shown != initiator:  # kept by the KMS (audit) until the ticket expires, never in the ticket
+            for r in [r for r, (exp, _) in self.anonymous.items() if exp <= now]:
+                del self.anonymous[r]
+            self.anonymous[tk.rand] = (expiry, initiator)
         try:
             ticket = tickets.issue(self.ring, granted, tk, now)
             mpk_i, mpk_r = tk.mpk_pair()
@@ -270,19 +280,14 @@ class KmsService:
             if forked:
                 self._check_initiator_data(ticket, mpk_r)
             recipients = [r.text for r in ticket.policy_all(mikey.IdRole, mikey.ROLE_R)]
-            in_policy = any(ids.matches(responder, ids.pattern(p)) for p in recipients)
-            divert = next((x for x in msg.all(mikey.GeneralExt) if x.ext_type == mikey.EXT_DIVERT), None)
-            self._prune(now)
-            extra: list[mikey.Payload] = []
-            if divert is not None:
-                if not in_policy:
-                    raise _Refuse(mikey.ERR_NOT_AUTHORIZED, "only a recipient may divert the call")
-                target = ids.canonical(divert.data.decode("utf-8", "replace"))
-                self._diverts.setdefault(tk.rand, (expiry, set()))[1].add(target)
-                self.stats.diverts += 1
-                extra.append(mikey.GeneralExt(mikey.EXT_DIVERT, target.encode()))
-            elif not (in_policy or responder in self._diverts.get(tk.rand, (0.0, set()))[1]):
-                raise _Refuse(mikey.ERR_NOT_AUTHORIZED, "responder outside the ticket's recipients")
+            try:  # recipients, or a diversion (kms/divert.py: TR 33.829 9.2, 9.3.2)
+                extra = self.diversions.check(msg, responder, recipients, ticket, tk.rand, expiry, now)
+            except divert.Refusal as r:
+                raise _Refuse(r.err_no, r.reason) from None
+            self.stats.diverts = self.diversions.diverts
+            initiator = ticket.policy_first(mikey.IdRole, mikey.ROLE_I)
+            if initiator is not None and anonymity.is_anonymous(initiator.text):
+                extra.append(anonymity.voucher())  # the KMS vouches for the withheld initiator
             spi = tk.mpk_spi
             items = [mikey.KeyData(mikey.KEY_MPK, mpk_i, kv_type=mikey.KV_SPI, kv_data=(spi,))]
             tgk = tk.tgk
@@ -377,10 +382,6 @@ class KmsService:
         if (csb_id, rand) in self._seen:
             raise _Refuse(mikey.ERR_INVALID_TS, "request already seen (replay)")
         self._seen[(csb_id, rand)] = now + 2 * self.skew
-
-    def _prune(self, now: float) -> None:
-        for tid in [k for k, (exp, _) in self._diverts.items() if exp <= now]:
-            del self._diverts[tid]
 
     # -- refusals
 

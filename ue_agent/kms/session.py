@@ -11,6 +11,7 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from ue_agent.crypto import mikey_prf
@@ -98,6 +99,8 @@ class ResolvedTicket:
     expiry: float
     flags: int
     prf_func: int
+    #: the General Extensions of RESOLVE_RESP (diversion, anonymity: kms/divert.py, kms/anonymity.py)
+    extensions: list[mikey.GeneralExt] = field(default_factory=list)
 
     @property
     def group(self) -> bool:
@@ -250,6 +253,7 @@ def build_request_init(
     group: bool = False,
     now: float | None = None,
     prf_func: int = mikey.PRF_HMAC_SHA_256,
+    extra: Sequence[mikey.Payload] = (),
     flags: int | None = None,
 ) -> Sent:
     """REQUEST_INIT_PSK (RFC 6043 4.2.1): HDR, T, RANDRi, IDRi, IDRkms, TP, IDRpsk, V.
@@ -282,6 +286,7 @@ def build_request_init(
             _kms_idr(kms_id),
             tp,
             _idr(mikey.ROLE_PSK, btid, ts33328.PSK_ID_TYPE),
+            *extra,
         ],
     )
     keys = protect.MessageKeys.derive(psk, hdr.csb_id, mikey_prf.DIR_INITIAL, rand_i, None, prf_func)
@@ -302,6 +307,7 @@ def build_resolve_init(
     divert_to: str | None = None,
     now: float | None = None,
     prf_func: int | None = None,
+    extra: Sequence[mikey.Payload] = (),
 ) -> Sent:
     """RESOLVE_INIT_PSK (RFC 6043 4.2.3): HDR, T, RANDRr, IDRr, IDRkms, TICKET, IDRpsk, [ext], V.
 
@@ -322,6 +328,7 @@ def build_resolve_init(
     ]
     if divert_to is not None:
         payloads.append(mikey.GeneralExt(mikey.EXT_DIVERT, ids.canonical(divert_to).encode()))
+    payloads += extra
     msg = mikey.Message(hdr, payloads)
     keys = protect.MessageKeys.derive(psk, hdr.csb_id, mikey_prf.DIR_INITIAL, None, rand_r, prf_func)
     try:
@@ -464,6 +471,7 @@ def read_resolve_resp(status: int, raw: bytes, sent: Sent, psk: Secret, kms_id: 
             ticket_expiry(ticket),
             ticket.flags,
             ticket.prf_func,
+            msg.all(mikey.GeneralExt),
         )
     except MikeyError as e:
         raise KmsError("kms.bad_response", "malformed RESOLVE_RESP", reason=e.code) from None
@@ -575,6 +583,7 @@ def accept_transfer_init(
     replay: ReplayCache,
     now: float | None = None,
     own_streams: list[streams.SrtpStream | None] | None = None,
+    extra: Sequence[mikey.Payload] = (),
 ) -> tuple[bytes | None, list[streams.StreamKeyPair]]:
     """Verify a TRANSFER_INIT with the resolved ticket (4.2.3.6); answer TRANSFER_RESP (4.2.2.3;
     None when the F flag is clear) and give this side's keys per stream."""
@@ -617,6 +626,7 @@ def accept_transfer_init(
     if resolved.rand_kms is not None:
         payloads.append(mikey.RandRole(mikey.RAND_ROLE_KMS, resolved.rand_kms))
     payloads += added_sps  # a policy for each crypto session offered with #P = 0 (6.1.1)
+    payloads += extra  # General Extensions (a diversion indication: kms/divert.py)
     mpk = resolved.mpk_r if resolved.mpk_r is not None else resolved.mpk_i
     raw: bytes | None = None
     if flags & mikey.F_F:  # 6.10 F flag: TRANSFER_RESP SHALL (1) / SHALL NOT (0) be sent

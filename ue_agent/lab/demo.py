@@ -726,6 +726,46 @@ def sc_who_answered(lab: Lab) -> str:
     return "the caller learns C answered, and its policy warns that C is not the party called"
 
 
+@scenario("cdiv", "Diversion: B forwards to C; the CDIV AS diverts A's call; the KMS asks the AS")
+def sc_cdiv(lab: Lab) -> str:
+    a, b, c = lab.ues["UE-A"], lab.ues["UE-B"], lab.ues["UE-C"]
+    cdiv = lab.net.cdiv_as
+    cdiv.forward(b.impu, c.impu)
+    offer = a.call("mikey.offer", responder=b.impu, media=["audio"])
+    target = cdiv.divert(b.impu, offer["key_mgmt"])
+    lab.tl.event("lab", f"CDIV AS {cdiv.identity}: INVITE for {b.impu} diverted to {target}")
+    answer = c.call("mikey.answer", transfer_init=offer["key_mgmt"], cdiv_as=cdiv.identity)
+    q = cdiv.questions[-1]
+    lab.tl.event(
+        "lab", f"KMS asked the CDIV AS: is {q.target} the diverted-to user of {q.served}? {q.answer}"
+    )
+    lab.tl.event(c.name, f"mikey.answer: keys for A's call to {answer['diverted_from']}")
+    done = a.call("mikey.complete", session=offer["session"], transfer_resp=answer["key_mgmt"])
+    p = done["protection"]
+    lab.tl.event(
+        a.name, f"mikey.complete: answered by {done['peer']}, diverted from {p.get('diverted_from')}"
+    )
+    assert q.answer is True and done["peer"] == c.impu and p.get("diverted_from") == b.impu
+    cdiv.forward(b.impu, None)
+    a.call("session.close", session=offer["session"])
+    c.call("session.close", session=answer["session"])
+    return "C got keys only after the CDIV AS confirmed the diversion; A sees who answered and why"
+
+
+@scenario("anonymous", "An anonymous call: A hides its identity from B; the KMS vouches for A")
+def sc_anonymous(lab: Lab) -> str:
+    a, b = lab.ues["UE-A"], lab.ues["UE-B"]
+    offer, answer, done = mikey_call(lab, a, b, ["audio"], anonymous=True)
+    lab.tl.event(
+        b.name,
+        f"mikey.answer: peer {answer['peer']}, checked by the KMS: {answer['kms_vouched']}",
+    )
+    assert answer["peer"] == "anonymous" and answer["kms_vouched"] is True
+    a.call("session.close", session=offer["session"])
+    b.call("session.close", session=answer["session"])
+    return "B's softphone sees an anonymous caller the KMS authenticated; A's identity never reached B"
+
+
 @scenario("downgraded", "A downgraded call: A's policy asks for e2e audio, the answer is SDES")
 def sc_downgraded(lab: Lab) -> str:
     from ue_agent.api.client import Client

@@ -42,6 +42,12 @@ def peer_psk(idr_psk: bytes | None) -> Secret | None:
     return peer.ks_naf
 
 
+def _cdiv_question(network: Any):
+    """The lab KMS asks the network's lab CDIV AS (``network.cdiv_as``, TR 33.829 9.2), if any."""
+    cdiv = getattr(network, "cdiv_as", None)
+    return cdiv.confirm if cdiv is not None else None
+
+
 def create_kms_app(
     naf_auth: Any, network: Any, *, service: KmsService | None = None, engine: KmsEngine | None = None
 ):
@@ -61,7 +67,11 @@ def create_kms_app(
         engine
         or service
         or KmsService(
-            naf_auth.naf_fqdn, peer_psk, identities_of, **({"clock": clock} if clock is not None else {})
+            naf_auth.naf_fqdn,
+            peer_psk,
+            identities_of,
+            cdiv_as=_cdiv_question(network),
+            **({"clock": clock} if clock is not None else {}),
         )
     )
 

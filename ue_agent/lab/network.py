@@ -30,6 +30,7 @@ from typing import Any
 from ue_agent.crypto.kdf import UA_KMS
 from ue_agent.errors import ConfigError
 from ue_agent.lab.bsf import Bsf, LabFaults
+from ue_agent.lab.cdiv_as import LabCdivAs
 from ue_agent.lab.hss import Hss
 from ue_agent.lab.naf import NafAuth
 from ue_agent.subscriber import Subscriber, load_subscriber
@@ -71,6 +72,8 @@ class LabNetwork:
         self.hss = Hss(self.subscribers)
         self.bsf = Bsf(self.hss, self.bsf_fqdn, lifetime_s, faults=self.faults, clock=clock)
         self.naf_auth = NafAuth(self.bsf, self.kms_fqdn, UA_KMS, clock=clock)
+        #: the lab CDIV AS the lab KMS asks about diverted calls (TR 33.829 9.2)
+        self.cdiv_as = LabCdivAs(clock=clock)
         #: requests seen per listener ("bsf", "kms"), faults included
         self.requests: dict[str, int] = {"bsf": 0, "kms": 0, **({"focus": 0} if focus is not None else {})}
         self.kms_app_loaded = False

@@ -74,6 +74,11 @@ class Protection:
     recipients: list[str] | None = None  # the ticket's recipients (caller side, MIKEY)
     intended: bool | None = None  # peer == requested
     in_recipients: bool | None = None  # peer within recipients
+    #: the caller withheld its identity (peer is "anonymous"; TR 33.828 req. 49, kms/anonymity.py)
+    anonymous: bool = False
+    #: the caller's view of a diverted call: the party called, as the diverted-to user's
+    #: TRANSFER_RESP names it (TR 33.829 9.2, kms/divert.py)
+    diverted_from: str | None = None
 
     @property
     def scope(self) -> str:
@@ -83,6 +88,10 @@ class Protection:
         out: dict[str, Any] = {"scope": self.scope, "mechanism": self.mechanism, "media": dict(self.media)}
         out["peer"] = self.peer
         out["peer_authenticated"] = self.peer_authenticated
+        if self.anonymous:
+            out["anonymous"] = True
+        if self.diverted_from is not None:
+            out["diverted_from"] = self.diverted_from
         if self.requested is not None:
             out["requested"] = self.requested
             out["intended"] = self.intended
@@ -112,9 +121,18 @@ def mikey_caller(
     )
 
 
-def mikey_callee(media: list[str], initiator: str) -> Protection:
-    """The called party's view: the initiator as the KMS vouched for it (the resolved ticket)."""
-    return Protection("mikey-ticket", {m: E2E_KMS for m in media}, peer=initiator, peer_authenticated=True)
+def mikey_callee(
+    media: list[str], initiator: str, anonymous: bool = False, vouched: bool = True
+) -> Protection:
+    """The called party's view: the initiator as the KMS vouched for it (the resolved ticket);
+    an anonymous caller is ``anonymous``, authenticated when the KMS vouched for it."""
+    return Protection(
+        "mikey-ticket",
+        {m: E2E_KMS for m in media},
+        peer="anonymous" if anonymous else initiator,
+        peer_authenticated=vouched,
+        anonymous=anonymous,
+    )
 
 
 def sdes(media: list[str], e2ae: list[bool], unkeyed: Sequence[str] = ()) -> Protection:

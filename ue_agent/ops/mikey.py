@@ -68,6 +68,8 @@ class MikeyOffer:
     suite: Text | None = None
     recipients: TextList | None = None
     group: bool = False
+    #: withhold our identity from the callee (TR 33.828 req. 49, kms/anonymity.py)
+    anonymous: bool = False
     #: keys at offer time from a one-way ticket, for a receiver that may be offline (ops/deferred.py)
     deferred: bool = False
     validity: Validity | None = None
@@ -80,6 +82,9 @@ class MikeyAnswer:
     session: SessionId | None = None
     transfer_init: Text
     media: TextList | None = None
+    #: a call diverted to us (TR 33.829 9.2, ops/divert.py): the served user and the CDIV AS
+    diverted_from: Text | None = None
+    cdiv_as: Text | None = None
 
 
 @request
@@ -96,6 +101,8 @@ class MikeyComplete:
 async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     from ue_agent.kms.sdp import build
 
+    if req.deferred and req.anonymous:  # a one-way ticket is not issued anonymously (yet): say so
+        raise api_error(BAD_REQUEST, "'anonymous' cannot be combined with 'deferred'", param="anonymous")
     if req.deferred:
         from ue_agent.ops.deferred import offer_deferred
 
@@ -107,7 +114,12 @@ async def mikey_offer(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     streams = [mikey_stream(m, req.suite) for m in req.media]
     kms = await ctx.network.kms()
     res = await kms.offer(
-        req.responder, streams, recipients=req.recipients, group=req.group, focus=req.conference
+        req.responder,
+        streams,
+        recipients=req.recipients,
+        group=req.group,
+        focus=req.conference,
+        anonymous=req.anonymous,
     )
     ctx.sessions.check_room("offers")  # again: other offers may have taken the room meanwhile
     s = ctx.sessions.offer(sid, peer.uid, "mikey", res.pending, req.media)
@@ -126,23 +138,28 @@ async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
 
     ctx.sessions.check_room("sessions", offer=False)
     sid = ctx.sessions.new_id(req.session)
+    from ue_agent.ops import divert
+
     message = mikey_message(req.transfer_init, "transfer_init")
+    diversion = divert.diversion_of(req.diverted_from, req.cdiv_as, message)
     kms = await ctx.network.kms()
     try:
-        res = await kms.answer(message)
+        res = await kms.answer(message, diversion=diversion)
     except AgentError as exc:  # RFC 6043 5.4: an Error message for the initiator, when one is due
         from ue_agent.kms import session
 
         err_no = session.refusal_error_no(exc.code or "", exc.details)
         policy_no = exc.details.get("policy_no")
-        err = session.transfer_error(message, err_no, policy_no=policy_no) if err_no is not None else None
+        err = divert.refusal_message(exc, message, kms.client.own)  # a diverted call: solution #2
+        if err is None and err_no is not None:
+            err = session.transfer_error(message, err_no, policy_no=policy_no)
         if err is not None:
             exc.details["key_mgmt"] = build(err)
         raise
     from ue_agent.media.protection import mikey_callee
 
     streams = mikey_streams(res.keys, req.media)
-    protection = mikey_callee([s.media for s in streams], res.peer_uri)
+    protection = mikey_callee([s.media for s in streams], res.peer_uri, res.anonymous, res.vouched)
     try:
         register(ctx, sid, streams, "mikey", peer, Phase.ANSWERED, protection)
     except AgentError:
@@ -152,8 +169,10 @@ async def mikey_answer(ctx: Context, req: MikeyAnswer, peer: Peer) -> Reply:
     return {
         **conference.keep(ctx, sid, res.group),  # group keys of a focus (dial-out)
         "session": sid,
-        "peer": res.peer_uri,
+        "peer": protection.peer,
         "protection": protection.to_wire(),
+        **({"anonymous": True, "kms_vouched": res.vouched} if res.anonymous else {}),
+        **({"diverted_from": res.diverted_from} if res.diverted_from else {}),
         # no TRANSFER_RESP when the ticket's F flag is clear (RFC 6043 6.10)
         **(
             {"transfer_resp": b64(res.transfer_resp), "key_mgmt": build(res.transfer_resp)}
@@ -172,8 +191,12 @@ async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
     offer = ctx.sessions.take_offer(sid, peer.uid, "mikey")
     pending, media = offer.offer, offer.media
     assert isinstance(pending, PendingOffer)
+    from ue_agent.ops import divert
+
     message = mikey_message(req.transfer_resp, "transfer_resp")
     tag = early.digest(message)
+    if not req.early and (diverted := divert.diverted_result(ctx, offer, message, peer)) is not None:
+        return diverted  # solution #2 (TR 33.829 9.3): offer to the named user instead
     if not req.early:
         confirmed = early.finish(ctx, offer, req.dialog, tag, peer, Phase.ACTIVE)
         if confirmed is not None:  # the 200 OK repeats the winning early dialog's TRANSFER_RESP
@@ -198,6 +221,10 @@ async def mikey_complete(ctx: Context, req: MikeyComplete, peer: Peer) -> Reply:
     requested, recipients = offer.requested or pending.peer, offer.recipients or [pending.peer]
     streams = mikey_streams(keys, req.media or media)
     protection = mikey_caller([s.media for s in streams], responder, vouched, requested, recipients)
+    if vouched and responder != protection.requested:  # a diverted call (TR 33.829 9.2)
+        from ue_agent.kms.divert import announced
+
+        protection.diverted_from = announced(message)
     if req.early:
         out = early.add_early(ctx, offer, early.dialog_id(req.dialog), streams, tag, protection, peer)
         return {**out, "peer": responder}

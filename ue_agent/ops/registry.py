@@ -12,6 +12,7 @@ from ue_agent.ops import (  # noqa: F401 - declares the ops
     aka,
     conference,
     deferred,
+    divert,
     ims,
     messaging,
     mikey,

@@ -527,26 +527,7 @@ def converter(cls: type[T]) -> Callable[[Any], T]:
     plan = _plan(cls)
 
     def convert_bound(data: Any) -> T:
-        if type(data) is not dict:
-            raise _fail("must be a table")
-        names = plan.names
-        if not names.issuperset(data):
-            for key in data:
-                if key not in names:
-                    raise ConvertError(UNKNOWN_KEY, "unknown key", [key])
-        kwargs = {}
-        convs = plan.convs
-        for key, value in data.items():
-            try:
-                kwargs[key] = convs[key](value)
-            except ConvertError as exc:
-                exc.parts.insert(0, key)
-                raise
-        if len(kwargs) < len(names):
-            for key in plan.required:
-                if key not in kwargs:
-                    raise ConvertError(MISSING_KEY, "missing key", [key])
-        result: T = plan.cls(**kwargs)
+        result: T = _convert(plan, data)
         return result
 
     return convert_bound

@@ -32,7 +32,6 @@ The member's side: :func:`member_after_complete` (dial-in), :func:`member_after_
 from __future__ import annotations
 
 import dataclasses
-import hmac
 import os
 import time
 from dataclasses import dataclass, field
@@ -478,30 +477,9 @@ def focus_answer(
     KEMAC of generation ``gen``. ``taken``: the SSRCs in use in the conference (updated).
     Returns TRANSFER_RESP, the link, and the focus's pairwise keys (BFCP PSK)."""
     now = time.time() if now is None else now
-    if now >= resolved.expiry:
-        raise KmsError("kms.ticket_expired", "the ticket has expired")
-    protect.check_fresh(ti.message, now, replay.window)
-    replay.check(ti, now)
+    session.verify_transfer_init(ti, resolved, own, replay, now)
     h = ti.message.header
     own_c = ids.canonical(own)
-    ikeys = protect.MessageKeys.derive(
-        resolved.mpk_i, h.csb_id, mikey_prf.DIR_INITIAL, ti.rand_i, None, h.prf_func
-    )
-    try:
-        follow = protect.identity(ti.message, mikey.ROLE_I, resolved.initiator.encode()) + protect.identity(
-            ti.message, mikey.ROLE_R, own_c.encode()
-        )
-        protect.verify(ti.raw, ti.message, ikeys, follow)
-    finally:
-        ikeys.zeroize()
-    if ti.initiator is not None and ti.initiator != resolved.initiator:
-        raise KmsError("kms.ticket_rejected", "TRANSFER_INIT initiator is not the ticket's initiator")
-    if not resolved.group:
-        vi = [p for p in ti.ticket.initiator_payloads() if isinstance(p, mikey.Verification)]
-        v = ti.message.payloads[-1]
-        assert isinstance(v, mikey.Verification)
-        if not vi or not hmac.compare_digest(vi[0].mac, v.mac):
-            raise MikeyError("mikey.bad_mac", "Vi in the Initiator Data is not the TRANSFER_INIT's MAC")
     if not resolved.flags & mikey.F_F:
         raise MikeyError("mikey.unsupported", "a focus answers with its keys in a TRANSFER_RESP (F flag)")
     if not resolved.flags & mikey.F_M:

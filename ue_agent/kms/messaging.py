@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from ue_agent.crypto import mikey_prf
 from ue_agent.errors import KmsError, MikeyError
-from ue_agent.kms import deferred, ids, mikey, protect, session, ts33328
+from ue_agent.kms import deferred, ids, mikey, protect, session
 from ue_agent.secret import Secret
 
 if TYPE_CHECKING:
@@ -152,14 +152,7 @@ def seal(
 
 def inspect(raw: bytes) -> MessageInit:
     """Parse a message TRANSFER_INIT (before any KMS request)."""
-    msg = mikey.Message.decode(raw)
-    if msg.header.data_type != mikey.DT_TRANSFER_INIT:
-        raise MikeyError("mikey.malformed", f"expected TRANSFER_INIT, got {msg.name}")
-    ticket = msg.one(mikey.Ticket)
-    if ticket.ticket_type not in ts33328.ACCEPTED_TICKET_TYPES:
-        raise MikeyError("mikey.unsupported", "ticket type", ticket_type=ticket.ticket_type)
-    protect.family(msg.header.prf_func)
-    protect.family(ticket.prf_func)
+    msg, ticket = session.decode_transfer_init(raw)
     if not deferred.is_one_way(ticket.flags):
         raise MikeyError("mikey.unsupported", "a message's ticket must be one-way", reason="not_one_way")
     css = [cs for cs in msg.header.cs_map if isinstance(cs, mikey.GenericCs)]
@@ -178,21 +171,11 @@ def inspect(raw: bytes) -> MessageInit:
         ctype = cs.session_data.decode("ascii")
     except UnicodeDecodeError:
         raise MikeyError("mikey.malformed", "Content-Type is not ASCII") from None
-    i = msg.first(mikey.IdRole, mikey.ROLE_I)
-    r = msg.first(mikey.IdRole, mikey.ROLE_R)
     exts = [x for x in msg.all(mikey.GeneralExt) if x.ext_type == EXT_E2M]
     if len(exts) > 1:
         raise MikeyError("mikey.malformed", "more than one e2m indication")
     e2m = ids.canonical(exts[0].data.decode("utf-8", "replace")) if exts else None
-    ti = session.TransferInit(
-        raw,
-        msg,
-        ticket,
-        ids.canonical(i.text) if i else None,
-        ids.canonical(r.text) if r else None,
-        [],
-        msg.one(mikey.RandRole, mikey.RAND_ROLE_I).rand,
-    )
+    ti = session.transfer_init_of(raw, msg, ticket, [])
     return MessageInit(ti, ctype, alg[0], e2m)
 
 

@@ -550,9 +550,10 @@ def initiator_data(v: mikey.Verification, mpk_r: Secret, prf_func: int) -> bytes
     return mikey.encode_chain([vi, vr])
 
 
-def inspect_transfer_init(raw: bytes) -> TransferInit:
-    """Parse a TRANSFER_INIT and apply the early checks of RFC 6043 4.2.2.2 (ticket and security
-    policies acceptable) before any KMS request; :func:`accept_transfer_init` verifies it."""
+def decode_transfer_init(raw: bytes) -> tuple[mikey.Message, mikey.Ticket]:
+    """Decode a TRANSFER_INIT of any kind (a call's, a message's, a focus's) with the checks
+    RFC 6043 4.2.2.2 asks before any KMS request: the data type, a ticket type we accept
+    (TS 33.328 seam) and algorithm families we know."""
     msg = mikey.Message.decode(raw)
     if msg.header.data_type != mikey.DT_TRANSFER_INIT:
         raise MikeyError("mikey.malformed", f"expected TRANSFER_INIT, got {msg.name}")
@@ -561,8 +562,13 @@ def inspect_transfer_init(raw: bytes) -> TransferInit:
         raise MikeyError("mikey.unsupported", "ticket type", ticket_type=ticket.ticket_type)
     protect.family(msg.header.prf_func)
     protect.family(ticket.prf_func)
-    if ticket.flag(mikey.F_I) and not ticket.initiator_data:
-        raise MikeyError("mikey.malformed", "a forking ticket (I flag) without Initiator Data")
+    return msg, ticket
+
+
+def transfer_init_of(
+    raw: bytes, msg: mikey.Message, ticket: mikey.Ticket, plan: list[streams.StreamCs]
+) -> TransferInit:
+    """The :class:`TransferInit` of a decoded message (identities canonical, RANDRi)."""
     i = msg.first(mikey.IdRole, mikey.ROLE_I)
     r = msg.first(mikey.IdRole, mikey.ROLE_R)
     return TransferInit(
@@ -571,9 +577,49 @@ def inspect_transfer_init(raw: bytes) -> TransferInit:
         ticket,
         ids.canonical(i.text) if i else None,
         ids.canonical(r.text) if r else None,
-        streams.layout(msg),
+        plan,
         msg.one(mikey.RandRole, mikey.RAND_ROLE_I).rand,
     )
+
+
+def inspect_transfer_init(raw: bytes) -> TransferInit:
+    """Parse a TRANSFER_INIT and apply the early checks of RFC 6043 4.2.2.2 (ticket and security
+    policies acceptable) before any KMS request; :func:`accept_transfer_init` verifies it."""
+    msg, ticket = decode_transfer_init(raw)
+    if ticket.flag(mikey.F_I) and not ticket.initiator_data:
+        raise MikeyError("mikey.malformed", "a forking ticket (I flag) without Initiator Data")
+    return transfer_init_of(raw, msg, ticket, streams.layout(msg))
+
+
+def verify_transfer_init(
+    ti: TransferInit, resolved: ResolvedTicket, own: str, replay: ReplayCache, now: float
+) -> None:
+    """The responder's checks of a TRANSFER_INIT once its ticket is resolved (4.2.3.6): the
+    ticket not expired, T fresh and not replayed (12.4), V under MPKi's message keys (5.5), the
+    initiator the ticket's, and with forking Vi in the Initiator Data equal to V."""
+    if now >= resolved.expiry:
+        raise KmsError("kms.ticket_expired", "the ticket has expired")
+    protect.check_fresh(ti.message, now, replay.window)
+    replay.check(ti, now)
+    h = ti.message.header
+    keys = protect.MessageKeys.derive(
+        resolved.mpk_i, h.csb_id, mikey_prf.DIR_INITIAL, ti.rand_i, None, h.prf_func
+    )
+    try:
+        follow = protect.identity(ti.message, mikey.ROLE_I, resolved.initiator.encode()) + protect.identity(
+            ti.message, mikey.ROLE_R, ids.canonical(own).encode()
+        )
+        protect.verify(ti.raw, ti.message, keys, follow)
+    finally:
+        keys.zeroize()
+    if ti.initiator is not None and ti.initiator != resolved.initiator:
+        raise KmsError("kms.ticket_rejected", "TRANSFER_INIT initiator is not the ticket's initiator")
+    if not resolved.group:
+        vi = [p for p in ti.ticket.initiator_payloads() if isinstance(p, mikey.Verification)]
+        v = ti.message.payloads[-1]
+        assert isinstance(v, mikey.Verification)
+        if not vi or not hmac.compare_digest(vi[0].mac, v.mac):
+            raise MikeyError("mikey.bad_mac", "Vi in the Initiator Data is not the TRANSFER_INIT's MAC")
 
 
 def accept_transfer_init(
@@ -588,30 +634,9 @@ def accept_transfer_init(
     """Verify a TRANSFER_INIT with the resolved ticket (4.2.3.6); answer TRANSFER_RESP (4.2.2.3;
     None when the F flag is clear) and give this side's keys per stream."""
     now = time.time() if now is None else now
-    if now >= resolved.expiry:
-        raise KmsError("kms.ticket_expired", "the ticket has expired")
-    protect.check_fresh(ti.message, now, replay.window)
-    replay.check(ti, now)
+    verify_transfer_init(ti, resolved, own, replay, now)
     h = ti.message.header
     own_c = ids.canonical(own)
-    keys = protect.MessageKeys.derive(
-        resolved.mpk_i, h.csb_id, mikey_prf.DIR_INITIAL, ti.rand_i, None, h.prf_func
-    )
-    try:
-        follow = protect.identity(ti.message, mikey.ROLE_I, resolved.initiator.encode()) + protect.identity(
-            ti.message, mikey.ROLE_R, own_c.encode()
-        )
-        protect.verify(ti.raw, ti.message, keys, follow)
-    finally:
-        keys.zeroize()
-    if ti.initiator is not None and ti.initiator != resolved.initiator:
-        raise KmsError("kms.ticket_rejected", "TRANSFER_INIT initiator is not the ticket's initiator")
-    if not resolved.group:
-        vi = [p for p in ti.ticket.initiator_payloads() if isinstance(p, mikey.Verification)]
-        v = ti.message.payloads[-1]
-        assert isinstance(v, mikey.Verification)
-        if not vi or not hmac.compare_digest(vi[0].mac, v.mac):
-            raise MikeyError("mikey.bad_mac", "Vi in the Initiator Data is not the TRANSFER_INIT's MAC")
     fam = protect.family(h.prf_func)
     cs_map, filled, plan, added_sps = streams.respond_map(
         ti.message, resolved.tgk_spi, own_streams, fam.key_len

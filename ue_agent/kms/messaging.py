@@ -28,7 +28,6 @@ here), written in docs/kms.md "IMS messaging":
 
 from __future__ import annotations
 
-import hmac
 import os
 import time
 from dataclasses import dataclass
@@ -192,21 +191,8 @@ def open_body(
     ti = mi.ti
     deferred.check_stored_bounds(ti, resolved, now)
     replay.check(ti, now)
+    session.verify_initiator(ti, resolved, own)
     h = ti.message.header
-    keys = protect.MessageKeys.derive(
-        resolved.mpk_i, h.csb_id, mikey_prf.DIR_INITIAL, ti.rand_i, None, h.prf_func
-    )
-    try:
-        follow = protect.identity(ti.message, mikey.ROLE_I, resolved.initiator.encode()) + protect.identity(
-            ti.message, mikey.ROLE_R, ids.canonical(own).encode()
-        )
-        protect.verify(ti.raw, ti.message, keys, follow)
-    finally:
-        keys.zeroize()
-    if ti.initiator is not None and not hmac.compare_digest(
-        ti.initiator.encode(), resolved.initiator.encode()
-    ):
-        raise KmsError("kms.ticket_rejected", "TRANSFER_INIT initiator is not the ticket's initiator")
     tek, nonce = _body_key(resolved.tgk, ti.rand_i, h.prf_func, mi.aead)
     try:
         plain = AESGCM(tek.reveal()).decrypt(nonce, bytes(body), ti.raw)

@@ -601,6 +601,18 @@ def verify_transfer_init(
         raise KmsError("kms.ticket_expired", "the ticket has expired")
     protect.check_fresh(ti.message, now, replay.window)
     replay.check(ti, now)
+    verify_initiator(ti, resolved, own)
+    if not resolved.group:
+        vi = [p for p in ti.ticket.initiator_payloads() if isinstance(p, mikey.Verification)]
+        v = ti.message.payloads[-1]
+        assert isinstance(v, mikey.Verification)
+        if not vi or not hmac.compare_digest(vi[0].mac, v.mac):
+            raise MikeyError("mikey.bad_mac", "Vi in the Initiator Data is not the TRANSFER_INIT's MAC")
+
+
+def verify_initiator(ti: TransferInit, resolved: ResolvedTicket, own: str) -> None:
+    """V of a TRANSFER_INIT under MPKi's message keys (5.1.2, 5.5) and its IDRi the ticket's
+    initiator: the initiator, or another holder of MPKi, wrote it."""
     h = ti.message.header
     keys = protect.MessageKeys.derive(
         resolved.mpk_i, h.csb_id, mikey_prf.DIR_INITIAL, ti.rand_i, None, h.prf_func
@@ -612,14 +624,10 @@ def verify_transfer_init(
         protect.verify(ti.raw, ti.message, keys, follow)
     finally:
         keys.zeroize()
-    if ti.initiator is not None and ti.initiator != resolved.initiator:
+    if ti.initiator is not None and not hmac.compare_digest(
+        ti.initiator.encode(), resolved.initiator.encode()
+    ):
         raise KmsError("kms.ticket_rejected", "TRANSFER_INIT initiator is not the ticket's initiator")
-    if not resolved.group:
-        vi = [p for p in ti.ticket.initiator_payloads() if isinstance(p, mikey.Verification)]
-        v = ti.message.payloads[-1]
-        assert isinstance(v, mikey.Verification)
-        if not vi or not hmac.compare_digest(vi[0].mac, v.mac):
-            raise MikeyError("mikey.bad_mac", "Vi in the Initiator Data is not the TRANSFER_INIT's MAC")
 
 
 def accept_transfer_init(

@@ -376,3 +376,21 @@ def test_keys_from_a_focus_only_where_the_ticket_lets_it_supply_them(lab) -> Non
     with pytest.raises(MikeyError) as e:
         c.answer(raw)
     assert "L flag" in e.value.message
+
+
+def test_a_kms_that_knows_its_focuses_lets_only_them_supply_keys(lab) -> None:
+    """RFC 6043 6.10 as the KMS's policy: L (the initiator may supply keys) only for a focus initiator, M (the
+    responder may) only when every responder is a focus; the KMS marks the change (K flag)."""
+    lab.kms = service.KmsService(
+        KMS_ID, lab.psk_of, lab.identities_of, clock=lab.clock, focus_identities=IMPUS["focus"]
+    )
+    wanted = session.FLAGS_FORKED | mikey.F_L | mikey.F_M
+    to_focus = lab.request("bob", USERS["bob"], [CONF], flags=wanted).ticket.flags
+    assert to_focus & mikey.F_M and not to_focus & mikey.F_L and to_focus & mikey.F_K
+    from_focus = lab.request("focus", CONF, [USERS["bob"]], flags=wanted).ticket.flags
+    assert from_focus & mikey.F_L and not from_focus & mikey.F_M
+    between_members = lab.request("bob", USERS["bob"], [USERS["carol"]], flags=wanted).ticket.flags
+    assert not between_members & (mikey.F_L | mikey.F_M)
+    # a member asking M for a pattern that happens to cover the focus is still refused M
+    pattern = lab.request("bob", USERS["bob"], [f"*@{DOMAIN}"], flags=wanted).ticket.flags
+    assert not pattern & mikey.F_M

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -28,7 +28,8 @@ MAX_VALIDITY = 7 * 24 * 3600
 HTTP_OK = 200
 
 #: the flags this KMS may grant (RFC 6043 6.10); D, E and N/O are always set by the KMS
-# L / M (initiator / responder may supply session keys): granted when asked (a conference focus, docs/kms.md)
+# L / M (initiator / responder may supply session keys): granted to a conference focus only when the
+# KMS knows its focuses (``focus_identities``; 6.10 leaves who to KMS policy), else when asked (docs/kms.md)
 _GRANTABLE = mikey.F_F | mikey.F_G | mikey.F_H | mikey.F_I | mikey.F_J | mikey.F_L | mikey.F_M
 _ALWAYS = mikey.F_D | mikey.F_E | mikey.F_N | mikey.F_O
 
@@ -86,8 +87,14 @@ class KmsService:
         skew: float = 300.0,
         max_validity: int = MAX_VALIDITY,
         cdiv_as: divert.CdivQuestion | None = None,
+        focus_identities: Collection[str] | None = None,
     ) -> None:
         self.kms_id = kms_id
+        #: the identities allowed to supply session keys (RFC 6043 6.10 L/M): L only for a
+        #: focus initiator, M only when every responder is a focus; None grants them when asked
+        self.focus_identities = (
+            None if focus_identities is None else frozenset(ids.canonical(u) for u in focus_identities)
+        )
         self._psk_of = psk_of
         self._identities_of = identities_of
         self.ring = ring or tickets.TpkRing()
@@ -194,6 +201,11 @@ class KmsService:
         wanted = protect.unix_of(tre) - now if tre is not None else DEFAULT_VALIDITY
         expiry = now + max(1, min(int(wanted), self.max_validity))
         flags = (tp.flags & _GRANTABLE) | _ALWAYS
+        if self.focus_identities is not None:  # 6.10 L/M: only a focus supplies keys
+            if initiator not in self.focus_identities:
+                flags &= ~mikey.F_L
+            if not all(r in self.focus_identities for r in recipients):
+                flags &= ~mikey.F_M
         # TR 33.828 req. 49: an anonymous ticket names the RFC 3323 anonymous URI as IDRi
         shown = anonymity.ANONYMOUS_URI if anonymity.asked(msg) else initiator
         # 6.10: NOT G implies H, G implies F, I implies E; F when forking with a TGK

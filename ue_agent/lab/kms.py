@@ -48,6 +48,13 @@ def _cdiv_question(network: Any):
     return cdiv.confirm if cdiv is not None else None
 
 
+def _focus_identities(network: Any) -> list[str]:
+    """The identities of the network's conference focus (lab/focus.py): the only ones this KMS
+    lets supply session keys (RFC 6043 6.10 L/M); none when the network has no focus."""
+    focus = getattr(network, "focus_subscriber", None)
+    return list(focus.impu) if focus is not None else []
+
+
 def create_kms_app(
     naf_auth: Any, network: Any, *, service: KmsService | None = None, engine: KmsEngine | None = None
 ):
@@ -71,6 +78,7 @@ def create_kms_app(
             peer_psk,
             identities_of,
             cdiv_as=_cdiv_question(network),
+            focus_identities=_focus_identities(network),
             **({"clock": clock} if clock is not None else {}),
         )
     )

@@ -24,13 +24,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import socket
 import stat
 import struct
-import termios
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
@@ -57,13 +55,8 @@ _ZEROS = memoryview(bytes(READ_SIZE))
 LINES_PER_TURN = 64
 #: connections root may open beyond max_clients when no connection can be evicted
 ROOT_RESERVE = 4
-#: a line with key material is handed to the transport only when the socket takes it whole
-#: at once (so the transport copies nothing into its own buffer, which is freed unwiped):
-#: the kernel's free send space must exceed the line by this much (its per-buffer overhead)
-SEND_SLACK = 4096
 #: how often output held for a slow reader is tried again (until write_timeout_s)
 HOLD_POLL_S = 0.02
-SIOCOUTQ = termios.TIOCOUTQ  # Linux: bytes not yet sent from a socket's queue
 
 
 #: Runs one request: returns the result dict at once, or an awaitable of it (which then
@@ -256,7 +249,7 @@ class _Connection(asyncio.BufferedProtocol):
         self._held: deque[bytearray] = deque()
         self._held_bytes = 0
         self._held_timer: asyncio.TimerHandle | None = None
-        self._sndbuf = 0
+        self._fd = -1  # the socket's fd, for _write_now
 
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -472,10 +465,10 @@ class _Connection(asyncio.BufferedProtocol):
     def send(self, line: bytes | bytearray) -> None:
         """Write ``line`` (a ``bytearray``: it carries key material; the caller wipes it).
 
-        A key line goes to the transport only when the socket takes it whole at once
-        (:meth:`_fits`); else it, and everything after it, waits in buffers of our own that
-        are wiped once written: asyncio's transport copies what the socket did not take into
-        a buffer it frees without wiping, which would leave the keys in memory."""
+        A key line is written to the socket here, by :meth:`_write_now`, and what the socket did
+        not take waits in a buffer of our own (as does everything after it), wiped once written:
+        asyncio's transport copies what the socket did not take into a buffer it frees without
+        wiping, which would leave the keys in memory."""
         t = self.transport
         if t is None or t.is_closing():
             return
@@ -484,35 +477,43 @@ class _Connection(asyncio.BufferedProtocol):
             log.warning("conn %d: peer does not read its replies; closing", self.conn_id)
             t.abort()
             return
-        if self._held or (isinstance(line, bytearray) and not self._fits(t, len(line))):
-            self._held.append(bytearray(line))  # our copy: exactly its size, wiped once written
-            self._held_bytes += len(line)
-            if self._write_blocked_since is None:  # as pause_writing: input waits, deadline runs
-                self._write_blocked_since = now = self.loop.time()
-                self._arm(now + self.cfg.write_timeout_s)
-            self._pause_reading()
-            if self._held_timer is None:
-                self._held_timer = self.loop.call_later(HOLD_POLL_S, self._flush_held)
+        if not self._held and not isinstance(line, bytearray):
+            t.write(line)
             return
-        t.write(line)
+        if not self._held and not t.get_write_buffer_size():
+            n = self._write_now(t, line)
+            if n is None or n == len(line):
+                return
+            rest = bytearray(memoryview(line)[n:])  # our copy of the rest, wiped once written
+        else:
+            rest = bytearray(line)  # behind what waits: our copy, exactly its size
+        self._held.append(rest)
+        self._held_bytes += len(rest)
+        if self._write_blocked_since is None:  # as pause_writing: input waits, deadline runs
+            self._write_blocked_since = now = self.loop.time()
+            self._arm(now + self.cfg.write_timeout_s)
+        self._pause_reading()
+        if self._held_timer is None:
+            self._held_timer = self.loop.call_later(HOLD_POLL_S, self._flush_held)
 
-    def _fits(self, t: asyncio.Transport, n: int) -> bool:
-        """The socket takes ``n`` bytes now, whole: nothing waits in the transport and the
-        kernel's send queue has room for them."""
-        if t.get_write_buffer_size():
-            return False
-        sock = t.get_extra_info("socket")
+    def _write_now(self, t: asyncio.Transport, data: bytes | bytearray) -> int | None:
+        """write(2) ``data`` on the connection's socket (non-blocking, as asyncio set it) while
+        the transport holds nothing, so the order of the replies is kept; the bytes the socket
+        took, or None when the connection failed (then aborted)."""
+        if self._fd < 0:
+            self._fd = t.get_extra_info("socket").fileno()
         try:
-            if not self._sndbuf:
-                self._sndbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
-            queued = struct.unpack("i", fcntl.ioctl(sock.fileno(), SIOCOUTQ, b"\0\0\0\0"))[0]
-        except OSError:
-            return True  # cannot tell: as before
-        return self._sndbuf - queued >= n + SEND_SLACK
+            return os.write(self._fd, data)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError as exc:
+            log.debug("conn %d: write failed (%s); closing", self.conn_id, type(exc).__name__)
+            t.abort()
+            return None
 
     def _flush_held(self) -> None:
-        """Write the held output, oldest first, each line once the socket takes it whole;
-        when all is out the connection reads again."""
+        """Write the held output, oldest first, as far as the socket takes it; when all is out
+        the connection reads again."""
         self._held_timer = None
         t = self.transport
         if t is None or t.is_closing():
@@ -520,10 +521,17 @@ class _Connection(asyncio.BufferedProtocol):
             return
         while self._held:
             buf = self._held[0]
-            if not self._fits(t, len(buf)):
+            n = 0 if t.get_write_buffer_size() else self._write_now(t, buf)
+            if n is None:
+                self._drop_held()
+                return
+            if n < len(buf):
+                if n:
+                    self._held[0] = bytearray(memoryview(buf)[n:])
+                    self._held_bytes -= n
+                    wipe(buf)
                 self._held_timer = self.loop.call_later(HOLD_POLL_S, self._flush_held)
                 return
-            t.write(buf)
             self._held.popleft()
             self._held_bytes -= len(buf)
             wipe(buf)

@@ -1,12 +1,13 @@
 """Key residue in the daemon's memory after session.close, by where the key came from.
 
-    sudo python -m benchmarks.bench_key_residue [--calls 5]
+    sudo python -m benchmarks.bench_key_residue [--calls 5] [--pipelined]
 
 For CALLS rounds on the lab card: sdes.offer (our keys leave in a=crypto lines), sdes.answer
 to an offer made up here (the peer's key arrives in the request, our answer key leaves),
 session.keys, session.close of both; then one ims.authenticate. Then /proc/PID/mem is read
 and every form (raw, base64) of every key is searched. Printed per origin: how many key
-forms are still found. Needs root (the agent is not dumpable).
+forms are still found. Needs root (the agent is not dumpable). ``--pipelined``: the peers'
+offers (CALLS sdes.answer) go in one write, split every 37 bytes, before any reply is read.
 """
 
 from __future__ import annotations
@@ -31,7 +32,11 @@ def _inline(line: str) -> bytes:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--calls", type=int, default=5)
+    ap.add_argument("--pipelined", action="store_true")
     args = ap.parse_args()
+    if args.pipelined:
+        pipelined(args.calls)
+        return
     from ue_agent.api.client import Client
 
     origin: dict[str, list[bytes]] = {"ours (offer lines)": [], "ours (answer line, session.keys tx)": []}
@@ -67,6 +72,50 @@ def main() -> None:
             mine = [n for n, (oo, nn) in needles.items() if oo == o and nn == name]
             hit = sum(1 for n in mine if found[n])
             print(f"  {o:<40} {name:<7} {hit}/{len(mine)}")
+
+
+def pipelined(calls: int) -> None:
+    """CALLS sdes.answer with a peer's key each, written split every 37 bytes before any reply
+    is read; then every session closed and the memory scanned for the peers' keys."""
+    import json
+    import socket
+
+    from tests.attack.test_api_load import read_lines
+
+    keys = [os.urandom(30) for _ in range(calls)]
+    with Daemon() as d:
+        assert d.proc is not None
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(d.socket)
+        data = b"".join(
+            json.dumps(
+                {
+                    "id": i,
+                    "op": "sdes.answer",
+                    "offer": [[f"a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{base64.b64encode(k).decode()}"]],
+                }
+            ).encode()
+            + b"\n"
+            for i, k in enumerate(keys)
+        )
+        for at in range(0, len(data), 37):
+            s.sendall(data[at : at + 37])
+        replies = read_lines(s, calls)
+        s.sendall(
+            b"".join(
+                b'{"id":%d,"op":"session.close","session":"%s"}\n' % (i, r["session"].encode())
+                for i, r in enumerate(replies)
+            )
+        )
+        read_lines(s, calls)
+        s.close()
+        time.sleep(0.2)
+        needles = {f: name for k in keys for name, f in forms(k).items()}
+        found = scan(d.proc.pid, needles)
+    print(f"{calls} pipelined sdes.answer (split every 37 bytes); peers' key forms still found:")
+    for name in ("raw", "base64"):
+        mine = [n for n, nn in needles.items() if nn == name]
+        print(f"  {name:<7} {sum(1 for n in mine if found[n])}/{len(mine)}")
 
 
 if __name__ == "__main__":

@@ -126,12 +126,7 @@ class Card:
     def refresh(self) -> None:
         """Forget the cached identities and selection (after a card reset or REFRESH)."""
         self._release_application()
-        self._aids = None
-        self._aid = None
-        self._application = None
-        self._identities = None
-        self._basic_df = None
-        self._forget_gbabp()
+        self._forget_read()
 
     def authenticate(self, rand: bytes, autn: bytes) -> AkaOutcome:
         """IMS AKA on the ISIM, or the 3G context on the USIM when there is no ISIM."""
@@ -337,6 +332,15 @@ class Card:
             self._app_worked and on_own_channel and str(exc.details.get("sw", "")).upper() in ("6881", "6A81")
         )
 
+    def _forget_read(self) -> None:
+        """Forget what was read from the card and which application is selected."""
+        self._aids = None
+        self._aid = None
+        self._application = None
+        self._identities = None
+        self._basic_df = None
+        self._forget_gbabp()
+
     def _forget_after_reset(self, why: str) -> None:
         """The card was reset: its channels and selections are gone. Forget them (nothing is
         closed on the card: there is nothing to close) and what was read from it."""
@@ -350,12 +354,7 @@ class Card:
             bound.close()  # a CCHO session of an older generation is only forgotten
         elif channel and self.transport.channel_record is not None:
             self.transport.channel_record.discard(f"mc:{channel}")
-        self._aids = None
-        self._aid = None
-        self._application = None
-        self._identities = None
-        self._basic_df = None
-        self._forget_gbabp()
+        self._forget_read()
         self.transport.after_reset()
         self._epoch = self.transport.epoch
 

@@ -10,7 +10,7 @@ import shutil
 import pytest
 
 from tests.test_conference_flows import CONF, MEDIA, Agent, Lab
-from tests.test_tshark_mikey import MIKEY_PORT, dissect, expect, knowledge, views, write_pcap
+from tests.test_tshark_mikey import assert_decode_cleanly
 from ue_agent.kms import mikey, session
 from ue_agent.lab.focus import Conference
 
@@ -50,22 +50,6 @@ def conference_messages(prf_func: int) -> list[bytes]:
 
 
 def test_conference_messages_decode_cleanly_in_tshark(tmp_path) -> None:
-    k = knowledge()
-    frames: list[tuple[int, bytes]] = []
-    wanted = []
-    checked: set[str] = set()
     exchanged = conference_messages(mikey.PRF_HMAC_SHA_256) + conference_messages(mikey.PRF_MIKEY_1)
-    for raw in exchanged:
-        for msg, check in views(raw, k):
-            frames.append((MIKEY_PORT, msg.encode()))
-            wanted.append(expect(msg, check))
-            checked |= {type(p).__name__ for p in check}
-    pcap = tmp_path / "conference.pcap"
-    write_pcap(pcap, frames)
-    rows = dissect(pcap)
-    assert len(rows) == len(frames)
-    for i, (row, want) in enumerate(zip(rows, wanted, strict=True)):
-        assert not row["_ws.expert.severity"] and not row["_ws.malformed"], (i, row)
-        for f, values in want.items():
-            assert row[f] == values, (i, f, row[f], values)
+    checked = assert_decode_cleanly(exchanged, tmp_path / "conference.pcap")
     assert {"Kemac", "Verification", "IdRole", "Timestamp"} <= checked

@@ -251,17 +251,18 @@ def test_tshark_knows_mikey():
     assert "mikey" in _tshark("-G", "protocols").lower()
 
 
-def test_every_exchanged_message_decodes_cleanly_in_tshark(exchanged, tmp_path):
+def assert_decode_cleanly(messages: list[bytes], pcap: Path) -> set[str]:
+    """Each message's views (:func:`views`) over UDP in ``pcap``: tshark reports no malformed
+    packet or expert error and reads back our values. Returns the payload types checked."""
     k = knowledge()
     frames: list[tuple[int, bytes]] = []
     wanted: list[dict[str, list[str]]] = []
     checked: set[str] = set()
-    for raw in exchanged:
+    for raw in messages:
         for msg, check in views(raw, k):
             frames.append((MIKEY_PORT, msg.encode()))
             wanted.append(expect(msg, check))
             checked |= {type(p).__name__ for p in check}
-    pcap = tmp_path / "mikey.pcap"
     write_pcap(pcap, frames)
     rows = dissect(pcap)
     assert len(rows) == len(frames)
@@ -269,6 +270,11 @@ def test_every_exchanged_message_decodes_cleanly_in_tshark(exchanged, tmp_path):
         assert not row["_ws.expert.severity"] and not row["_ws.malformed"], (i, row)
         for f, values in want.items():
             assert row[f] == values, (i, f, row[f], values)
+    return checked
+
+
+def test_every_exchanged_message_decodes_cleanly_in_tshark(exchanged, tmp_path):
+    checked = assert_decode_cleanly(exchanged, tmp_path / "mikey.pcap")
     # every payload type the dissector knows was read back from our messages at least once
     assert {"IdRole", "Kemac", "Verification", "SecurityPolicy", "Error", "Timestamp", "Rand"} <= checked
 

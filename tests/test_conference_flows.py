@@ -9,6 +9,7 @@ import os
 import pylibsrtp
 import pytest
 
+from tests.fixtures.clock import Clock
 from ue_agent.errors import MikeyError
 from ue_agent.kms import conference, mikey, service, session
 from ue_agent.kms.streams import SrtpStream, TlsStream
@@ -22,14 +23,6 @@ CONF = f"sip:conf-1@{DOMAIN}"
 USERS = {n: f"sip:{n}@{DOMAIN}" for n in ("alice", "bob", "carol", "dave")}
 IMPUS = {**{n: [u] for n, u in USERS.items()}, "focus": [f"sip:mrfc@{DOMAIN}", CONF]}
 MEDIA = [SrtpStream(), TlsStream("TCP/TLS/BFCP")]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Lab:

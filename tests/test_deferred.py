@@ -9,14 +9,17 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
+import time
 
 import pytest
 
-from tests.fixtures.network import SoftCardOps, lab_subscriber, lab_subscribers
+from tests.fixtures.clock import Clock
+from tests.fixtures.network import lab_subscriber, lab_subscribers
 from tests.test_kms_flows import KMS_ID, USERS, Lab, wire
 from ue_agent.errors import KmsError, MikeyError
 from ue_agent.kms import deferred, mikey, session
 from ue_agent.kms.streams import SrtpStream, TlsStream
+from ue_agent.lab.card_ops import SoftCardOps
 
 STREAMS = [SrtpStream(ssrc=0xCAFE), TlsStream()]
 
@@ -157,16 +160,6 @@ def test_reprs_hold_no_key(lab):
 pylibsrtp = pytest.importorskip("pylibsrtp", reason="pylibsrtp is not installed")
 
 
-class Clock:
-    def __init__(self) -> None:
-        import time
-
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def _srtp(keys, outbound: bool):
     policy = pylibsrtp.Policy(
         key=keys.master_key.reveal() + keys.master_salt.reveal(),
@@ -191,7 +184,7 @@ def test_acceptance_mailbox_two_hours_later():
     from ue_agent.lab.mailbox import MailboxServer
     from ue_agent.lab.network import LabNetwork, LabNetworkThread
 
-    clock = Clock()
+    clock = Clock(time.time())
     box_sub = lab_subscriber("mailbox")  # the mailbox is a subscriber of the lab network too
     net = LabNetwork([*lab_subscribers(), box_sub], clock=clock)
 

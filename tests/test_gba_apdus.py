@@ -14,11 +14,12 @@ import asyncio
 
 import pytest
 
-from tests.fixtures.network import SoftCardOps, lab_subscriber
+from tests.fixtures.network import lab_subscriber
 from ue_agent.card import ef
 from ue_agent.crypto.kdf import UA_HTTP_DIGEST, UA_KMS
 from ue_agent.drivers.http import HttpClient
 from ue_agent.gba.client import GbaClient
+from ue_agent.lab.card_ops import SoftCardOps
 from ue_agent.lab.network import LabNetwork
 
 #: (first bootstrap, renewal, first Ks_ext_NAF per B-TID and NAF) per T=0 / T=1

@@ -12,13 +12,14 @@ import socket
 import pytest
 from aiohttp import web  # the test servers only; the clients use ue_agent.drivers.http
 
-from tests.fixtures.network import SoftCardOps, lab_subscriber, lab_subscribers
+from tests.fixtures.network import lab_subscriber, lab_subscribers
 from ue_agent.card.results import AkaSuccess
 from ue_agent.crypto.kdf import UA_HTTP_DIGEST, UA_KMS, ks_naf, naf_id
 from ue_agent.drivers.http import HttpClient
 from ue_agent.errors import AgentError, GbaError
 from ue_agent.gba.client import GbaClient
 from ue_agent.gba.naf_client import NafClient
+from ue_agent.lab.card_ops import SoftCardOps
 from ue_agent.lab.naf import peer_of
 from ue_agent.lab.network import LabNetwork, LabNetworkThread
 from ue_agent.secret import Secret

@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from tests.fixtures.clock import Clock
 from ue_agent.errors import KmsError, MikeyError
 from ue_agent.kms import ids, mikey, protect, service, session, tickets
 from ue_agent.kms.streams import SrtpStream, TlsStream
@@ -15,14 +16,6 @@ DOMAIN = "ims.example.org"
 KMS_ID = "kms.ims.example.org"
 USERS = {n: f"sip:{n}@{DOMAIN}" for n in ("alice", "bob", "carol", "dave")}
 STREAMS = [SrtpStream(ssrc=0xCAFE), SrtpStream("AES_CM_128_HMAC_SHA1_32", ssrc=0xBEEF, roc=3), TlsStream()]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Lab:

@@ -6,13 +6,14 @@ import asyncio
 
 import pytest
 
-from tests.fixtures.network import SoftCardOps, lab_subscriber
+from tests.fixtures.network import lab_subscriber
 from ue_agent.drivers.http import HttpClient
 from ue_agent.errors import KmsError, MikeyError
 from ue_agent.gba.client import GbaClient
 from ue_agent.gba.naf_client import NafClient
 from ue_agent.kms import mikey
 from ue_agent.kms.client import KmsClient, SrtpStream, TlsStream
+from ue_agent.lab.card_ops import SoftCardOps
 from ue_agent.lab.network import LabNetwork
 
 

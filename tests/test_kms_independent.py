@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import os
 
-from tests.fixtures.network import SoftCardOps, lab_subscriber, lab_subscribers
+from tests.fixtures.network import lab_subscriber, lab_subscribers
 from tests.independent.rfc6043 import KmsEngine, Peer, decode, protection_keys, srtp_cs, verify_mac
 from tests.independent.rfc6043.wire import SP
 from ue_agent.drivers.http import HttpClient
@@ -22,6 +22,7 @@ from ue_agent.gba.client import GbaClient
 from ue_agent.gba.naf_client import NafClient
 from ue_agent.kms.client import KmsClient, SrtpStream, TlsStream
 from ue_agent.lab import kms as lab_kms
+from ue_agent.lab.card_ops import SoftCardOps
 from ue_agent.lab.network import LabNetwork, LabNetworkThread
 from ue_agent.media.keys import SrtpKeys, TlsPskKeys
 

@@ -15,6 +15,7 @@ import socket
 from typing import Any
 
 from tests.attack.test_api_load import read_lines
+from tests.fixtures.clock import Clock
 from ue_agent.api.core import Peer
 from ue_agent.config import parse_config
 from ue_agent.media.sessions import Phase, SessionRegistry
@@ -67,16 +68,8 @@ def test_a_connection_holding_offers_is_not_evicted_for_room(agent_factory) -> N
     idle.close()
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_offers_expire_after_their_ttl() -> None:
-    clock, dropped = Clock(), []
+    clock, dropped = Clock(1000.0), []
     reg = SessionRegistry(max_pending=4, max_sessions=8, offer_ttl=60.0, clock=clock)
     reg.on_drop = dropped.append
     for i in range(4):
@@ -140,7 +133,7 @@ def test_expired_tickets_leave_the_caches(lab_network) -> None:
     from tests.test_kms_http import STREAMS, ue, uri
     from ue_agent.drivers.http import HttpClient
 
-    clock = Clock()
+    clock = Clock(1000.0)
     clock.now = __import__("time").time()
 
     async def go() -> None:

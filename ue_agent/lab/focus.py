@@ -19,7 +19,6 @@ unique, since all send under one group master key (RFC 3711 9.1).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from collections.abc import Callable
@@ -245,28 +244,6 @@ class Focus:
             self._http = None
 
 
-class _CardOps:
-    """GBA_ME card operations on the focus's soft UICC (the card layer in a worker thread)."""
-
-    def __init__(self, sub: Subscriber) -> None:
-        from ue_agent.card.session import Card
-        from ue_agent.lab.uicc import SoftUicc, SoftUiccTransport
-
-        self.card = Card(SoftUiccTransport(SoftUicc(sub)))
-
-    async def authenticate(self, rand: bytes, autn: bytes) -> Any:
-        return await asyncio.to_thread(self.card.authenticate, rand, autn)
-
-    async def gba_bootstrap(self, rand: bytes, autn: bytes) -> Any:
-        return await asyncio.to_thread(self.card.gba_bootstrap, rand, autn)
-
-    async def gba_naf_derive(self, naf_id: bytes, impi: str) -> Any:
-        return await asyncio.to_thread(self.card.gba_naf_derive, naf_id, impi)
-
-    async def store_gba_bootstrap(self, rand: bytes, btid: str, lifetime: str) -> Any:
-        return await asyncio.to_thread(self.card.store_gba_bootstrap, rand, btid, lifetime)
-
-
 async def start_focus(network: Any, sub: Subscriber) -> tuple[Focus, Any]:
     """The focus of a :class:`~ue_agent.lab.network.LabNetwork` (started: its BSF and KMS
     listen): GBA with the lab BSF as ``sub``, then the lab KMS as a NAF, over loopback HTTP."""
@@ -274,10 +251,11 @@ async def start_focus(network: Any, sub: Subscriber) -> tuple[Focus, Any]:
     from ue_agent.gba.client import GbaClient
     from ue_agent.gba.naf_client import NafClient
     from ue_agent.kms.client import KmsClient
+    from ue_agent.lab.card_ops import SoftCardOps
 
     http = HttpClient()
     await http.__aenter__()
-    gba = GbaClient(_CardOps(sub), network.bsf_url, network.bsf_fqdn, sub.impi, http, clock=network.clock)
+    gba = GbaClient(SoftCardOps(sub), network.bsf_url, network.bsf_fqdn, sub.impi, http, clock=network.clock)
     naf = NafClient(gba, http)
 
     def kms_for(uri: str) -> KmsClient:

@@ -24,7 +24,6 @@ recipients can resolve.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import itertools
@@ -199,25 +198,6 @@ def create_mailbox_app(mailbox: Mailbox):
 # ---------------------------------------------------------------------------- a running mailbox
 
 
-class _SoftCardOps:
-    """GBA card calls on the mailbox's own soft UICC (GBA_ME: Ks stays in memory)."""
-
-    def __init__(self, subscriber: Subscriber) -> None:
-        from ue_agent.card.session import Card
-        from ue_agent.lab.uicc import SoftUicc, SoftUiccTransport
-
-        self.card = Card(SoftUiccTransport(SoftUicc(subscriber)))
-
-    async def authenticate(self, rand: bytes, autn: bytes):
-        return await asyncio.to_thread(self.card.authenticate, rand, autn)
-
-    async def gba_bootstrap(self, rand: bytes, autn: bytes):
-        return await asyncio.to_thread(self.card.gba_bootstrap, rand, autn)
-
-    async def gba_naf_derive(self, naf_id: bytes, impi: str):
-        return await asyncio.to_thread(self.card.gba_naf_derive, naf_id, impi)
-
-
 class MailboxServer:
     """A :class:`Mailbox` with its own identity on a lab network, served on loopback.
 
@@ -238,12 +218,13 @@ class MailboxServer:
         from ue_agent.gba.client import GbaClient
         from ue_agent.gba.naf_client import NafClient
         from ue_agent.kms.client import KmsClient
+        from ue_agent.lab.card_ops import SoftCardOps
 
         net, sub = self.network, self.subscriber
         self._http = HttpClient()
         await self._http.__aenter__()
         gba = GbaClient(
-            _SoftCardOps(sub), net.bsf_url, net.bsf_fqdn, sub.impi, self._http, gba_u=False, clock=net.clock
+            SoftCardOps(sub), net.bsf_url, net.bsf_fqdn, sub.impi, self._http, gba_u=False, clock=net.clock
         )
         self.mailbox.kms = KmsClient(
             NafClient(gba, self._http), net.kms_url, net.kms_fqdn, sub.impu[0], gba=gba, clock=net.clock

@@ -468,3 +468,24 @@ def test_catalogue_identifiers_are_unique_per_application() -> None:
         sfis = [s.sfi for s in entries if s.sfi is not None]
         assert len(set(fids)) == len(fids) and len(set(sfis)) == len(sfis), app
         assert all(s.clause.startswith("TS ") for s in entries)
+
+
+def test_reading_the_card_does_not_load_the_aes_backend() -> None:
+    """A subscriber file with OP (alice) gives OPc only when the card first authenticates:
+    reading the card, as the daemon does at start, loads no AES (cryptography)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from ue_agent.card.session import Card\n"
+        "from ue_agent.lab.uicc import SoftUicc, SoftUiccTransport\n"
+        "from ue_agent.subscriber import load_subscriber\n"
+        f"sub = load_subscriber({str(LAB / 'alice.toml')!r})\n"
+        "card = Card(SoftUiccTransport(SoftUicc(sub)))\n"
+        "card.identities()\n"
+        "print('cryptography' in sys.modules, sub.opc.reveal().hex(), 'cryptography' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    # OPc of TS 35.208 test set 1 (the OP in alice.toml), derived on first use
+    assert out.stdout.split() == ["False", "cd63cb71954a9f4e48a5994e37a02baf", "True"]

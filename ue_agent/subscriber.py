@@ -14,6 +14,7 @@ a blocked PIN) and puk1_tries (0-10, default 10). The values are Secrets: never 
 
 from __future__ import annotations
 
+import threading
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +22,10 @@ from typing import Annotated, Any, Literal
 
 from ue_agent.config import config_error
 from ue_agent.convert import Check, ConvertError, Hex, Len, Range, convert
-from ue_agent.crypto.milenage import opc_from_op
 from ue_agent.errors import ConfigError
 from ue_agent.secret import Secret
+
+_DERIVING = threading.Lock()
 
 Text = Annotated[str, Len(1)]
 Key128 = Annotated[bytes, Hex(16)]
@@ -65,7 +67,8 @@ class Subscriber:
     impu: list[str]
     domain: str
     k: Secret
-    opc: Secret
+    #: what the file gives: OPc, or OP (then OPc is derived on first use, see :attr:`opc`)
+    opc_or_op: Secret
     amf: bytes
     sqn: int
     pcscf: list[str] = field(default_factory=list)
@@ -79,6 +82,23 @@ class Subscriber:
     pin1_tries: int = 3
     puk1_tries: int = 10
     source: str = ""
+    #: whether :attr:`opc_or_op` is OP (OPc = E_K(OP) xor OP, TS 35.206 4.1)
+    given_op: bool = False
+
+    @property
+    def opc(self) -> Secret:
+        """OPc. From OP it is derived the first time it is needed, not when the file is
+        read: deriving needs the AES backend, which a daemon on the lab card that only reads
+        the card then never loads."""
+        with _DERIVING:  # the lab HSS and the soft UICC may share one Subscriber
+            if self.given_op:
+                from ue_agent.crypto.milenage import opc_from_op
+
+                op = self.opc_or_op
+                self.opc_or_op = Secret(opc_from_op(self.k.reveal(), op.reveal()), "OPc")
+                self.given_op = False
+                op.zeroize()
+            return self.opc_or_op
 
     @property
     def mcc(self) -> str:
@@ -98,9 +118,9 @@ def parse_subscriber(data: dict[str, Any], where: str = "<subscriber>") -> Subsc
     except ConvertError as exc:
         raise config_error(exc, where) from None
     if f.opc is not None:
-        opc = f.opc
+        opc, given_op = Secret(f.opc, "OPc"), False
     elif f.op is not None:
-        opc = opc_from_op(f.k, f.op)
+        opc, given_op = Secret(f.op, "OP"), True
     else:
         raise ConfigError("config.missing_key", f"{where}: missing key 'opc' (or 'op')", key="opc")
     if (f.pin1 is None) != (f.puk1 is None):
@@ -113,7 +133,8 @@ def parse_subscriber(data: dict[str, Any], where: str = "<subscriber>") -> Subsc
         impu=[f.impu] if isinstance(f.impu, str) else f.impu,
         domain=f.domain,
         k=Secret(f.k, "K"),
-        opc=Secret(opc, "OPc"),
+        opc_or_op=opc,
+        given_op=given_op,
         amf=f.amf,
         sqn=f.sqn,
         pcscf=f.pcscf,

@@ -16,16 +16,19 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ue_agent.card import ef as catalogue
 from ue_agent.card.transport import ApduTransport
 from ue_agent.crypto.kdf import ks_int_naf, ks_naf
-from ue_agent.crypto.milenage import Milenage, gsm_kc, gsm_sres
 from ue_agent.errors import ConfigError, TransportError
 from ue_agent.lab.uicc_fs import ISIM_AID, USIM_AID, UST_SERVICES, Df, Ef, build_mf, isim_services, pad, tlv
 from ue_agent.lab.uicc_pin import PIN_INS, PinSw, SoftPin
 from ue_agent.secret import Secret
 from ue_agent.subscriber import Subscriber
+
+if TYPE_CHECKING:
+    from ue_agent.crypto.milenage import Milenage
 
 #: logical channels of the soft UICC by default, the basic channel included: 4 (channels 0..3), as
 #: many cards in the field (TS 102 221 allows 1..20, 11.1.17; the ATR says how many, below)
@@ -132,7 +135,7 @@ class SoftUicc:
         self.sfi = sfi
         self.sfi_refusal_sw = 0x6A86
         self.atr = build_atr(t0, max_channels)
-        self._milenage = Milenage(subscriber.k.reveal(), subscriber.opc.reveal())
+        self._kernel: Milenage | None = None  # made at the first AUTHENTICATE (loads AES)
         self.mf, self.adfs = build_mf(subscriber)
         self._sqn_path = Path(sqn_state_path) if sqn_state_path else None
         self._sqn = max(subscriber.sqn, self._load_sqn())
@@ -529,24 +532,35 @@ class SoftUicc:
             raise SwError(0x6700)
         return out
 
+    def _milenage(self) -> Milenage:
+        """The card's Milenage, made on first use: a card that is only read never loads the
+        AES backend (the daemon on the lab card idles without it)."""
+        if self._kernel is None:
+            from ue_agent.crypto.milenage import Milenage
+
+            self._kernel = Milenage(self.subscriber.k.reveal(), self.subscriber.opc.reveal())
+        return self._kernel
+
     def _gsm(self, data: bytes) -> bytes:
+        from ue_agent.crypto.milenage import gsm_kc, gsm_sres
+
         (rand,) = self._lv(data, 1)
         if len(rand) != 16:
             raise SwError(0x6A80)
-        res, ck, ik, _, _ = self._milenage.f2345(rand)
+        res, ck, ik, _, _ = self._milenage().f2345(rand)
         return b"\x04" + gsm_sres(res) + b"\x08" + gsm_kc(ck, ik)
 
     def _check_aka(self, rand: bytes, autn: bytes) -> tuple[bytes, bytes, bytes] | bytes:
         """(RES, CK, IK) when AUTN verifies and SQN is fresh; AUTS on a stale SQN; 9862 on MAC."""
         if len(rand) != 16 or len(autn) != 16:
             raise SwError(0x6A80)
-        res, ck, ik, ak, _ = self._milenage.f2345(rand)
+        res, ck, ik, ak, _ = self._milenage().f2345(rand)
         sqn = _xor(autn[:6], ak)
-        xmac, _ = self._milenage.f1(rand, sqn, autn[6:8])
+        xmac, _ = self._milenage().f1(rand, sqn, autn[6:8])
         if not hmac.compare_digest(xmac, autn[8:]):
             raise SwError(0x9862)
         if int.from_bytes(sqn, "big") <= self._sqn:
-            return self._milenage.auts(rand, self._sqn.to_bytes(6, "big"))
+            return self._milenage().auts(rand, self._sqn.to_bytes(6, "big"))
         self._sqn = int.from_bytes(sqn, "big")
         self._store_sqn()
         return res, ck, ik
@@ -557,6 +571,8 @@ class SoftUicc:
         if isinstance(out, bytes):
             return b"\xdc\x0e" + out
         res, ck, ik = out
+        from ue_agent.crypto.milenage import gsm_kc
+
         answer = b"\xdb" + bytes([len(res)]) + res + b"\x10" + ck + b"\x10" + ik
         return answer + (b"\x08" + gsm_kc(ck, ik) if with_kc else b"")
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -192,6 +193,45 @@ class _Exchange:
         self.shut = False
 
 
+#: TLS contexts made ahead, off the event loop (:func:`prepare_tls`), by CA file; ``None``
+#: marks a CA file whose first client has already made its own (nothing is kept for it)
+_prepared: dict[str | None, Any] = {}
+_prepared_lock = threading.Lock()
+
+
+def _new_tls_context(ca_file: str | None) -> Any:
+    import ssl
+
+    try:
+        return ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise HttpError("tls", f"CA file {ca_file} unusable ({_describe(exc)})") from None
+
+
+def prepare_tls(ca_file: str | None) -> bool:
+    """Make the TLS context the first :class:`HttpClient` with ``ca_file`` will use, ahead of
+    its first https request (the warm-up does, in its thread): reading the CA store takes
+    tens of milliseconds that would otherwise fall on the first call. Only that first client
+    takes it; clients made later (a reload) read the CA file again. False when a client made
+    its own meanwhile (nothing is kept). Raises ``HttpError("tls")`` for an unusable file."""
+    with _prepared_lock:
+        if ca_file in _prepared:
+            return False
+    ctx = _new_tls_context(ca_file)
+    with _prepared_lock:
+        if ca_file in _prepared:
+            return False
+        _prepared[ca_file] = ctx
+    return True
+
+
+def _take_prepared_tls(ca_file: str | None) -> Any:
+    with _prepared_lock:
+        ctx = _prepared.get(ca_file)
+        _prepared[ca_file] = None  # taken, or no longer wanted
+    return ctx
+
+
 class HttpClient:
     """HTTP/1.1 requests with kept-alive connections, one deadline each and capped bodies."""
 
@@ -345,12 +385,7 @@ class HttpClient:
 
     def _tls(self) -> Any:
         if self._ssl_context is None:
-            import ssl
-
-            try:
-                self._ssl_context = ssl.create_default_context(cafile=self.ca_file)
-            except (OSError, ssl.SSLError) as exc:
-                raise HttpError("tls", f"CA file {self.ca_file} unusable ({_describe(exc)})") from None
+            self._ssl_context = _take_prepared_tls(self.ca_file) or _new_tls_context(self.ca_file)
         return self._ssl_context
 
     async def _exchange(

@@ -52,3 +52,26 @@ def test_daemon_warms_up_after_ready(daemon_factory) -> None:  # type: ignore[no
     assert "not loaded" not in text
     assert "not primed" not in text
     assert "primed requests, crypto, ub, ids, h11" in text
+
+
+def test_an_https_network_gets_its_tls_context_made_ahead() -> None:
+    """With an https BSF or KMS the warm-up reads the CA store (about 40 ms) once, and the
+    first HTTP client takes that context; a client made later (a reload) reads it again."""
+    from ue_agent.drivers import http
+
+    lab = {"card": {"transport": "lab", "subscriber": "x"}}
+    https = parse_config(
+        {**lab, "network": {"kms_url": "https://127.0.0.1:1/", "bsf_url": "https://127.0.0.1:2/"}}
+    )
+    assert [name for name, _ in warmup.steps_for(https)][-1] == "tls"
+    http._prepared.clear()
+    try:
+        assert warmup.prime(https) == [name for name, _ in warmup.steps_for(https)]
+        made = http._prepared[None]
+        first, second = http.HttpClient(), http.HttpClient()
+        assert first._tls() is made
+        assert second._tls() is not made  # made anew, from the CA files as they are now
+        assert http.prepare_tls(None) is False  # taken: not made again, nothing kept
+        assert http._prepared[None] is None
+    finally:
+        http._prepared.clear()

@@ -12,7 +12,9 @@ After the imports, :func:`prime` does the first call's one-time work that is not
 on made-up values that carry no key: the converters of a call's requests (type hints
 resolved), and with a KMS URL the first use of the AES backend (about 1 ms the first time
 in a process), of the hash and HMAC constructors, of the BSF XML parser, of the Digest
-codec, of the identity patterns and of h11.
+codec, of the identity patterns and of h11; with an https BSF or KMS URL also the TLS
+context (the CA store read: about 40 ms and 1.7 MB), which the first HTTP client then takes
+(:func:`ue_agent.drivers.http.prepare_tls`).
 """
 
 from __future__ import annotations
@@ -143,11 +145,22 @@ def _h11() -> None:
         pass
 
 
+def _tls(cfg: Config) -> Callable[[], None]:
+    def step() -> None:
+        from ue_agent.drivers.http import prepare_tls
+
+        prepare_tls(cfg.network.ca_file)
+
+    return step
+
+
 def steps_for(cfg: Config) -> list[tuple[str, Callable[[], None]]]:
     """The priming steps :func:`prime` runs for ``cfg``, by name."""
     out: list[tuple[str, Callable[[], None]]] = [("requests", _requests)]
     if cfg.network.kms_url:
         out += [("crypto", _crypto), ("ub", _ub), ("ids", _ids), ("h11", _h11)]
+        if any(url.startswith("https:") for url in (cfg.network.bsf_url or "", cfg.network.kms_url)):
+            out.append(("tls", _tls(cfg)))  # the CA store, read once ahead (~40 ms, ~2 MB)
     return out
 
 

@@ -11,19 +11,17 @@ from ue_agent.config import parse_config
 
 def test_every_warm_up_module_exists() -> None:
     # a renamed module would make the warm-up silently useless
-    for name in (*warmup.MEDIA, *warmup.KMS, warmup.LAB_CARD_AKA):
+    for name in (*warmup.MEDIA, *warmup.KMS):
         assert importlib.util.find_spec(name) is not None, name
 
 
 def test_only_what_the_config_can_use() -> None:
     lab = {"card": {"transport": "lab", "subscriber": "x"}}
     assert warmup.modules_for(parse_config(lab)) == list(warmup.MEDIA)
-    kms_net = {"kms_url": "http://127.0.0.1:1/", "bsf_url": "http://127.0.0.1:2/"}
-    kms = parse_config({**lab, "network": kms_net})
-    # the lab card's Milenage (AES) only when a KMS call will bootstrap with it
-    assert warmup.modules_for(kms) == [*warmup.MEDIA, *warmup.KMS, warmup.LAB_CARD_AKA]
-    pcsc = parse_config({"card": {"transport": "pcsc"}, "network": kms_net})
-    assert warmup.modules_for(pcsc) == [*warmup.MEDIA, *warmup.KMS]
+    kms = parse_config(
+        {**lab, "network": {"kms_url": "http://127.0.0.1:1/", "bsf_url": "http://127.0.0.1:2/"}}
+    )
+    assert warmup.modules_for(kms) == [*warmup.MEDIA, *warmup.KMS]
 
 
 def test_every_priming_step_runs() -> None:
@@ -47,7 +45,7 @@ def test_daemon_warms_up_after_ready(daemon_factory) -> None:  # type: ignore[no
             break
         time.sleep(0.05)
     text = d.log_text()
-    assert f"warm-up: {len(warmup.MEDIA) + len(warmup.KMS) + 1} modules in" in text  # + the lab AKA
+    assert f"warm-up: {len(warmup.MEDIA) + len(warmup.KMS)} modules in" in text
     assert text.index("ready: listening") < text.index("warm-up:")
     assert "not loaded" not in text
     assert "not primed" not in text

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 
 from ue_agent.config import config_error
 from ue_agent.convert import Check, ConvertError, Hex, Len, Range, convert
+from ue_agent.crypto.milenage import opc_from_op
 from ue_agent.errors import ConfigError
 from ue_agent.secret import Secret
 
@@ -92,8 +93,6 @@ class Subscriber:
         the card then never loads."""
         with _DERIVING:  # the lab HSS and the soft UICC may share one Subscriber
             if self.given_op:
-                from ue_agent.crypto.milenage import opc_from_op
-
                 op = self.opc_or_op
                 self.opc_or_op = Secret(opc_from_op(self.k.reveal(), op.reveal()), "OPc")
                 self.given_op = False

@@ -49,19 +49,12 @@ KMS = (
     "ue_agent.kms.streams",
 )
 
-#: the lab card authenticates with Milenage (AES), made at its first AUTHENTICATE: loaded
-#: ahead only when a KMS URL makes that part of the first call (an SDES-only agent on the
-#: lab card idles without the AES backend)
-LAB_CARD_AKA = "ue_agent.crypto.milenage"
-
 
 def modules_for(cfg: Config) -> list[str]:
     """What the first call of each kind this config allows will import."""
     out = list(MEDIA)
     if cfg.network.kms_url:
         out += KMS
-        if cfg.card.transport == "lab":  # the soft UICC's AKA for the first bootstrap
-            out.append(LAB_CARD_AKA)
     return out
 
 

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-
 _R = (64, 0, 32, 64, 96)  # r1..r5, in bits (rotate left)
 _C = tuple((i and (1 << (i - 1))).to_bytes(16, "big") for i in range(5))  # c1=0, c2=1, c3=2, c4=4, c5=8
 
@@ -31,6 +29,11 @@ class _Kernel:
     def __init__(self, k: bytes) -> None:
         if len(k) != 16:
             raise ValueError("K must be 16 bytes")
+        # imported here, not with the module: the AES backend (cryptography's Rust module and
+        # libcrypto, about 8 MB of RSS) loads with the first key, so a daemon on the lab card
+        # that only reads the card never loads it
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
         self._enc = Cipher(algorithms.AES(k), modes.ECB()).encryptor()
 
     def __call__(self, block: bytes) -> bytes:

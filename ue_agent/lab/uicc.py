@@ -16,19 +16,16 @@ import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ue_agent.card import ef as catalogue
 from ue_agent.card.transport import ApduTransport
 from ue_agent.crypto.kdf import ks_int_naf, ks_naf
+from ue_agent.crypto.milenage import Milenage, gsm_kc, gsm_sres
 from ue_agent.errors import ConfigError, TransportError
 from ue_agent.lab.uicc_fs import ISIM_AID, USIM_AID, UST_SERVICES, Df, Ef, build_mf, isim_services, pad, tlv
 from ue_agent.lab.uicc_pin import PIN_INS, PinSw, SoftPin
 from ue_agent.secret import Secret
 from ue_agent.subscriber import Subscriber
-
-if TYPE_CHECKING:
-    from ue_agent.crypto.milenage import Milenage
 
 #: logical channels of the soft UICC by default, the basic channel included: 4 (channels 0..3), as
 #: many cards in the field (TS 102 221 allows 1..20, 11.1.17; the ATR says how many, below)
@@ -536,14 +533,10 @@ class SoftUicc:
         """The card's Milenage, made on first use: a card that is only read never loads the
         AES backend (the daemon on the lab card idles without it)."""
         if self._kernel is None:
-            from ue_agent.crypto.milenage import Milenage
-
             self._kernel = Milenage(self.subscriber.k.reveal(), self.subscriber.opc.reveal())
         return self._kernel
 
     def _gsm(self, data: bytes) -> bytes:
-        from ue_agent.crypto.milenage import gsm_kc, gsm_sres
-
         (rand,) = self._lv(data, 1)
         if len(rand) != 16:
             raise SwError(0x6A80)
@@ -554,13 +547,14 @@ class SoftUicc:
         """(RES, CK, IK) when AUTN verifies and SQN is fresh; AUTS on a stale SQN; 9862 on MAC."""
         if len(rand) != 16 or len(autn) != 16:
             raise SwError(0x6A80)
-        res, ck, ik, ak, _ = self._milenage().f2345(rand)
+        milenage = self._milenage()
+        res, ck, ik, ak, _ = milenage.f2345(rand)
         sqn = _xor(autn[:6], ak)
-        xmac, _ = self._milenage().f1(rand, sqn, autn[6:8])
+        xmac, _ = milenage.f1(rand, sqn, autn[6:8])
         if not hmac.compare_digest(xmac, autn[8:]):
             raise SwError(0x9862)
         if int.from_bytes(sqn, "big") <= self._sqn:
-            return self._milenage().auts(rand, self._sqn.to_bytes(6, "big"))
+            return milenage.auts(rand, self._sqn.to_bytes(6, "big"))
         self._sqn = int.from_bytes(sqn, "big")
         self._store_sqn()
         return res, ck, ik
@@ -571,8 +565,6 @@ class SoftUicc:
         if isinstance(out, bytes):
             return b"\xdc\x0e" + out
         res, ck, ik = out
-        from ue_agent.crypto.milenage import gsm_kc
-
         answer = b"\xdb" + bytes([len(res)]) + res + b"\x10" + ck + b"\x10" + ik
         return answer + (b"\x08" + gsm_kc(ck, ik) if with_kc else b"")
 

@@ -122,9 +122,9 @@ def test_divert_book_rules():
     book = divert.DivertBook(ask)
     ticket = mikey.Ticket(1, 1, 1, 1, 0, [], b"", b"ticket-data")
 
-    def resolve(responder: str, *exts: mikey.GeneralExt):
+    def resolve(responder: str, *exts: mikey.GeneralExt, on: divert.DivertBook = book, now: float = 0.0):
         msg = mikey.Message(mikey.Header(mikey.DT_RESOLVE_INIT_PSK, 1, 1, True, mikey.MAP_EMPTY), list(exts))
-        return book.check(msg, responder, ["sip:bob@x.org"], ticket, b"rand", 100.0, 0.0)
+        return on.check(msg, responder, ["sip:bob@x.org"], ticket, b"rand", 100.0, now)
 
     assert resolve("sip:bob@x.org") == []
     with pytest.raises(divert.Refusal):
@@ -143,28 +143,11 @@ def test_divert_book_rules():
         resolve("sip:dave@x.org", ind[0])
     assert divert.DivertBook(None).questions == 0
     with pytest.raises(divert.Refusal):  # a KMS with no AS to ask
-        divert.DivertBook(None).check(
-            mikey.Message(mikey.Header(mikey.DT_RESOLVE_INIT_PSK, 1, 1, True, mikey.MAP_EMPTY), ind),
-            "sip:carol@x.org",
-            ["sip:bob@x.org"],
-            ticket,
-            b"rand",
-            100.0,
-            0.0,
-        )
+        resolve("sip:carol@x.org", *ind, on=divert.DivertBook(None))
     book._accepted.clear()
-    assert book.check(  # pruned after TRe
-        mikey.Message(mikey.Header(mikey.DT_RESOLVE_INIT_PSK, 1, 1, True, mikey.MAP_EMPTY), ind),
-        "sip:carol@x.org",
-        ["sip:bob@x.org"],
-        ticket,
-        b"rand",
-        100.0,
-        0.0,
-    )
+    assert resolve("sip:carol@x.org", *ind)  # pruned after TRe
     with pytest.raises(divert.Refusal):
-        resolve_late = mikey.Message(mikey.Header(mikey.DT_RESOLVE_INIT_PSK, 1, 1, True, mikey.MAP_EMPTY), [])
-        book.check(resolve_late, "sip:carol@x.org", ["sip:bob@x.org"], ticket, b"rand", 100.0, 100.0)
+        resolve("sip:carol@x.org", now=100.0)
 
 
 def test_anonymous_caller(lab_network):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -76,16 +78,32 @@ def _free_port() -> int:
     return port
 
 
-def test_cli_lab_network_prints_urls_serves_and_stops_on_sigterm():
-    bsf_port, kms_port = _free_port(), _free_port()
+@contextlib.contextmanager
+def _cli_network(*addresses: str) -> Iterator[subprocess.Popen[str]]:
+    """``ue-agent lab network`` for alice and bob at ``addresses`` (its --bsf/--kms/... options);
+    once the body is done it must stop on SIGTERM with status 0."""
     files = [str(SUBSCRIBER_DIR / f"{n}.toml") for n in ("alice", "bob")]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ue_agent", "lab", "network", "--subscribers", *files,
-         "--bsf", f"127.0.0.1:{bsf_port}", "--kms", f"127.0.0.1:{kms_port}"],
+        [sys.executable, "-m", "ue_agent", "lab", "network", "--subscribers", *files, *addresses],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
     )  # fmt: skip
     try:
+        yield proc
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None and proc.stderr is not None
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_cli_lab_network_prints_urls_serves_and_stops_on_sigterm():
+    bsf_port, kms_port = _free_port(), _free_port()
+    with _cli_network("--bsf", f"127.0.0.1:{bsf_port}", "--kms", f"127.0.0.1:{kms_port}") as proc:
         lines = [proc.stdout.readline() for _ in range(3)]
         assert f"BSF {DEFAULT_BSF_FQDN} at http://127.0.0.1:{bsf_port}/" in lines[0]
         assert f"KMS {DEFAULT_KMS_FQDN} at http://127.0.0.1:{kms_port}" in lines[1]
@@ -102,14 +120,6 @@ def test_cli_lab_network_prints_urls_serves_and_stops_on_sigterm():
 
         status, www = asyncio.run(challenge())
         assert status == 401 and re.search(r'realm="bsf\.ims\.mnc001\.mcc001\.pub\.3gppnetwork\.org"', www)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 @pytest.mark.parametrize("arg", ["nohostport", "127.0.0.1:http", "127.0.0.1:70000"])
@@ -134,15 +144,8 @@ def test_cli_reports_a_bad_subscriber_file(tmp_path: Path):
 
 def test_cli_lab_network_serves_the_mailbox():
     bsf_port, kms_port, box_port = _free_port(), _free_port(), _free_port()
-    files = [str(SUBSCRIBER_DIR / f"{n}.toml") for n in ("alice", "bob")]
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "ue_agent", "lab", "network", "--subscribers", *files,
-         "--bsf", f"127.0.0.1:{bsf_port}", "--kms", f"127.0.0.1:{kms_port}",
-         "--mailbox", f"127.0.0.1:{box_port}"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )  # fmt: skip
-    try:
+    addresses = ("--bsf", f"127.0.0.1:{bsf_port}", "--kms", f"127.0.0.1:{kms_port}")
+    with _cli_network(*addresses, "--mailbox", f"127.0.0.1:{box_port}") as proc:
         lines = [proc.stdout.readline() for _ in range(4)]
         assert "001010000000090@" in lines[2]  # the mailbox is a subscriber of the network
         box = "sip:mailbox@ims.mnc001.mcc001.3gppnetwork.org"
@@ -154,9 +157,3 @@ def test_cli_lab_network_serves_the_mailbox():
                 return r.status, await r.json()
 
         assert asyncio.run(items()) == (200, {"items": []})
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=20) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -88,13 +88,7 @@ class Link:
 
     def ssrcs(self) -> dict[int, int]:
         """{CS ID: SSRC} of every SRTP crypto session with session data."""
-        out: dict[int, int] = {}
-        for cs in self.cs_map:
-            if cs.prot_type == mikey.PROT_SRTP:
-                s = streams.srtp_session(cs)
-                if s is not None:
-                    out[cs.cs_id] = s[0]
-        return out
+        return {c: s[0] for c, s in _srtp_sessions(self.cs_map).items()}
 
     def zeroize(self) -> None:
         self.keys.zeroize()
@@ -126,10 +120,6 @@ class Generation:
 
     def __repr__(self) -> str:
         return f"<Generation {self.number} streams={sorted(self.keys)}>"
-
-
-def has_group_keys(msg: mikey.Message) -> bool:
-    return msg.first(mikey.Kemac) is not None
 
 
 # ---------------------------------------------------------------------------- shared helpers
@@ -187,6 +177,19 @@ def unique_ssrc(taken: set[int]) -> int:
         s = streams.random_ssrc()
         if s not in taken:
             return s
+
+
+def claim_ssrc(ssrc: int | None, taken: set[int]) -> int:
+    """``ssrc`` when nobody in the conference uses it, else a new unique one; added to ``taken``."""
+    if ssrc is None or ssrc in taken:
+        ssrc = unique_ssrc(taken)
+    taken.add(ssrc)
+    return ssrc
+
+
+def _srtp_sessions(cs_map: tuple[mikey.GenericCs, ...]) -> dict[int, tuple[int, int]]:
+    """{CS ID: (SSRC, ROC)} of the SRTP crypto sessions with session data."""
+    return session._sessions({cs.cs_id: cs for cs in cs_map})
 
 
 def group_keys_by_stream(
@@ -266,10 +269,11 @@ def _generic(msg: mikey.Message) -> tuple[mikey.GenericCs, ...]:
 # ---------------------------------------------------------------------------- member side
 
 
-def link_after_complete(pending: session.PendingOffer, raw: bytes) -> Link:
-    """The initiator's link once :func:`session.complete` verified ``raw`` (TRANSFER_RESP): the
-    response keys (MPKr' with key forking, else MPKi) protect the later CSB updates (5.2)."""
-    msg = mikey.Message.decode(raw)
+def link_after_complete(pending: session.PendingOffer, raw: bytes, msg: mikey.Message | None = None) -> Link:
+    """The initiator's link once :func:`session.complete` verified ``raw`` (TRANSFER_RESP; ``msg``:
+    it decoded, when the caller has it): the response keys (MPKr' with key forking, else MPKi)
+    protect the later CSB updates (5.2)."""
+    msg = mikey.Message.decode(raw) if msg is None else msg
     h = msg.header
     issued = pending.issued
     rand_r = _rand_r(msg)
@@ -328,7 +332,7 @@ def member_after_complete(
             "mikey.malformed",
             "a KEMAC in TRANSFER_RESP, but the ticket's M flag does not let the responder supply keys",
         )
-    link = link_after_complete(pending, raw)
+    link = link_after_complete(pending, raw, msg)
     try:
         items = _open(link.keys, kemac, msg)
         out, gen = group_stream_keys(link, items, keys)
@@ -488,20 +492,18 @@ def focus_answer(
     ours: list[streams.SrtpStream | None] = []
     for st in ti.plan:
         if isinstance(st.stream, streams.SrtpStream):
-            s = unique_ssrc(taken)
-            taken.add(s)
-            ours.append(streams.SrtpStream(st.stream.suite, s))
+            ours.append(streams.SrtpStream(st.stream.suite, claim_ssrc(None, taken)))
         else:
             ours.append(None)
     cs_map, _, plan, added_sps = streams.respond_map(ti.message, resolved.tgk_spi, ours, fam.key_len)
     # the member's own SSRC: kept unless someone in the conference sends with it (4.2.2.3 "MAY update")
     for st in plan:
         if isinstance(st.stream, streams.SrtpStream) and st.i_cs is not None:
-            cs = next(c for c in cs_map if c.cs_id == st.i_cs)
-            sess = streams.srtp_session(cs)
-            if sess is None or sess[0] in taken:
-                cs_map = _set_ssrc(cs_map, st.i_cs, unique_ssrc(taken))
-            taken.add(streams.srtp_session(next(c for c in cs_map if c.cs_id == st.i_cs))[0])  # type: ignore[index]
+            sess = streams.srtp_session(next(c for c in cs_map if c.cs_id == st.i_cs))
+            have = sess[0] if sess is not None else None
+            ssrc = claim_ssrc(have, taken)
+            if ssrc != have:
+                cs_map = _set_ssrc(cs_map, st.i_cs, ssrc)
     cs_map = _with_spis(cs_map, plan, gen.number)
     rand_r = os.urandom(session.RAND_LEN) if resolved.flags & mikey.F_G else None
     hdr = mikey.Header(mikey.DT_TRANSFER_RESP, h.csb_id, h.prf_func, False, mikey.MAP_GENERIC_ID, cs_map)
@@ -530,12 +532,7 @@ def focus_answer(
         last_t=t.ntp64,
         generation=gen.number,
     )
-    sessions = {}
-    for cs in cs_map:
-        if cs.prot_type == mikey.PROT_SRTP:
-            s2 = streams.srtp_session(cs)
-            if s2 is not None:
-                sessions[cs.cs_id] = s2
+    sessions = _srtp_sessions(cs_map)
     d = session._derivation(resolved.tgk, resolved.flags, ti.rand_i, rand_r, h.prf_func, h.csb_id)
     tls = [st for st in plan if isinstance(st.stream, streams.TlsStream)]
     pairwise = streams.keys_for(tls, sessions, d, initiator=False)
@@ -563,9 +560,7 @@ def focus_offer(
     mine: list[streams.Stream] = []
     for s in media:
         if isinstance(s, streams.SrtpStream):
-            x = unique_ssrc(taken)
-            taken.add(x)
-            mine.append(streams.SrtpStream(s.suite, x, s.roc))
+            mine.append(streams.SrtpStream(s.suite, claim_ssrc(None, taken), s.roc))
         else:
             mine.append(s)
     cs_map, sps, plan = streams.describe(mine, issued.tgk_spi, fam.key_len)
@@ -620,15 +615,15 @@ def focus_after_complete(
     link = link_after_complete(pending, raw)
     link.generation = gen.number
     clashes: dict[int, int] = {}
+    theirs = link.ssrcs()
     for st in link.plan:
         c = st.r_cs
         if c is None or not isinstance(st.stream, streams.SrtpStream):
             continue
-        ssrc = link.ssrcs().get(c)
-        if ssrc is None or ssrc in taken:
-            ssrc = unique_ssrc(taken)
+        have = theirs.get(c)
+        ssrc = claim_ssrc(have, taken)
+        if ssrc != have:
             clashes[c] = ssrc
-        taken.add(ssrc)
     return link, clashes
 
 

@@ -72,8 +72,6 @@ class Conference:
         self.current: conference.Generation | None = None
         self.replay = session.ReplayCache()
         self._next = 0
-        #: every generation the focus made, its number -> the members it was given to (tests)
-        self.history: list[tuple[int, list[str]]] = []
 
     def _generation(self) -> conference.Generation:
         self._next += 1
@@ -101,7 +99,6 @@ class Conference:
         if self.current is not None and self.current is not gen:
             self.current.zeroize()
         self.current = gen
-        self.history.append((gen.number, sorted(self.members)))
         return updates
 
     # -- dial-in: the member calls the focus
@@ -149,11 +146,11 @@ class Conference:
         )
         del self.invites[uri]
         updates = self._switch(inv.generation, uri)
-        own = [
-            p for p, st in zip(pairwise, inv.pending.plan, strict=True) if isinstance(st.stream, TlsStream)
-        ]
+        own = []  # the BFCP keys (TLS-PSK with this member) are kept; the SRTP ones are the group's
         for p, st in zip(pairwise, inv.pending.plan, strict=True):
-            if not isinstance(st.stream, TlsStream):
+            if isinstance(st.stream, TlsStream):
+                own.append(p)
+            else:
                 p.zeroize()
         self.members[uri] = Member(uri, link, own)
         if clashes:

@@ -200,6 +200,19 @@ class KeyStore:
             part.feed(h)  # read in place: no bytes copy of the key is made
         return h.digest()[:16]
 
+    def _check_fresh(self, session_id: str, fp: bytes, taken: list[bytes]) -> None:
+        """Refuse (``media.key_reuse``) a master key used before in this process: retired,
+        live in a session, or already in this request (``taken``)."""
+        if fp in self._retired or fp in self._live_fps or fp in taken:
+            self._warn(session_id, "key_reuse", "a master key was offered for use a second time")
+            raise MediaError(
+                KEY_REUSE, "this master key was used before; re-key", session=_public(session_id)
+            )
+
+    def _trim_retired(self) -> None:
+        while len(self._retired) > self._max_retired:
+            self._retired.popitem(last=False)
+
     def add(
         self,
         streams: Sequence[StreamKeys],
@@ -238,11 +251,7 @@ class KeyStore:
                 if shared and id(k) in ours and fp not in self._retired:  # our offer's key, to a fork
                     fps.append(fp)
                     continue
-                if fp in self._retired or fp in self._live_fps or fp in fps:
-                    self._warn(session_id, "key_reuse", "a master key was offered for use a second time")
-                    raise MediaError(
-                        KEY_REUSE, "this master key was used before; re-key", session=_public(session_id)
-                    )
+                self._check_fresh(session_id, fp, fps)
                 fps.append(fp)
         except MediaError:
             for s in streams:
@@ -441,13 +450,11 @@ class KeyStore:
         try:
             sess = self._get(session_id)
             if any(not 0 <= i < len(sess.streams) for i in new):
-                raise MediaError(BAD_SESSION, "no such stream in the session", session=session_id)
+                raise MediaError(BAD_SESSION, "no such stream in the session", session=_public(session_id))
             fps: list[bytes] = []
             for k in _master_keys(new.values()):
                 fp = self._fingerprint(k)
-                if fp in self._retired or fp in self._live_fps or fp in fps:
-                    self._warn(session_id, "key_reuse", "a master key was offered for use a second time")
-                    raise MediaError(KEY_REUSE, "this master key was used before; re-key", session=session_id)
+                self._check_fresh(session_id, fp, fps)
                 fps.append(fp)
         except MediaError:
             for s in new.values():
@@ -472,8 +479,7 @@ class KeyStore:
         for fp in fps:
             self._live_fps[fp] = session_id
             sess.fingerprints.append(fp)
-        while len(self._retired) > self._max_retired:
-            self._retired.popitem(last=False)
+        self._trim_retired()
         sess.drop_wire()
 
     def release_media(self, session_id: str, media: Iterable[str]) -> list[str]:
@@ -494,8 +500,7 @@ class KeyStore:
             s.zeroize()
         sess.streams = [s for s in sess.streams if s.media not in names]
         sess.drop_wire()  # the cached wire form held the released keys too
-        while len(self._retired) > self._max_retired:
-            self._retired.popitem(last=False)
+        self._trim_retired()
         if not sess.streams:
             self._withdraw(sess, KeyState.RELEASED)
         return [s.media for s in gone]
@@ -515,8 +520,7 @@ class KeyStore:
         for fp in sess.fingerprints:
             self._live_fps.pop(fp, None)
             self._retired[fp] = None
-        while len(self._retired) > self._max_retired:
-            self._retired.popitem(last=False)
+        self._trim_retired()
 
     def secrets(self) -> list[Secret]:
         """Every key the store holds (the shutdown count; never handed out from here)."""

@@ -61,3 +61,17 @@ def test_shutdown_zeroizes_and_counts_every_key(agent_factory, lab_network) -> N
     assert all(k.zeroized for k in held.values())
     line = next(ln for ln in ue_a.log_text().splitlines() if "keys zeroized" in ln)
     assert line.endswith(f"stopped: {len(held)} keys zeroized, 0 left"), (line, len(held))
+
+
+def test_a_key_registered_twice_is_counted_once() -> None:
+    """Shutdown adds every key the agent holds to the registry, the ones already registered
+    (a conference's update keys) included: each is zeroized and counted once."""
+    from ue_agent.ops.context import KeyRegistry
+    from ue_agent.secret import Secret
+
+    reg, key, other = KeyRegistry(), Secret(b"k" * 16, "test"), Secret(b"o" * 16, "test")
+    reg.add(key)
+    reg.add(key, other, None)
+    assert reg.live() == [key, other]
+    assert reg.zeroize_all() == (2, 0)
+    assert key.zeroized and other.zeroized

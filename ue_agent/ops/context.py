@@ -38,9 +38,16 @@ class KeyRegistry:
         self._lock = threading.Lock()
 
     def add(self, *secrets: Secret | None) -> None:
+        """Register ``secrets``; each key is held once, however often it is added (shutdown
+        adds every key the agent holds, these included, and counts each one once)."""
         with self._lock:
-            self._keys.extend(s for s in secrets if s is not None)
-            self._keys = [s for s in self._keys if not s.zeroized]
+            kept = [s for s in self._keys if not s.zeroized]
+            have = {id(s) for s in kept}
+            for s in secrets:
+                if s is not None and id(s) not in have:
+                    have.add(id(s))
+                    kept.append(s)
+            self._keys = kept
 
     def live(self) -> list[Secret]:
         with self._lock:

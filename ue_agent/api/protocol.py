@@ -306,6 +306,16 @@ def encode_value(value: Any) -> bytearray:
 #: stands for a RawJson value while the rest of a reply is encoded in one pass (random per
 #: process, as in _encode_secret: no value the agent writes can contain it by chance)
 _RAW_TAG = secrets.token_hex(8)
+_RAW_SLOT = f"{_RAW_TAG}r"
+_RAW_MARK = f'"{_RAW_SLOT}"'.encode()
+
+
+def _cut(text: bytes, count: int) -> list[bytes]:
+    """``text`` (JSON with ``count`` placeholders for raw values) cut at the placeholders."""
+    parts = text.split(_RAW_MARK)
+    if len(parts) != count + 1:  # pragma: no cover - the tag is random per process
+        raise ValueError("reply placeholder found in a value")
+    return parts
 
 
 def _splice(obj: dict[str, Any]) -> bytearray:
@@ -313,29 +323,16 @@ def _splice(obj: dict[str, Any]) -> bytearray:
     plain: dict[str, Any] = {}
     for key, value in obj.items():
         if isinstance(value, RawJson):
-            plain[key] = f"{_RAW_TAG}{len(raws)}"
+            plain[key] = _RAW_SLOT
             raws.append(value.data)
         else:
             plain[key] = value
-    text = _dumps(plain).encode()
-    spans: list[tuple[int, int, bytearray]] = []  # where each placeholder stands, with its bytes
-    for i, data in enumerate(raws):
-        mark = f'"{_RAW_TAG}{i}"'.encode()
-        at = text.find(mark)
-        spans.append((at, at + len(mark), data))
-    spans.sort(key=lambda sp: sp[0])
-    size = len(text) + 1 + sum(len(d) - (end - at) for at, end, d in spans)
-    out = bytearray(size)  # one allocation: no partial copy left behind
-    src = dst = 0
-    for at, end, data in spans:
-        out[dst : dst + at - src] = text[src:at]
-        dst += at - src
-        out[dst : dst + len(data)] = data
-        dst += len(data)
-        src = end
-    out[dst : dst + len(text) - src] = text[src:]
-    out[-1] = 0x0A
-    return out
+    parts = _cut(_dumps(plain).encode(), len(raws))
+    pieces: list[bytes | bytearray] = [parts[0]]
+    for raw, part in zip(raws, parts[1:], strict=True):
+        pieces += (raw, part)
+    pieces.append(b"\n")
+    return bytearray().join(pieces)  # sized first, then filled: no partial copy left behind
 
 
 def encode_reply(obj: dict[str, Any]) -> bytes | bytearray:
@@ -361,8 +358,6 @@ def _id_json(req_id: Any) -> bytes:
     return _dumps(req_id).encode()
 
 
-_RAW_SLOT = f"{_RAW_TAG}r"
-_RAW_MARK = f'"{_RAW_SLOT}"'.encode()
 _REPLY_START = b'{"id":'
 
 
@@ -423,10 +418,7 @@ class ReplyEncoder:
 def _segments(plain: dict[str, Any], count: int) -> list[bytes]:
     """``{"ok": true, **plain}`` encoded and cut at the raw values' places: the segment
     after the id, one after each raw value (the last one ends the line)."""
-    text = _dumps({"ok": True, **plain}).encode()
-    parts = text[1:].split(_RAW_MARK)
-    if len(parts) != count + 1:  # pragma: no cover - the tag is random per process
-        raise ValueError("reply placeholder found in a value")
+    parts = _cut(_dumps({"ok": True, **plain}).encode()[1:], count)
     parts[0] = b"," + parts[0]
     parts[-1] += b"\n"
     return parts

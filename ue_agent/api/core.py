@@ -10,7 +10,6 @@ sockets here, so the whole surface a peer can reach is testable with bytes alone
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ue_agent import __version__
@@ -84,8 +83,6 @@ class ConnectionCore:
         from ue_agent.ops.registry import OPERATIONS
 
         self.ops: dict[str, Op[Any]] = OPERATIONS
-        #: op name -> (its request's converter, its empty request): schema.compiled
-        self._compiled: dict[str, tuple[Callable[[Any], Any], Any]] = {}
         self._protocol_ops = (Hello, Subscribe)
 
     # -- input -------------------------------------------------------------------------
@@ -149,18 +146,15 @@ class ConnectionCore:
         op = msg.pop("op", None)
         if type(op) is not str:
             return self._error(req_id, E.BAD_REQUEST, "'op' must be a string", param="op")
-        entry = self._compiled.get(op)
-        if entry is None:
-            decl = self.ops.get(op)
-            if decl is None:
-                return self._error(req_id, E.UNKNOWN_OP, f"unknown operation '{op[:64]}'")
-            entry = self._compiled[op] = compiled(decl)
+        decl = self.ops.get(op)
+        if decl is None:
+            return self._error(req_id, E.UNKNOWN_OP, f"unknown operation '{op[:64]}'")
         if req_id in self.inflight:
             return self._error(req_id, E.BAD_REQUEST, "a request with this id is in progress", param="id")
-        conv, empty = entry
+        conv, empty = compiled(decl)
         if not msg and empty is not None:  # status, capabilities: nothing to convert
             params = empty
-        else:  # the parameters checked and typed in one pass (schema.validate)
+        else:  # the parameters checked and typed in one pass
             try:
                 params = conv(msg)
             except ConvertError as exc:

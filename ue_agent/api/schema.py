@@ -1,11 +1,11 @@
 """The parameter check every operation's request goes through.
 
 An operation's parameters are the fields of its request dataclass (declared with the
-operation, :mod:`ue_agent.ops.declare`); :func:`validate` turns the request's JSON object
-into that dataclass in one pass with :func:`ue_agent.convert.convert` (base64 decoded to
-bytes, limits checked, defaults filled) or raises ``api.bad_request`` naming the parameter
-by its dotted path (``offer[1][0]``). Unknown parameters are an error, not ignored: a
-softphone with a typo learns it at once.
+operation, :mod:`ue_agent.ops.declare`); the converter :func:`compiled` makes once per
+operation turns the request's JSON object into that dataclass in one pass (base64 decoded
+to bytes, limits checked, defaults filled), and :func:`bad_request` turns its error into
+``api.bad_request`` naming the parameter by its dotted path (``offer[1][0]``). Unknown
+parameters are an error, not ignored: a softphone with a typo learns it at once.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ue_agent.api.errors import BAD_REQUEST, api_error
-from ue_agent.convert import MISSING_KEY, UNKNOWN_KEY, ConvertError, convert, converter
+from ue_agent.convert import MISSING_KEY, UNKNOWN_KEY, ConvertError, converter
 from ue_agent.errors import ApiError
 
 if TYPE_CHECKING:
@@ -35,22 +35,12 @@ def bad_request(exc: ConvertError, op: str) -> ApiError:
     return api_error(BAD_REQUEST, f"parameter {exc.message}", param=name)
 
 
-def validate(op: Op[R], params: dict[str, Any]) -> R:
-    """``params`` (the request minus id and op) as ``op``'s typed request."""
-    if not params and op.empty is not None:  # status, capabilities: nothing to convert
-        return op.empty
-    try:
-        return convert(op.request, params)
-    except ConvertError as exc:
-        raise bad_request(exc, op.name) from None
-
-
 #: op -> (its request's converter, the shared empty request or None), made on first use
 _COMPILED: dict[Any, tuple[Callable[[Any], Any], Any]] = {}
 
 
 def compiled(op: Op[R]) -> tuple[Callable[[Any], R], R | None]:
-    """What :func:`validate` does for ``op``, prepared once: the converter of its request
+    """The parameter check of ``op``, prepared once: the converter of its request
     (:func:`ue_agent.convert.converter`, raising ConvertError: :func:`bad_request` names the
     parameter) and the one empty request of an operation without parameters."""
     found = _COMPILED.get(op)

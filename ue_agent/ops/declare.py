@@ -3,7 +3,7 @@
 A request is a dataclass (``@request``); each field is one parameter, its type says what
 the parameter may hold (:mod:`ue_agent.convert` hints; the aliases below carry the
 protocol's limits), a field without a default is required. The API checks a request by
-converting its JSON object into that dataclass (:func:`ue_agent.api.schema.validate`);
+converting its JSON object into that dataclass (:func:`ue_agent.api.schema.compiled`);
 docs/api.md is checked against the same declarations (tests/test_api_docs.py).
 """
 

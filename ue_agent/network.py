@@ -95,7 +95,8 @@ class NetworkSide:
         return net.bsf_url, net.bsf_host or "", net.kms_url, net.kms_host or ""
 
     async def kms(self) -> KmsReachability:
-        self.reconfigure()
+        # a reload retires the clients at once (Agent.reconfigure calls reconfigure()), so the
+        # clients found here, or built below from the settings read now, are the current ones
         if self.kms_client is not None:
             return KmsReachability(self.kms_client, self)
         bsf_url, bsf_fqdn, kms_url, kms_fqdn = self._require()
@@ -109,7 +110,6 @@ class NetworkSide:
         from ue_agent.gba.naf_client import NafClient
         from ue_agent.kms.client import KmsClient
 
-        self.reconfigure()  # a reload while we waited
         if self.kms_client is not None:  # another caller built them while we waited
             return KmsReachability(self.kms_client, self)
         bsf_url, bsf_fqdn, kms_url, kms_fqdn = self._require()

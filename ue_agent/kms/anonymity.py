@@ -36,7 +36,7 @@ def voucher() -> mikey.GeneralExt:
 
 
 def asked(msg: mikey.Message) -> bool:
-    return any(x.ext_type == EXT_ANONYMOUS for x in msg.all(mikey.GeneralExt))
+    return vouched(msg.all(mikey.GeneralExt))  # the same extension, in a REQUEST_INIT
 
 
 def vouched(extensions: list[mikey.GeneralExt]) -> bool:

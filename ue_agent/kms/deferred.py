@@ -116,7 +116,7 @@ def accept_stored(
     sent = check_stored_bounds(ti, resolved, now, skew)
     replay.check(ti, now)
     _resp, keys = session.accept_transfer_init(ti, resolved, own, session.ReplayCache(replay.window), sent)
-    replay.remember_until(ti, max(resolved.expiry, now + 2 * replay.window))
+    replay.remember_until(ti, resolved.expiry, now)
     return keys
 
 

@@ -150,10 +150,7 @@ class DivertBook:
             raise Refusal("the CDIV AS denies that the responder is the diverted-to user")
         self._accepted.setdefault(key, (expiry, {}))[1][responder] = served
         self.diverts += 1
-        return [
-            mikey.GeneralExt(EXT_DIVERSION, served.encode()),
-            mikey.GeneralExt(EXT_CDIV_AS, cdiv_as.encode()),
-        ]
+        return Diversion(served, cdiv_as).extensions()
 
 
 def announce(served: str | None) -> list[mikey.Payload]:

@@ -200,7 +200,7 @@ def open_body(
         raise MikeyError("mikey.bad_mac", "the message body does not verify under its key") from None
     finally:
         tek.zeroize()
-    replay.remember_until(ti, max(resolved.expiry, now + 2 * replay.window))
+    replay.remember_until(ti, resolved.expiry, now)
     return plain
 
 

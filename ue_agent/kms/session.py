@@ -172,10 +172,11 @@ class ReplayCache:
     def remember(self, ti: TransferInit, now: float) -> None:
         self._seen[(ti.message.header.csb_id, ti.rand_i)] = now + 2 * self.window
 
-    def remember_until(self, ti: TransferInit, until: float) -> None:
-        """Keep ``ti`` refused until ``until`` (a stored TRANSFER_INIT: its ticket's TRe)."""
+    def remember_until(self, ti: TransferInit, until: float, now: float) -> None:
+        """Keep ``ti`` refused until ``until`` (a stored TRANSFER_INIT: its ticket's TRe), and
+        at least as long as :meth:`remember` would."""
         key = (ti.message.header.csb_id, ti.rand_i)
-        self._seen[key] = max(until, self._seen.get(key, 0.0))
+        self._seen[key] = max(until, now + 2 * self.window, self._seen.get(key, 0.0))
 
 
 # ---------------------------------------------------------------------------- helpers

@@ -6,6 +6,7 @@ The MIKEY side is :mod:`ue_agent.kms.deferred`; docs/kms.md "Deferred delivery".
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 from ue_agent.media.sessions import Phase
@@ -24,7 +25,7 @@ async def offer_deferred(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     """``mikey.offer`` with ``deferred``: a one-way ticket, the session active at once."""
     from ue_agent.kms import deferred
     from ue_agent.kms.sdp import build
-    from ue_agent.media.protection import Protection, mikey_caller
+    from ue_agent.media.protection import mikey_caller
 
     if req.group:
         from ue_agent.api.errors import BAD_REQUEST, api_error
@@ -46,16 +47,7 @@ async def offer_deferred(ctx: Context, req: MikeyOffer, peer: Peer) -> Reply:
     # nobody has answered: the peer is the party called, and only the ticket's recipients can
     # resolve the keys (the KMS checks them), which is what peer_authenticated cannot say yet
     base = mikey_caller([s.media for s in streams], res.peer, False, req.responder, res.recipients)
-    protection = Protection(
-        base.mechanism,
-        base.media,
-        peer=None,
-        peer_authenticated=False,
-        requested=base.requested,
-        recipients=base.recipients,
-        intended=None,
-        in_recipients=None,
-    )
+    protection = dataclasses.replace(base, peer=None, intended=None, in_recipients=None)
     register(ctx, sid, streams, "mikey", peer, Phase.ACTIVE, protection)
     return {
         "session": sid,

@@ -63,7 +63,6 @@ def reply_status(body: bytes) -> int:
 class KmsStats:
     requests: int = 0
     resolves: int = 0
-    diverts: int = 0
     refusals: dict[str, int] = field(default_factory=dict)
 
 
@@ -296,7 +295,6 @@ class KmsService:
                 extra = self.diversions.check(msg, responder, recipients, ticket, tk.rand, expiry, now)
             except divert.Refusal as r:
                 raise _Refuse(r.err_no, r.reason) from None
-            self.stats.diverts = self.diversions.diverts
             initiator = ticket.policy_first(mikey.IdRole, mikey.ROLE_I)
             if initiator is not None and anonymity.is_anonymous(initiator.text):
                 extra.append(anonymity.voucher())  # the KMS vouches for the withheld initiator

@@ -80,10 +80,6 @@ class Mailbox:
         #: the error code of every refused resolve attempt, in order
         self.refusals: list[str] = []
 
-    @property
-    def identity(self) -> str | None:
-        return self.kms.own if self.kms is not None else None
-
     def deposit(
         self, recipient: str, transfer_init: bytes, packets: list[bytes], media: str = "audio"
     ) -> str:
@@ -106,10 +102,6 @@ class Mailbox:
         if d is None or d.recipient != ids.canonical(recipient):
             raise MailboxError(404, "mailbox.not_found", "no such item for this recipient")
         return d
-
-    def delete(self, recipient: str, item_id: str) -> None:
-        self.fetch(recipient, item_id)
-        del self._items[item_id]
 
     async def try_resolve(self, recipient: str, item_id: str) -> str:
         """Ask the KMS for the stored ticket's keys as the mailbox: the error code it gets."""

@@ -136,40 +136,35 @@ class LabNetwork:
         return create_kms_app(self.naf_auth, self, engine=self.kms_engine)
 
     async def start(self) -> None:
-        from aiohttp import web
 
         if self._runners:
             raise RuntimeError("LabNetwork already started")
         bsf_app = self.bsf.create_app()
         kms_app = self._kms_app()
         try:
-            for name, app, (host, port) in (
-                ("bsf", bsf_app, self.bsf_addr),
-                ("kms", kms_app, self.kms_addr),
-            ):
-                app.middlewares.insert(0, self._counter(name))
-                runner = web.AppRunner(app, access_log=None, handle_signals=False)
-                await runner.setup()
-                self._runners.append(runner)
-                site = web.TCPSite(runner, host, port, reuse_address=True)
-                await site.start()
-                bound = runner.addresses[0]
-                self._urls[name] = f"http://{_host(bound[0])}:{bound[1]}"
+            await self._serve("bsf", bsf_app, *self.bsf_addr)
+            await self._serve("kms", kms_app, *self.kms_addr)
             if self.focus_subscriber is not None:
                 from ue_agent.lab.focus import start_focus
 
                 self.focus, focus_app = await start_focus(self, self.focus_subscriber)
-                focus_app.middlewares.insert(0, self._counter("focus"))
-                runner = web.AppRunner(focus_app, access_log=None, handle_signals=False)
-                await runner.setup()
-                self._runners.append(runner)
-                site = web.TCPSite(runner, "127.0.0.1", 0, reuse_address=True)
-                await site.start()
-                bound = runner.addresses[0]
-                self._urls["focus"] = f"http://{_host(bound[0])}:{bound[1]}"
+                await self._serve("focus", focus_app, "127.0.0.1", 0)
         except OSError as exc:
             await self.stop()
             raise ConfigError("config.invalid", f"lab network cannot listen: {exc.strerror}") from None
+
+    async def _serve(self, name: str, app: Any, host: str, port: int) -> None:
+        """``app`` (its requests counted as ``name``) on ``host:port``; its URL is ``_urls[name]``."""
+        from aiohttp import web
+
+        app.middlewares.insert(0, self._counter(name))
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        self._runners.append(runner)
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        await site.start()
+        bound = runner.addresses[0]
+        self._urls[name] = f"http://{_host(bound[0])}:{bound[1]}"
 
     async def stop(self) -> None:
         if self.focus is not None:

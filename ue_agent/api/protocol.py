@@ -67,14 +67,21 @@ class LineFramer:
         self._skipping = False  # inside an over-long line, dropping up to its newline
         self._skipped = 0
 
+    def lone_line(self, data: bytes | bytearray, n: int) -> bool:
+        """Whether ``data[:n]`` is one whole line within the limit with nothing buffered before
+        it: the usual read of one request, which can be taken as it is (no copy through the
+        buffer)."""
+        return (
+            self._end == self._start
+            and not self._skipping
+            and 0 < n <= self.max_line
+            and data.find(b"\n", 0, n) == n - 1
+        )
+
     def feed(self, data: bytes) -> list[bytes | LineTooLong]:
         """Every whole line ``data`` completes (the rest stays buffered)."""
-        if self._end == self._start and not self._skipping:
-            # The usual case: one whole request in one read, nothing buffered. No copy
-            # through the bytearray; anything else takes the general path below.
-            nl = data.find(b"\n")
-            if nl >= 0 and nl == len(data) - 1 and nl < self.max_line:
-                return [data[:nl]]
+        if self.lone_line(data, len(data)):
+            return [data[:-1]]
         self.push(data)
         out: list[bytes | LineTooLong] = []
         while (item := self.next()) is not None:

@@ -295,12 +295,7 @@ class _Connection(asyncio.BufferedProtocol):
             return
         framer = core.framer
         if self._turn is None and self._write_blocked_since is None:
-            if (
-                0 < nbytes <= core.max_line
-                and self._rbytes.find(b"\n", 0, nbytes) == nbytes - 1
-                and not framer.pending
-                and not framer.partial
-            ):
+            if framer.lone_line(self._rbytes, nbytes):
                 # The usual read: one whole request, nothing buffered before it. The line is
                 # taken from the read buffer as the framer would give it (one copy, no pass
                 # through the framer's buffer) and run in this turn.

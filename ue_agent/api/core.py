@@ -25,7 +25,7 @@ from ue_agent.api.protocol import (
     decode_line,
     encode,
 )
-from ue_agent.api.schema import MAX_ID_LEN, bad_request, check_id, compiled
+from ue_agent.api.schema import bad_request, check_id, compiled
 from ue_agent.convert import ConvertError
 from ue_agent.errors import AgentError
 
@@ -136,13 +136,10 @@ class ConnectionCore:
         if type(msg) is not dict:  # the decoder makes plain dicts
             return self._error(None, E.BAD_REQUEST, "a request is a JSON object")
         # msg is this request's own fresh dict: what is left after id and op are the parameters
-        req_id = msg.pop("id", None)
-        t = type(req_id)
-        if not ((t is str and 0 < len(req_id) <= MAX_ID_LEN) or (t is int and -(2**53) < req_id < 2**53)):
-            try:
-                req_id = check_id(req_id)  # the one place that says what an id may be
-            except AgentError as exc:
-                return encode(E.error_reply(None, exc))
+        try:
+            req_id = check_id(msg.pop("id", None))
+        except AgentError as exc:
+            return encode(E.error_reply(None, exc))
         op = msg.pop("op", None)
         if type(op) is not str:
             return self._error(req_id, E.BAD_REQUEST, "'op' must be a string", param="op")

@@ -51,6 +51,9 @@ def compiled(op: Op[R]) -> tuple[Callable[[Any], R], R | None]:
 
 def check_id(value: Any) -> str | int:
     """A request id: a string of 1..128 characters or a JSON-safe integer."""
+    t = type(value)  # the decoder's own types first: the check of every request
+    if (t is str and 0 < len(value) <= MAX_ID_LEN) or (t is int and -(2**53) < value < 2**53):
+        return value
     if isinstance(value, str) and 0 < len(value) <= MAX_ID_LEN:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2**53:

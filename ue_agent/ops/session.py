@@ -147,7 +147,6 @@ class SessionClose:
 @operation("session.keys", SessionKeys)
 def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
     s = ctx.sessions.owned(req.session, peer.uid)
-    key = scoped(peer.uid, req.session)  # the peer's own namespace (media.sessions)
     if req.dialog is not None:  # an early dialog of an offer still waiting (ue_agent.ops.early)
         e, store_id = early_of(s, req.session, req.dialog)
         out = ctx.store.keys(store_id, reply=True)
@@ -155,8 +154,9 @@ def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
         return out
     if s is not None and s.phase is Phase.CLOSED and s.ended == "policy_refused":
         raise AgentError(POLICY_REFUSED, "the [policy] refused this session's keys", session=s.id)
-    # the keys' wire form is encoded once per session and zeroized with it (issue 14)
-    out = ctx.store.keys_encoded(key, encode_value)
+    # the keys' wire form is encoded once per session and zeroized with it (issue 14); the
+    # store's id is the peer's own namespace (media.sessions)
+    out = ctx.store.keys_encoded(scoped(peer.uid, req.session), encode_value)
     out["streams"] = RawJson(out["streams"])
     if s is not None:
         out["state"] = s.key_state

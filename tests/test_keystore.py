@@ -74,6 +74,15 @@ def test_add_and_keys_wire_form(store: KeyStore) -> None:
     assert store.add(negotiated(), kind="sdes").startswith("s-")
 
 
+def test_a_renamed_session_replies_under_its_new_id(store: KeyStore) -> None:
+    # an early dialog's keys become the session's: the reply names the owner's new id (the
+    # public id is kept with the keys, made again on rename)
+    store.add(negotiated(), kind="sdes", session_id="1000/early-1")
+    assert store.keys("1000/early-1")["session"] == "early-1"
+    store.rename("1000/early-1", "1000/call-1")
+    assert store.keys("1000/call-1")["session"] == "call-1"
+
+
 def test_roc_across_seq_wrap(store: KeyStore) -> None:
     sid = store.add(negotiated(), kind="sdes")
     assert store.report(sid, 0x1234, 0xFFFE)["roc"] == 0

@@ -10,10 +10,11 @@ after warm-up).
 
 After the imports, :func:`prime` does the first call's one-time work that is not an import,
 on made-up values that carry no key: the converters of a call's requests (type hints
-resolved), and with a KMS URL the first use of the AES backend (about 1 ms the first time
-in a process), of the hash and HMAC constructors, of the BSF XML parser, of the Digest
-codec, of the identity patterns and of h11; with an https BSF or KMS URL also the TLS
-context (the CA store read: about 40 ms and 1.7 MB), which the first HTTP client then takes
+resolved) and the requests' one-pass decoder (:mod:`ue_agent.api.onepass`), and with a KMS
+URL the first use of the AES backend (about 1 ms the first time in a process), of the hash
+and HMAC constructors, of the BSF XML parser, of the Digest codec, of the identity patterns
+and of h11; with an https BSF or KMS URL also the TLS context (the CA store read: about 40
+ms and 1.7 MB), which the first HTTP client then takes
 (:func:`ue_agent.drivers.http.prepare_tls`).
 """
 
@@ -78,6 +79,9 @@ def _requests() -> None:
     for op in OPERATIONS.values():
         if op.family in CALL_FAMILIES and op.empty is None:
             compiled(op)
+    from ue_agent.api.core import one_pass
+
+    one_pass()  # every request's one-pass decoder (msgspec): made once, ~10 ms
 
 
 def _crypto() -> None:

@@ -9,7 +9,9 @@ sockets here, so the whole surface a peer can reach is testable with bytes alone
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ue_agent import __version__
@@ -68,6 +70,15 @@ class Request:
 Action = Request | bytes  # bytes: a reply line to send now
 
 
+@functools.cache
+def one_pass() -> Callable[[bytes], Any]:
+    """The one-pass decoder of every operation (:mod:`ue_agent.api.onepass`), made once."""
+    from ue_agent.api.onepass import OnePass
+    from ue_agent.ops.registry import OPERATIONS
+
+    return OnePass(OPERATIONS.values()).decode
+
+
 class ConnectionCore:
     def __init__(self, max_line: int = MAX_LINE, max_inflight: int = 4) -> None:
         self.framer = LineFramer(max_line)
@@ -84,6 +95,7 @@ class ConnectionCore:
 
         self.ops: dict[str, Op[Any]] = OPERATIONS
         self._protocol_ops = (Hello, Subscribe)
+        self._onepass = one_pass()
 
     # -- input -------------------------------------------------------------------------
     def receive(self, data: bytes) -> list[Action]:
@@ -129,6 +141,12 @@ class ConnectionCore:
 
     def _line(self, line: bytes) -> Action:
         self.requests += 1
+        fast = self._onepass(line)
+        if fast is not None:  # a valid request, decoded and checked in one pass
+            req_id, op, params = fast
+            if req_id in self.inflight:
+                return self._error(req_id, E.BAD_REQUEST, "a request with this id is in progress", param="id")
+            return self._accept(req_id, op, params)
         try:
             msg = decode_line(line)
         except ValueError as exc:
@@ -156,6 +174,9 @@ class ConnectionCore:
                 params = conv(msg)
             except ConvertError as exc:
                 return encode(E.error_reply(req_id, bad_request(exc, op)))
+        return self._accept(req_id, op, params)
+
+    def _accept(self, req_id: str | int, op: str, params: Any) -> Action:
         if type(params) in self._protocol_ops:
             hello, subscribe = self._protocol_ops
             if isinstance(params, hello):

@@ -57,7 +57,7 @@ def weakest(scopes: list[str]) -> str:
     """The session's scope: its weakest medium (``cs-radio`` reported as ``none``)."""
     if not scopes:
         return NONE
-    worst = min(scopes, key=lambda s: _RANK.get(s, 0))
+    worst = scopes[0] if len(scopes) == 1 else min(scopes, key=lambda s: _RANK.get(s, 0))
     return NONE if worst == CS_RADIO else worst
 
 

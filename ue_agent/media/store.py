@@ -126,6 +126,11 @@ class Keys:
     #: the streams' wire form, encoded once (keys_encoded): the ROCs it holds and its bytes,
     #: zeroized with the session
     wire: tuple[tuple[int | None, ...], bytearray] | None = field(default=None, repr=False)
+    #: the id as its owner named it (replies), made once
+    public: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.public = _public(self.id)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -344,7 +349,7 @@ class KeyStore:
     @staticmethod
     def _head(sess: Keys, streams: Any) -> dict[str, Any]:
         return {
-            "session": _public(sess.id),
+            "session": sess.public,
             "kind": sess.kind,
             "state": str(sess.state),
             "streams": streams,
@@ -436,7 +441,7 @@ class KeyStore:
         if new in self._sessions:
             raise MediaError(SESSION_EXISTS, "a session with this id exists", session=_public(new))
         del self._sessions[old]
-        sess.id = new
+        sess.id, sess.public = new, _public(new)
         self._sessions[new] = sess
         for fp in sess.fingerprints:
             if self._live_fps.get(fp) == old:

@@ -279,6 +279,35 @@ class DigestHttpFloor:
 
         return asyncio.run(go())
 
+    def measure_new_connection(self, body_size: int, n: int) -> list[float]:
+        """``n`` authenticated POSTs of ``body_size`` octets, each the first on a connection of
+        its own: the TCP connect (and the server's new connection) timed with the exchange.
+        The client session is made and closed outside the timing."""
+        import aiohttp
+
+        body = b"y" * body_size
+        ha1 = _h(f"{self.USER}:{self.REALM}:{self.PASSWORD}")
+
+        async def go() -> list[float]:
+            out = []
+            for _ in range(n + 3):
+                cnonce = os.urandom(8).hex()
+                resp = _h(f"{ha1}:{self.NONCE}:00000001:{cnonce}:auth:{_h('POST:/')}")
+                auth = (
+                    f'Digest username="{self.USER}", realm="{self.REALM}", nonce="{self.NONCE}", '
+                    f'uri="/", qop=auth, nc=00000001, cnonce="{cnonce}", response="{resp}"'
+                )
+                async with aiohttp.ClientSession() as s:
+                    t0 = time.perf_counter()
+                    async with s.post(self.url, data=body, headers={"Authorization": auth}) as r:
+                        assert r.status == 200, r.status
+                        await r.read()
+                    t1 = time.perf_counter()
+                out.append(t1 - t0)
+            return out[3:]
+
+        return asyncio.run(go())
+
     def close(self) -> None:
         asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)

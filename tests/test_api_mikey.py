@@ -101,3 +101,47 @@ def test_bsf_unreachable(agent_factory) -> None:
         r = c.call("mikey.offer", responder=BOB_URI)
         assert r["ok"] is False and r["error"]["code"].startswith("gba."), r
         assert c.request("status")["bootstrap"]["state"] == "none"
+
+
+def _wait_for(check, timeout: float = 20.0) -> None:
+    import time
+
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, "timed out"
+        time.sleep(0.02)
+
+
+def test_bootstrap_at_start_leaves_the_first_call_only_the_kms(agent_factory, lab_network) -> None:
+    net = {
+        "bsf_url": lab_network.bsf_url,
+        "kms_url": lab_network.kms_url,
+        "bsf_fqdn": lab_network.bsf_fqdn,
+        "kms_fqdn": lab_network.kms_fqdn,
+        "bootstrap": "at-start",
+    }
+    ue_a = agent_factory(network=net)
+    ue_b = agent_factory(subscriber=BOB, network={**net, "bootstrap": "on-demand"})
+    with ue_a.client() as a, ue_b.client() as b:
+        # no call yet: alice's agent bootstraps by itself once the warm-up is done; bob's does not
+        _wait_for(lambda: a.request("status")["bootstrap"]["state"] == "bootstrapped")
+        _wait_for(lambda: "bootstrap at start: done" in ue_a.log_text())
+        assert b.request("status")["bootstrap"]["state"] == "none"
+        assert lab_network.requests == {"bsf": 2, "kms": 0}  # 401, then 200 (TS 24.109 4.4.4)
+        offer = a.request("mikey.offer", responder=BOB_URI, media=["audio"])
+        # the first call: only the KMS (its Digest challenge and the ticket request)
+        assert lab_network.requests == {"bsf": 2, "kms": 2}
+        assert a.request("status")["bootstrap"]["runs"] == 1
+        ans = b.request("mikey.answer", transfer_init=offer["key_mgmt"])
+        done = a.request("mikey.complete", session=offer["session"], transfer_resp=ans["transfer_resp"])
+        assert done["state"] == "active"
+
+
+def test_bootstrap_at_start_that_fails_leaves_it_to_the_first_call(agent_factory) -> None:
+    net = {"bsf_url": "http://127.0.0.1:9/", "kms_url": "http://127.0.0.1:9/", "bootstrap": "at-start"}
+    ue = agent_factory(network=net)
+    _wait_for(lambda: "bootstrap at start: gba.bsf_unreachable" in ue.log_text())
+    with ue.client() as c:
+        assert c.request("status")["bootstrap"]["state"] == "none"
+        r = c.call("mikey.offer", responder=BOB_URI)
+        assert r["ok"] is False and r["error"]["code"] == "gba.bsf_unreachable", r

@@ -57,6 +57,7 @@ class Agent:
         self._ops: dict[str, Op[Any]] | None = None  # the declarations, loaded with the first request
         self.ctx.pin = pin
         self._identity_task: asyncio.Task[None] | None = None
+        self._bootstrap_task: asyncio.Task[None] | None = None
 
     # the pieces the daemon uses
     @property
@@ -96,6 +97,24 @@ class Agent:
             if self.ctx.identities is None and not self.ctx.card.busy:
                 await self.ctx.read_identities()
 
+    def bootstrap_at_start(self) -> None:
+        """``[network] bootstrap = "at-start"``: bootstrap and derive the KMS's NAF key now, in
+        the background (:meth:`ue_agent.network.NetworkSide.prepare`)."""
+        if self._bootstrap_task is None:
+            self._bootstrap_task = asyncio.get_running_loop().create_task(self._bootstrap())
+
+    async def _bootstrap(self) -> None:
+        deadline = self.ctx.cfg.network.deadline_s
+        try:
+            async with asyncio.timeout(deadline):
+                await self.ctx.network.prepare()
+        except AgentError as exc:
+            log.warning("bootstrap at start: %s; the first call bootstraps", exc.code)
+        except TimeoutError:
+            log.warning("bootstrap at start: no answer in %.0f s; the first call bootstraps", deadline)
+        else:
+            log.info("bootstrap at start: done; the first call goes straight to the KMS")
+
     def reconfigure(self, cfg: Config) -> None:
         self.ctx.cfg = cfg
         self.ctx.apply_limits()
@@ -123,8 +142,9 @@ class Agent:
         """Zeroize every key the agent holds (:meth:`held_keys`); returns (keys zeroized,
         keys left non-zero)."""
         ctx = self.ctx
-        if self._identity_task is not None:
-            self._identity_task.cancel()
+        for task in (self._identity_task, self._bootstrap_task):
+            if task is not None:
+                task.cancel()
         await asyncio.get_running_loop().run_in_executor(None, ctx.card.stop)
         held = self.held_keys()
         sessions = ctx.sessions.clear()

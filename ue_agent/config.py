@@ -73,6 +73,12 @@ class NetworkConfig:
     #: an operation that waits on the network (mikey.*: bootstrap, KMS) fails with
     #: gba.bsf_unreachable / kms.unreachable after this many seconds, wherever it waits
     deadline_s: Seconds = 30.0
+    #: when GBA bootstraps (TS 33.220 4.5.2: the UE runs bootstrapping when it has no valid
+    #: Ks for a NAF it needs; nothing keeps it from doing so earlier). "on-demand": with the
+    #: first call that needs the KMS. "at-start": also once after start-up (after the warm-up),
+    #: Ks_(ext_)NAF for the KMS included, so the first call's card and BSF round trips are done
+    #: before it; a failure there is logged and the first call bootstraps as on demand.
+    bootstrap: Literal["on-demand", "at-start"] = "on-demand"
 
     @property
     def bsf_host(self) -> str | None:

@@ -129,6 +129,13 @@ class NetworkSide:
         self.kms_client = KmsClient(naf, kms_url, kms_fqdn, ids.impus[0], gba=self.gba)
         return KmsReachability(self.kms_client, self)
 
+    async def prepare(self) -> str:
+        """GBA bootstrapping and the KMS's Ks_(ext_)NAF, ahead of the first call
+        (``[network] bootstrap = "at-start"``): the first MIKEY operation then goes straight to
+        the KMS. The B-TID; AgentError as a call would get it (the card, the BSF)."""
+        reach = await self.kms()
+        return await reach.client.prepare()
+
     def secrets(self) -> list[Secret]:
         """The keys the network side holds: GBA's Ks and Ks_NAF, the cached tickets' keys."""
         out: list[Secret] = []

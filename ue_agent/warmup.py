@@ -122,6 +122,27 @@ def _ub() -> None:
     digest.compute_response(creds, b"", "POST", b"")
 
 
+def _mikey() -> None:
+    """A REQUEST_INIT_PSK built, MACed, decoded and verified with a made-up all-zero key: the
+    MIKEY codec's and the PRF's paths run once before the first call's."""
+    from ue_agent.kms import mikey, protect, session
+    from ue_agent.secret import Secret
+
+    psk = Secret(bytes(32), "warm-up")
+    own, kms = "sip:warm-up@warm-up.invalid", "kms.warm-up.invalid"
+    sent = session.build_request_init(own, [own], "warm-up@bsf.warm-up.invalid", psk, kms, validity=60)
+    msg = mikey.Message.decode(sent.raw)
+    rand = msg.one(mikey.RandRole).rand
+    keys = protect.MessageKeys.derive(
+        psk, msg.header.csb_id, session.mikey_prf.DIR_INITIAL, rand, None, msg.header.prf_func
+    )
+    try:
+        protect.verify(sent.raw, msg, keys, own.encode() + kms.encode())
+    finally:
+        keys.zeroize()
+        psk.zeroize()
+
+
 def _ids() -> None:
     from ue_agent.kms import ids
 
@@ -155,7 +176,7 @@ def steps_for(cfg: Config) -> list[tuple[str, Callable[[], None]]]:
     """The priming steps :func:`prime` runs for ``cfg``, by name."""
     out: list[tuple[str, Callable[[], None]]] = [("requests", _requests)]
     if cfg.network.kms_url:
-        out += [("crypto", _crypto), ("ub", _ub), ("ids", _ids), ("h11", _h11)]
+        out += [("crypto", _crypto), ("ub", _ub), ("ids", _ids), ("mikey", _mikey), ("h11", _h11)]
         if any(url.startswith("https:") for url in (cfg.network.bsf_url or "", cfg.network.kms_url)):
             out.append(("tls", _tls(cfg)))  # the CA store, read once ahead (~40 ms, ~2 MB)
     return out
@@ -173,7 +194,7 @@ def prime(cfg: Config) -> list[str]:
     return done
 
 
-def _warm_up(cfg: Config) -> None:
+def _warm_up(cfg: Config, then: Callable[[], None] | None = None) -> None:
     t0 = time.perf_counter()
     names = modules_for(cfg)
     _import_all(names)
@@ -185,11 +206,13 @@ def _warm_up(cfg: Config) -> None:
         (time.perf_counter() - t0) * 1e3,
         ", ".join(primed) or "nothing",
     )
+    if then is not None:
+        then()
 
 
-def start(cfg: Config) -> threading.Thread:
+def start(cfg: Config, then: Callable[[], None] | None = None) -> threading.Thread:
     """Warm up for ``cfg`` (:func:`modules_for`, then :func:`prime`) in a daemon thread;
-    returns it (tests join it)."""
-    t = threading.Thread(target=_warm_up, args=(cfg,), name="warm-up", daemon=True)
+    returns it (tests join it). ``then`` is called from that thread when it is done."""
+    t = threading.Thread(target=_warm_up, args=(cfg, then), name="warm-up", daemon=True)
     t.start()
     return t

@@ -247,6 +247,14 @@ class KmsClient:
 
         return await self._exchange(build, session.read_resolve_resp)
 
+    async def prepare(self) -> str:
+        """Bootstrap if needed and derive this KMS's Ks_(ext_)NAF now, ahead of the first
+        exchange (``[network] bootstrap = "at-start"``); the B-TID. The key stays cached in the
+        GBA client (this copy is zeroized here)."""
+        btid, psk = await self.gba.ks_naf(self.kms_fqdn, UA_KMS)
+        psk.zeroize()
+        return btid
+
     async def _exchange(self, build, read):
         """One KMS round trip; retried once when the KMS did not accept our Ks_NAF (new B-TID)."""
         for attempt in (1, 2):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.fixtures.daemon import ALICE
+from tests.fixtures.network import network_config
 from ue_agent.kms import mikey, sdp
 from ue_agent.lab.cdiv_as import DEFAULT_CDIV_AS
 
@@ -18,12 +19,7 @@ CAROL_URI, DAVE_URI = f"sip:001010000000003@{DOMAIN}", f"sip:dave@{DOMAIN}"
 
 @pytest.fixture
 def agents(agent_factory, lab_network):
-    net = {
-        "bsf_url": lab_network.bsf_url,
-        "kms_url": lab_network.kms_url,
-        "bsf_fqdn": lab_network.bsf_fqdn,
-        "kms_fqdn": lab_network.kms_fqdn,
-    }
+    net = network_config(lab_network)
 
     def start(name: str):
         return agent_factory(subscriber=SUBS / f"{name}.toml", network=net)

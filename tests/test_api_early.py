@@ -10,6 +10,7 @@ import base64
 import pytest
 
 from tests.fixtures.daemon import ALICE
+from tests.fixtures.network import network_config
 from ue_agent.api.client import ApiCallError
 
 pylibsrtp = pytest.importorskip("pylibsrtp")
@@ -105,12 +106,7 @@ def test_sdes_final_answer_updates_early_keys(daemon_factory) -> None:
 def test_mikey_forked_early_media(daemon_factory, lab_network) -> None:
     """A TRANSFER_RESP in each fork's 183: each dialog its own keys (RFC 6043 5.1.1 forking);
     the 200 OK from C confirms C's, B's are released."""
-    net = {
-        "bsf_url": lab_network.bsf_url,
-        "kms_url": lab_network.kms_url,
-        "bsf_fqdn": lab_network.bsf_fqdn,
-        "kms_fqdn": lab_network.kms_fqdn,
-    }
+    net = network_config(lab_network)
     ue_a = daemon_factory(network=net)
     ue_b, ue_c = daemon_factory(subscriber=BOB, network=net), daemon_factory(subscriber=CAROL, network=net)
     with ue_a.client() as a, ue_b.client() as b, ue_c.client() as c:

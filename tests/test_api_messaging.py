@@ -9,6 +9,7 @@ import base64
 import pytest
 
 from tests.fixtures.daemon import ALICE
+from tests.fixtures.network import network_config
 
 SUBS = ALICE.parent
 DOMAIN = "ims.mnc001.mcc001.3gppnetwork.org"
@@ -19,12 +20,7 @@ BODY = b"Meet at the north gate at 10:00"
 
 @pytest.fixture
 def net_cfg(lab_network):
-    return {
-        "bsf_url": lab_network.bsf_url,
-        "kms_url": lab_network.kms_url,
-        "bsf_fqdn": lab_network.bsf_fqdn,
-        "kms_fqdn": lab_network.kms_fqdn,
-    }
+    return network_config(lab_network)
 
 
 def test_pager_message_to_b_and_c_d_refused(agent_factory, net_cfg) -> None:

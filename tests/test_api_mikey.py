@@ -8,6 +8,7 @@ import base64
 import pytest
 
 from tests.fixtures.daemon import ALICE
+from tests.fixtures.network import network_config
 from ue_agent.api.client import ApiCallError
 from ue_agent.kms import mikey, sdp
 
@@ -17,12 +18,7 @@ BOB_URI = "sip:bob@ims.mnc001.mcc001.3gppnetwork.org"
 
 @pytest.fixture
 def networked(agent_factory, lab_network):
-    net = {
-        "bsf_url": lab_network.bsf_url,
-        "kms_url": lab_network.kms_url,
-        "bsf_fqdn": lab_network.bsf_fqdn,
-        "kms_fqdn": lab_network.kms_fqdn,
-    }
+    net = network_config(lab_network)
     return agent_factory(network=net), agent_factory(subscriber=BOB, network=net)
 
 
@@ -113,13 +109,7 @@ def _wait_for(check, timeout: float = 20.0) -> None:
 
 
 def test_bootstrap_at_start_leaves_the_first_call_only_the_kms(agent_factory, lab_network) -> None:
-    net = {
-        "bsf_url": lab_network.bsf_url,
-        "kms_url": lab_network.kms_url,
-        "bsf_fqdn": lab_network.bsf_fqdn,
-        "kms_fqdn": lab_network.kms_fqdn,
-        "bootstrap": "at-start",
-    }
+    net = network_config(lab_network, bootstrap="at-start")
     ue_a = agent_factory(network=net)
     ue_b = agent_factory(subscriber=BOB, network={**net, "bootstrap": "on-demand"})
     with ue_a.client() as a, ue_b.client() as b:

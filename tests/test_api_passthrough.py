@@ -9,6 +9,7 @@ import base64
 import pytest
 
 from tests.fixtures.daemon import ALICE, aka_challenge
+from tests.fixtures.network import network_config
 from ue_agent.api.client import ApiCallError
 
 BOB = ALICE.parent / "bob.toml"
@@ -101,12 +102,7 @@ def test_card_put_in_after_start_is_read_without_an_operation(agent_factory, vpc
 
 @pytest.fixture
 def net_daemons(agent_factory, lab_network):
-    net = {
-        "bsf_url": lab_network.bsf_url,
-        "kms_url": lab_network.kms_url,
-        "bsf_fqdn": lab_network.bsf_fqdn,
-        "kms_fqdn": lab_network.kms_fqdn,
-    }
+    net = network_config(lab_network)
     return lab_network, agent_factory(network=net), agent_factory(subscriber=BOB, network=net)
 
 

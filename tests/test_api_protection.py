@@ -10,6 +10,7 @@ import time
 import pytest
 
 from tests.fixtures.daemon import ALICE
+from tests.fixtures.network import network_config
 from ue_agent.api.client import ApiCallError
 
 BOB = ALICE.parent / "bob.toml"
@@ -18,13 +19,8 @@ BOB_URI = "sip:bob@ims.mnc001.mcc001.3gppnetwork.org"
 CAROL_URI = "sip:001010000000003@ims.mnc001.mcc001.3gppnetwork.org"
 
 
-def net_of(lab_network) -> dict[str, str]:
-    return {
-        "bsf_url": lab_network.bsf_url,
-        "kms_url": lab_network.kms_url,
-        "bsf_fqdn": lab_network.bsf_fqdn,
-        "kms_fqdn": lab_network.kms_fqdn,
-    }
+def net_of(lab_network) -> dict[str, object]:
+    return network_config(lab_network)
 
 
 def events_of(client, name: str) -> list[dict]:

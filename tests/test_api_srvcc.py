@@ -11,6 +11,7 @@ import time
 import pytest
 
 from tests.fixtures.daemon import ALICE
+from tests.fixtures.network import network_config
 from tests.helpers_openssl import OPENSSL, PskServer, psk_client
 from ue_agent.api.client import ApiCallError
 from ue_agent.media.keys import TlsPskKeys
@@ -22,13 +23,8 @@ BOB_URI = "sip:bob@ims.mnc001.mcc001.3gppnetwork.org"
 PROFILE = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
 
 
-def net_of(lab_network) -> dict[str, str]:
-    return {
-        "bsf_url": lab_network.bsf_url,
-        "kms_url": lab_network.kms_url,
-        "bsf_fqdn": lab_network.bsf_fqdn,
-        "kms_fqdn": lab_network.kms_fqdn,
-    }
+def net_of(lab_network) -> dict[str, object]:
+    return network_config(lab_network)
 
 
 def srtp_session(k: dict, outbound: bool):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 
-from tests.fixtures.network import lab_subscriber
+from tests.fixtures.network import lab_subscriber, network_config
 from tests.test_kms_http import STREAMS, peer_view, ue, uri, wire
 from ue_agent.crypto import mikey_prf
 from ue_agent.drivers.http import HttpClient
@@ -113,12 +113,7 @@ def test_two_terminals_one_impu_through_the_agents(agent_factory, lab_network) -
     completes with B1's answer; B2's keys are its own, not B1's (nor the caller's)."""
     from tests.fixtures.daemon import ALICE
 
-    net = {
-        "bsf_url": lab_network.bsf_url,
-        "kms_url": lab_network.kms_url,
-        "bsf_fqdn": lab_network.bsf_fqdn,
-        "kms_fqdn": lab_network.kms_fqdn,
-    }
+    net = network_config(lab_network)
     ue_a = agent_factory(network=net)
     ue_b1 = agent_factory(subscriber=ALICE.parent / "bob.toml", network=net)
     ue_b2 = agent_factory(subscriber=ALICE.parent / "bob2.toml", network=net)

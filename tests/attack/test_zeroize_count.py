@@ -13,18 +13,14 @@ import base64
 import os
 
 from tests.fixtures.daemon import ALICE
+from tests.fixtures.network import network_config
 
 BOB = ALICE.parent / "bob.toml"
 BOB_URI = "sip:bob@ims.mnc001.mcc001.3gppnetwork.org"
 
 
 def test_shutdown_zeroizes_and_counts_every_key(agent_factory, lab_network) -> None:
-    net = {
-        "bsf_url": lab_network.bsf_url,
-        "kms_url": lab_network.kms_url,
-        "bsf_fqdn": lab_network.bsf_fqdn,
-        "kms_fqdn": lab_network.kms_fqdn,
-    }
+    net = network_config(lab_network)
     ue_a, ue_b = agent_factory(network=net), agent_factory(subscriber=BOB, network=net)
     with ue_a.client() as a, ue_b.client() as b:
         offer = a.request("mikey.offer", responder=BOB_URI, media=["audio"])

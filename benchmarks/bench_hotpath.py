@@ -144,7 +144,7 @@ async def _setup(part: str) -> tuple[Callable[[], None], Callable[[], Any]]:
         agent.handle(req, peer)
 
     def reply_only() -> None:
-        wipe(core.finish(req, dict(result)))
+        wipe(core.finish(req, result))  # the handler's own reply object, as the server passes it
 
     floor = _Floor(reply, t)
 

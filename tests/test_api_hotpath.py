@@ -101,13 +101,14 @@ def test_kept_segments_hold_no_key_material() -> None:
     store = KeyStore()
     sid = store.add(negotiated(), kind="sdes")
     enc = ReplyEncoder()
-    out = store.keys_encoded(sid, encode_value)
-    wire = out["streams"]
-    out["streams"] = RawJson(wire)
+    k = store.keys_wire(sid, encode_value)
+    assert k.wire is not None
+    wire = k.wire[1]
+    out = KeyStore.head(k, RawJson(wire))
     line = enc.line("session.keys", 1, out)
     assert isinstance(line, bytearray) and bytes(wire) in bytes(line)  # the keys are in the reply
     wipe(line)
-    for _, segments in enc._last.values():
+    for _, segments, _ in enc._last.values():
         for seg in segments:
             assert b"master_key" not in seg and bytes(wire) not in seg
     store.close(sid)  # the session's bytes are wiped: the next reply could not carry them

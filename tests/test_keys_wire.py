@@ -34,8 +34,9 @@ class CountingEncoder:
 
 
 def reply(store: KeyStore, sid: str, enc: CountingEncoder) -> dict[str, Any]:
-    out = store.keys_encoded(sid, enc)
-    out["streams"] = RawJson(out["streams"])
+    k = store.keys_wire(sid, enc)
+    assert k.wire is not None
+    out = KeyStore.head(k, RawJson(k.wire[1]))
     line = encode_reply({"id": 7, "ok": True, **out})
     assert isinstance(line, bytearray)  # key material: the server wipes it after the write
     try:
@@ -99,8 +100,9 @@ def test_cached_wire_form_is_wiped_with_the_session() -> None:
 def test_raw_json_has_no_key_in_its_repr() -> None:
     store = KeyStore()
     sid = store.add(negotiated(), kind="sdes")
-    out = store.keys_encoded(sid, encode_value)
-    raw = RawJson(out["streams"])
+    k = store.keys_wire(sid, encode_value)
+    assert k.wire is not None
+    raw = RawJson(k.wire[1])
     assert repr(raw) == "<RawJson>" and "master_key" not in repr(raw) and "master_key" not in str(raw)
 
 

@@ -297,6 +297,31 @@ class RawJson:
         return "<RawJson>"
 
 
+class FrozenReply(dict[str, Any]):
+    """A reply (an operation's result) that no one may change: kept by its maker and
+    returned again while what it was made of is unchanged (``session.keys``,
+    :mod:`ue_agent.ops.session`), so :class:`ReplyEncoder` may reuse what it encoded of it
+    when the same object comes back. Nested objects are frozen too (:func:`frozen`)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a FrozenReply is not changed")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _refuse  # type: ignore[assignment]
+    __ior__ = _refuse  # type: ignore[assignment]
+
+
+def frozen(value: Any) -> Any:
+    """``value`` with every dict a :class:`FrozenReply` and every list a tuple (JSON writes
+    a tuple as a list: the encoding is the same)."""
+    if isinstance(value, dict):
+        return FrozenReply({k: frozen(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(frozen(v) for v in value)
+    return value
+
+
 def encode_value(value: Any) -> bytearray:
     """``value`` as JSON in a ``bytearray`` (key material in it written as for a reply, see
     :func:`encode_reply`): a :class:`RawJson` to be, zeroized by its owner."""
@@ -377,18 +402,26 @@ class ReplyEncoder:
     raw values. The segments of each operation's last reply are kept and used again while
     the rest of its reply is the same: compared exactly (:mod:`marshal`'s bytes of the
     members other than the raw ones: types, values and order; a value marshal does not
-    take is never kept). What is kept is no key material: the raw values are spliced in
-    from their owners' buffers on every reply, into the one ``bytearray`` the caller wipes.
+    take is never kept). A :class:`FrozenReply` that comes back as the same object (the
+    key store keeps ``session.keys``'s while nothing in it changed) reuses its segments
+    without that comparison. What is kept is no key material: the raw values are spliced in
+    from their owners' buffers on every reply, into the one ``bytearray`` the caller wipes
+    (the kept FrozenReply refers to its owner's buffer, which is zeroized with the session).
     """
 
     __slots__ = ("_last",)
 
     def __init__(self) -> None:
         #: op -> (the members other than the raw ones, marshalled; the segments around
-        #: the id and the raw values)
-        self._last: dict[str, tuple[bytes, list[bytes]]] = {}
+        #: the id and the raw values; the outcome itself when it was a FrozenReply)
+        self._last: dict[str, tuple[bytes | None, list[bytes], FrozenReply | None]] = {}
 
     def line(self, op: str, req_id: Any, outcome: dict[str, Any]) -> bytes | bytearray:
+        last = self._last.get(op)
+        if last is not None and last[2] is outcome:
+            # the same unchangeable reply object as last time: the same segments, and the
+            # raw values taken again from their owners' buffers
+            return self._join(req_id, last[1], [v.data for v in outcome.values() if type(v) is RawJson])
         types = list(map(type, outcome.values()))
         count = types.count(RawJson)
         if not count or "id" in outcome or "ok" in outcome:
@@ -408,13 +441,17 @@ class ReplyEncoder:
             exact: bytes | None = marshal.dumps(plain)
         except ValueError:  # a type marshal does not take (SecretText, an enum...): not kept
             exact = None
-        last = self._last.get(op)
-        if last is not None and last[0] == exact:
+        if last is not None and exact is not None and last[0] == exact:
             segments = last[1]
         else:
             segments = _segments(plain, count)
-            if exact is not None:
-                self._last[op] = (exact, segments)
+        keep = outcome if type(outcome) is FrozenReply else None
+        if exact is not None or keep is not None:
+            self._last[op] = (exact, segments, keep)
+        return self._join(req_id, segments, raws)
+
+    @staticmethod
+    def _join(req_id: Any, segments: list[bytes], raws: list[bytearray]) -> bytearray:
         pieces: list[bytes | bytearray] = [_REPLY_START, _id_json(req_id), segments[0]]
         for i, raw in enumerate(raws, 1):
             pieces.append(raw)

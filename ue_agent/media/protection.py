@@ -84,6 +84,22 @@ class Protection:
     def scope(self) -> str:
         return weakest(list(self.media.values()))
 
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Every field, as a tuple that compares equal exactly when :meth:`to_wire` would
+        write the same (the fields hold the types they are declared with)."""
+        return (
+            self.mechanism,
+            tuple(self.media.items()),
+            self.peer,
+            self.peer_authenticated,
+            self.requested,
+            tuple(self.recipients) if self.recipients is not None else None,
+            self.intended,
+            self.in_recipients,
+            self.anonymous,
+            self.diverted_from,
+        )
+
     def to_wire(self) -> dict[str, Any]:
         out: dict[str, Any] = {"scope": self.scope, "mechanism": self.mechanism, "media": dict(self.media)}
         out["peer"] = self.peer

@@ -123,11 +123,14 @@ class Keys:
     released_ssrcs: set[int] = field(default_factory=set)
     #: the offer this session answers (early dialogs and the final answer share it)
     group: str | None = None
-    #: the streams' wire form, encoded once (keys_encoded): the ROCs it holds and its bytes,
+    #: the streams' wire form, encoded once (keys_wire): the ROCs it holds and its bytes,
     #: zeroized with the session
     wire: tuple[tuple[int | None, ...], bytearray] | None = field(default=None, repr=False)
     #: the id as its owner named it (replies), made once
     public: str = field(init=False, repr=False)
+    #: the last ``session.keys`` reply made of these keys and what it was made of
+    #: (ue_agent.ops.session): dropped with ``wire``, whose buffer it refers to
+    reply_memo: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.public = _public(self.id)
@@ -149,6 +152,7 @@ class Keys:
             s.zeroize()
 
     def drop_wire(self) -> None:
+        self.reply_memo = None
         if self.wire is not None:
             buf = self.wire[1]
             buf[:] = bytes(len(buf))
@@ -305,13 +309,14 @@ class KeyStore:
         """
         sess = self._get(session_id)
         sess.handed_out += 1
-        return self._head(sess, self._streams_wire(sess, reply))
+        return self.head(sess, self._streams_wire(sess, reply))
 
-    def keys_encoded(self, session_id: str, encode: Callable[[Any], bytearray]) -> dict[str, Any]:
-        """:meth:`keys` with ``streams`` already encoded: ``encode`` (the API's JSON encoder
-        for key material) runs once per session -- again only when a ROC in it changed --
-        and its ``bytearray`` stays with the session, zeroized with it. The caller must not
-        keep or change it."""
+    def keys_wire(self, session_id: str, encode: Callable[[Any], bytearray]) -> Keys:
+        """:meth:`keys` for the API: the session's :class:`Keys` (errors as for :meth:`keys`),
+        counted as handed out, with ``wire`` made: the streams encoded by ``encode`` (the
+        API's JSON encoder for key material) once per session -- again only when a ROC in it
+        changed --, a ``bytearray`` that stays with the session and is zeroized with it
+        (:meth:`head` and ``wire`` make the reply; the caller must not keep or change it)."""
         sess = self._get(session_id)
         sess.handed_out += 1
         rocs = self._rocs(sess)
@@ -319,7 +324,7 @@ class KeyStore:
             fresh = encode(self._streams_wire(sess, True))
             sess.drop_wire()
             sess.wire = (rocs, fresh)
-        return self._head(sess, sess.wire[1])
+        return sess
 
     @staticmethod
     def _rocs(sess: Keys) -> tuple[int | None, ...]:
@@ -347,7 +352,8 @@ class KeyStore:
         return streams
 
     @staticmethod
-    def _head(sess: Keys, streams: Any) -> dict[str, Any]:
+    def head(sess: Keys, streams: Any) -> dict[str, Any]:
+        """The ``session.keys`` members the store knows, ``streams`` as given."""
         return {
             "session": sess.public,
             "kind": sess.kind,

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ue_agent.api.protocol import RawJson, encode_value
+from ue_agent.api.protocol import RawJson, encode_value, frozen
 from ue_agent.errors import AgentError
 from ue_agent.media.sessions import Phase, scoped
+from ue_agent.media.store import KeyStore
 from ue_agent.ops.declare import Reply, SessionId, SrtcpIndex, SrtpIndex, Ssrc, operation, request
 
 if TYPE_CHECKING:
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from ue_agent.media.keys import StreamKeys
     from ue_agent.media.protection import Finding, Protection
     from ue_agent.media.sessions import Decision, EarlyDialog, MediaSession
+    from ue_agent.media.store import Keys
     from ue_agent.ops.context import Context
 
 POLICY_REFUSED = "policy.refused"
@@ -156,8 +158,43 @@ def session_keys(ctx: Context, req: SessionKeys, peer: Peer) -> Reply:
         raise AgentError(POLICY_REFUSED, "the [policy] refused this session's keys", session=s.id)
     # the keys' wire form is encoded once per session and zeroized with it (issue 14); the
     # store's id is the peer's own namespace (media.sessions)
-    out = ctx.store.keys_encoded(scoped(peer.uid, req.session), encode_value)
-    out["streams"] = RawJson(out["streams"])
+    k = ctx.store.keys_wire(s.key if s is not None else scoped(peer.uid, req.session), encode_value)
+    if s is None:
+        return keys_reply(k, None)
+    if k.ssrcs:  # SSRC index reports change with every report: such replies are made anew
+        k.reply_memo = None
+        return keys_reply(k, s)
+    memo = k.reply_memo
+    made_of = _made_of(k, s)
+    if memo is not None and memo[0] == made_of:
+        return memo[1]  # nothing in it changed: the same reply object (ReplyEncoder reuses it)
+    out = frozen(keys_reply(k, s))
+    k.reply_memo = (made_of, out)
+    return out
+
+
+def _made_of(k: Keys, s: MediaSession) -> tuple[Any, ...]:
+    """What a session.keys reply of ``k`` and ``s`` is made of, besides the SSRC reports:
+    equal tuples, equal replies. ``k.wire``'s buffer by identity (a new one may hold the
+    same bytes while the old one is zeroized)."""
+    p = s.protection
+    assert k.wire is not None
+    return (
+        id(k.wire[1]),
+        k.public,
+        k.state,
+        s.phase,
+        s.ended,
+        s.rekey_required,
+        p.fingerprint() if p is not None else None,
+    )
+
+
+def keys_reply(k: Keys, s: MediaSession | None) -> Reply:
+    """The session.keys reply of ``k`` (and its session ``s``, when the registry has it),
+    made from scratch."""
+    assert k.wire is not None
+    out = KeyStore.head(k, RawJson(k.wire[1]))
     if s is not None:
         out["state"] = s.key_state
         ho = s.handover

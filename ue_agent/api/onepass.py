@@ -94,8 +94,8 @@ def _struct(op: Op[Any]) -> type[msgspec.Struct]:
             fields.append((f.name, t, msgspec.field(default_factory=f.default_factory)))
         else:
             fields.append((f.name, t))
-    # required fields first: msgspec, like a dataclass, wants no required field after one
-    # with a default (kw_only lifts that, as the request dataclasses are keyword-only)
+    # kw_only: a required field may follow one with a default, as in the (keyword-only)
+    # request dataclasses, whose field order this keeps
     return msgspec.defstruct(
         "Line_" + op.name.replace(".", "_"),
         fields,
@@ -124,7 +124,8 @@ def _builder(op: Op[Any]) -> Callable[[Any], Any]:
 
 
 class OnePass:
-    """The one-pass decoder of a set of operations (made once, with the first connection)."""
+    """The one-pass decoder of a set of operations (made once: by the warm-up, or with the
+    first connection, :func:`ue_agent.api.core.one_pass`)."""
 
     def __init__(self, ops: Iterable[Op[Any]]) -> None:
         structs: list[type[msgspec.Struct]] = []

@@ -625,3 +625,22 @@ def test_a_request_is_one_write(monkeypatch):
     r1, r2 = run(go())
     assert (r1.body, r2.body) == (b"hello:" + b"a" * 700, b"hello:")
     assert len(writes) == 2 and writes[0] > 700
+
+
+def test_warm_up_runs_one_exchange_in_the_process_and_leaves_no_socket() -> None:
+    """drivers.http.warm_up (the daemon's warm-up): the client's whole path over a socket
+    pair (nothing is connected to), and no socket is left open."""
+    import os
+
+    from ue_agent.drivers import http as uhttp
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    async def go() -> None:
+        before = fds()
+        await uhttp.warm_up()
+        await asyncio.sleep(0)  # the transports' close callbacks
+        assert fds() == before
+
+    asyncio.run(go())

@@ -32,7 +32,8 @@ def test_every_priming_step_runs() -> None:
         {**lab, "network": {"kms_url": "http://127.0.0.1:1/", "bsf_url": "http://127.0.0.1:2/"}}
     )
     assert warmup.prime(kms) == [name for name, _ in warmup.steps_for(kms)]
-    assert [name for name, _ in warmup.steps_for(kms)] == ["requests", "crypto", "ub", "ids", "mikey", "h11"]
+    names = [name for name, _ in warmup.steps_for(kms)]
+    assert names == ["requests", "crypto", "ub", "ids", "mikey", "h11", "http"]
 
 
 def test_daemon_warms_up_after_ready(daemon_factory) -> None:  # type: ignore[no-untyped-def]
@@ -49,7 +50,7 @@ def test_daemon_warms_up_after_ready(daemon_factory) -> None:  # type: ignore[no
     assert text.index("ready: listening") < text.index("warm-up:")
     assert "not loaded" not in text
     assert "not primed" not in text
-    assert "primed requests, crypto, ub, ids, mikey, h11" in text
+    assert "primed requests, crypto, ub, ids, mikey, h11, http" in text
 
 
 def test_an_https_network_gets_its_tls_context_made_ahead() -> None:

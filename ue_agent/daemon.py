@@ -185,7 +185,7 @@ class Daemon:
                 loop.call_soon_threadsafe(self.agent.bootstrap_at_start)
 
         # the first call's modules, in the background (docs/performance.md)
-        warmup.start(self.cfg, then)
+        warmup.start(self.cfg, then, loop)
         if self.on_ready is not None:
             self.on_ready()
         await self._stop.wait()

@@ -13,13 +13,16 @@ on made-up values that carry no key: the converters of a call's requests (type h
 resolved) and the requests' one-pass decoder (:mod:`ue_agent.api.onepass`), and with a KMS
 URL the first use of the AES backend (about 1 ms the first time in a process), of the hash
 and HMAC constructors, of the BSF XML parser, of the Digest codec, of the identity patterns
-and of h11; with an https BSF or KMS URL also the TLS context (the CA store read: about 40
+and of h11, and one HTTP exchange through the client on the daemon's loop over a socket
+pair (:func:`ue_agent.drivers.http.warm_up`; nothing leaves the process); with an https
+BSF or KMS URL also the TLS context (the CA store read: about 40
 ms and 1.7 MB), which the first HTTP client then takes
 (:func:`ue_agent.drivers.http.prepare_tls`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib
 import logging
@@ -163,6 +166,18 @@ def _h11() -> None:
         pass
 
 
+def _http(loop: asyncio.AbstractEventLoop | None) -> Callable[[], None]:
+    def step() -> None:
+        from ue_agent.drivers.http import warm_up
+
+        if loop is None:  # no daemon loop (a test): one of its own
+            asyncio.run(warm_up())
+        else:  # on the daemon's loop, where the first call's exchanges run
+            asyncio.run_coroutine_threadsafe(warm_up(), loop).result(5)
+
+    return step
+
+
 def _tls(cfg: Config) -> Callable[[], None]:
     def step() -> None:
         from ue_agent.drivers.http import prepare_tls
@@ -172,20 +187,23 @@ def _tls(cfg: Config) -> Callable[[], None]:
     return step
 
 
-def steps_for(cfg: Config) -> list[tuple[str, Callable[[], None]]]:
-    """The priming steps :func:`prime` runs for ``cfg``, by name."""
+def steps_for(
+    cfg: Config, loop: asyncio.AbstractEventLoop | None = None
+) -> list[tuple[str, Callable[[], None]]]:
+    """The priming steps :func:`prime` runs for ``cfg``, by name (``loop``: the daemon's)."""
     out: list[tuple[str, Callable[[], None]]] = [("requests", _requests)]
     if cfg.network.kms_url:
         out += [("crypto", _crypto), ("ub", _ub), ("ids", _ids), ("mikey", _mikey), ("h11", _h11)]
+        out.append(("http", _http(loop)))
         if any(url.startswith("https:") for url in (cfg.network.bsf_url or "", cfg.network.kms_url)):
             out.append(("tls", _tls(cfg)))  # the CA store, read once ahead (~40 ms, ~2 MB)
     return out
 
 
-def prime(cfg: Config) -> list[str]:
+def prime(cfg: Config, loop: asyncio.AbstractEventLoop | None = None) -> list[str]:
     """Run :func:`steps_for` ``cfg``; the names of those that ran without an error."""
     done = []
-    for name, step in steps_for(cfg):
+    for name, step in steps_for(cfg, loop):
         try:
             step()
             done.append(name)
@@ -194,11 +212,13 @@ def prime(cfg: Config) -> list[str]:
     return done
 
 
-def _warm_up(cfg: Config, then: Callable[[], None] | None = None) -> None:
+def _warm_up(
+    cfg: Config, then: Callable[[], None] | None = None, loop: asyncio.AbstractEventLoop | None = None
+) -> None:
     t0 = time.perf_counter()
     names = modules_for(cfg)
     _import_all(names)
-    primed = prime(cfg)
+    primed = prime(cfg, loop)
     gc.collect()  # the compiler's garbage, before the agent settles idle
     log.debug(
         "warm-up: %d modules in %.0f ms, primed %s",
@@ -210,9 +230,12 @@ def _warm_up(cfg: Config, then: Callable[[], None] | None = None) -> None:
         then()
 
 
-def start(cfg: Config, then: Callable[[], None] | None = None) -> threading.Thread:
+def start(
+    cfg: Config, then: Callable[[], None] | None = None, loop: asyncio.AbstractEventLoop | None = None
+) -> threading.Thread:
     """Warm up for ``cfg`` (:func:`modules_for`, then :func:`prime`) in a daemon thread;
-    returns it (tests join it). ``then`` is called from that thread when it is done."""
-    t = threading.Thread(target=_warm_up, args=(cfg, then), name="warm-up", daemon=True)
+    returns it (tests join it). ``then`` is called from that thread when it is done; ``loop``
+    (the daemon's) runs the steps that need one."""
+    t = threading.Thread(target=_warm_up, args=(cfg, then, loop), name="warm-up", daemon=True)
     t.start()
     return t

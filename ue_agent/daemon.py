@@ -178,14 +178,10 @@ class Daemon:
         self.notify.send("READY=1", f"STATUS={self._status_line()}", f"MAINPID={os.getpid()}")
         from ue_agent import warmup
 
-        then = None
-        if self.cfg.network.bootstrap == "at-start" and self.cfg.network.kms_url:
-            # after the warm-up's imports, so the event loop never imports them itself
-            def then() -> None:
-                loop.call_soon_threadsafe(self.agent.bootstrap_at_start)
-
+        # after the warm-up's imports, so the event loop never imports them itself
+        at_start = self.cfg.network.bootstrap == "at-start" and self.cfg.network.kms_url
         # the first call's modules, in the background (docs/performance.md)
-        warmup.start(self.cfg, then, loop)
+        warmup.start(self.cfg, self.agent.bootstrap_at_start if at_start else None, loop)
         if self.on_ready is not None:
             self.on_ready()
         await self._stop.wait()

@@ -227,15 +227,18 @@ def _warm_up(
         ", ".join(primed) or "nothing",
     )
     if then is not None:
-        then()
+        if loop is None:
+            then()
+        else:
+            loop.call_soon_threadsafe(then)
 
 
 def start(
     cfg: Config, then: Callable[[], None] | None = None, loop: asyncio.AbstractEventLoop | None = None
 ) -> threading.Thread:
     """Warm up for ``cfg`` (:func:`modules_for`, then :func:`prime`) in a daemon thread;
-    returns it (tests join it). ``then`` is called from that thread when it is done; ``loop``
-    (the daemon's) runs the steps that need one."""
+    returns it (tests join it). ``loop`` (the daemon's) runs the steps that need one, and
+    ``then`` when the warm-up is done (without a loop, ``then`` runs in the thread)."""
     t = threading.Thread(target=_warm_up, args=(cfg, then, loop), name="warm-up", daemon=True)
     t.start()
     return t

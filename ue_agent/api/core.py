@@ -145,7 +145,7 @@ class ConnectionCore:
         if fast is not None:  # a valid request, decoded and checked in one pass
             req_id, op, params = fast
             if req_id in self.inflight:
-                return self._error(req_id, E.BAD_REQUEST, "a request with this id is in progress", param="id")
+                return self._in_progress(req_id)
             return self._accept(req_id, op, params)
         try:
             msg = decode_line(line)
@@ -164,8 +164,8 @@ class ConnectionCore:
         decl = self.ops.get(op)
         if decl is None:
             return self._error(req_id, E.UNKNOWN_OP, f"unknown operation '{op[:64]}'")
-        if req_id in self.inflight:
-            return self._error(req_id, E.BAD_REQUEST, "a request with this id is in progress", param="id")
+        if req_id in self.inflight:  # before the parameters: the id's error comes first
+            return self._in_progress(req_id)
         conv, empty = compiled(decl)
         if not msg and empty is not None:  # status, capabilities: nothing to convert
             params = empty
@@ -175,6 +175,9 @@ class ConnectionCore:
             except ConvertError as exc:
                 return encode(E.error_reply(req_id, bad_request(exc, op)))
         return self._accept(req_id, op, params)
+
+    def _in_progress(self, req_id: str | int) -> bytes:
+        return self._error(req_id, E.BAD_REQUEST, "a request with this id is in progress", param="id")
 
     def _accept(self, req_id: str | int, op: str, params: Any) -> Action:
         if type(params) in self._protocol_ops:

@@ -44,9 +44,10 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from benchmarks._floors import DigestHttpFloor, LoadResult, NdjsonFloor, PtyFloor, load
 from benchmarks._util import SUBSCRIBERS, Daemon, pct, rss_kib
@@ -271,6 +272,17 @@ def status_scaling(rep: Report, args: argparse.Namespace) -> None:
 
 
 # --- calls through the lab network ------------------------------------------------------------------
+class FirstExchange(NamedTuple):
+    """A call's first mikey.offer or mikey.answer after start-up, as measured."""
+
+    seconds: float
+    #: the HTTP requests it made, the lab servers' own time for them, and the connections
+    #: they came on (distinct client ends)
+    requests: int
+    server_s: float
+    connections: int
+
+
 def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> None:
     from ue_agent.api.client import Client
     from ue_agent.lab.network import LabNetwork, LabNetworkThread
@@ -315,11 +327,22 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
     # (new processes, new bootstrap, new connections) and the median reported; then as many
     # with [network] bootstrap = "at-start" (the bootstrap done before the call)
     pairs = 1 if args.quick else FIRST_PAIRS
-    #: per mode, per pair: first offer, first answer (s), their HTTP requests, the lab
-    #: servers' time (s), the new connections each made
-    firsts: dict[str, list[tuple[float, float, int, int, float, float, int, int]]] = {
-        m: [] for m in BOOTSTRAP_MODES
-    }
+    #: per mode, per pair: the first offer and the first answer
+    firsts: dict[str, list[tuple[FirstExchange, FirstExchange]]] = {m: [] for m in BOOTSTRAP_MODES}
+
+    def first(call: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], FirstExchange]:
+        """``call`` timed, with the lab servers' view of it."""
+        s0 = len(server_s)
+        t0 = time.perf_counter()
+        reply = call()
+        seconds = time.perf_counter() - t0
+        return reply, FirstExchange(
+            seconds,
+            len(server_s) - s0,
+            sum(server_s[s0:]),
+            len(set(server_peer[s0:])),
+        )
+
     try:
         for mode in reversed(BOOTSTRAP_MODES):  # the default last: its last pair measures warm calls
             for pair in range(pairs):
@@ -332,29 +355,15 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
                     with Client(da.socket) as a, Client(db.socket) as b:
                         if mode == "at-start":  # both agents have bootstrapped before the call
                             _wait_bootstrapped(a, b)
-                        r0 = dict(net.requests)
-                        s0 = len(server_s)
-                        t0 = time.perf_counter()
-                        o = a.request("mikey.offer", responder=subs[1].impu[0], media=["audio"])
-                        first_offer = time.perf_counter() - t0
-                        r1 = dict(net.requests)
-                        s1 = len(server_s)
-                        t0 = time.perf_counter()
-                        ans = b.request("mikey.answer", transfer_init=o["key_mgmt"])
-                        first_answer = time.perf_counter() - t0
-                        r2 = dict(net.requests)
-                        firsts[mode].append(
-                            (
-                                first_offer,
-                                first_answer,
-                                sum(r1.values()) - sum(r0.values()),
-                                sum(r2.values()) - sum(r1.values()),
-                                sum(server_s[s0:s1]),
-                                sum(server_s[s1:]),
-                                len(set(server_peer[s0:s1])),
-                                len(set(server_peer[s1:])),
-                            )
+
+                        o, offer = first(
+                            lambda: a.request("mikey.offer", responder=subs[1].impu[0], media=["audio"])
                         )
+                        ans, answer = first(
+                            lambda ti=o["key_mgmt"]: b.request("mikey.answer", transfer_init=ti)
+                        )
+                        firsts[mode].append((offer, answer))
+                        r2 = dict(net.requests)
                         a.request("mikey.complete", session=o["session"], transfer_resp=ans["key_mgmt"])
                         size = len(base64.b64decode(o["key_mgmt"]))
                         if not last:
@@ -407,34 +416,29 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
     first_rows: list[list[str]] = []
     ratios: dict[str, tuple[float, float]] = {}
     for mode in BOOTSTRAP_MODES:
-        f_ = firsts[mode]
-        ratios[mode] = (
-            statistics.median(f[0] / budget(wo, f[2], f[6], f[4]) for f in f_),
-            statistics.median(f[1] / budget(wa, f[3], f[7], f[5]) for f in f_),
-        )
-        first_offer, first_answer = (statistics.median(f[i] for f in f_) for i in (0, 1))
-        offer_server, answer_server = (statistics.median(f[i] for f in f_) for i in (4, 5))
-        offer_reqs, answer_reqs, offer_conns, answer_conns = f_[-1][2], f_[-1][3], f_[-1][6], f_[-1][7]
-        of = f"median of {len(f_)} fresh daemon pairs" if len(f_) > 1 else "one daemon pair"
+        pairs_ = firsts[mode]
+        of = f"median of {len(pairs_)} fresh daemon pairs" if len(pairs_) > 1 else "one daemon pair"
         what = (
             ("GBA bootstrap + ticket", "GBA bootstrap + ticket resolution")
             if mode == "on-demand"
             else ('bootstrap = "at-start": ticket only', 'bootstrap = "at-start": resolution only')
         )
-        first_rows += [
-            [
-                f"first mikey.offer ({what[0]}; {of})",
-                f"{first_offer * ms:.1f}",
-                str(offer_reqs),
-                trips(offer_reqs, offer_conns, offer_server),
-            ],
-            [
-                f"first mikey.answer ({what[1]}; {of})",
-                f"{first_answer * ms:.1f}",
-                str(answer_reqs),
-                trips(answer_reqs, answer_conns, answer_server),
-            ],
-        ]
+        mode_ratios = []
+        for i, (op, warm) in enumerate((("offer", wo), ("answer", wa))):
+            ex = [pair[i] for pair in pairs_]
+            mode_ratios.append(
+                statistics.median(e.seconds / budget(warm, e.requests, e.connections, e.server_s) for e in ex)
+            )
+            last_ex = ex[-1]
+            first_rows.append(
+                [
+                    f"first mikey.{op} ({what[i]}; {of})",
+                    f"{statistics.median(e.seconds for e in ex) * ms:.1f}",
+                    str(last_ex.requests),
+                    trips(last_ex.requests, last_ex.connections, statistics.median(e.server_s for e in ex)),
+                ]
+            )
+        ratios[mode] = (mode_ratios[0], mode_ratios[1])
     rows = [
         *first_rows,
         [

@@ -290,7 +290,11 @@ def test_naf_auth_accepts_good_request_and_refuses_wrong_key_unknown_btid_and_re
     async def run():
         runner, base = await _naf_server(naf)
         try:
-            async with aiohttp.ClientSession() as http:
+            # without the 3gpp-gba product token (TS 24.109 B.3) the NAF does not challenge
+            async with aiohttp.ClientSession(headers={"User-Agent": "curl/8 (3gpp-gba)"}) as bare:
+                async with bare.post(base + "/ticket", data=b"MIKEY") as r:
+                    assert r.status == 403 and "WWW-Authenticate" not in r.headers
+            async with aiohttp.ClientSession(headers={"User-Agent": "some-ua/1.0 3gpp-gba/1"}) as http:
                 body = b"MIKEY"
                 async with http.post(base + "/ticket", data=body) as r:
                     assert r.status == 401

@@ -31,7 +31,7 @@ def test_fixture_network_has_two_listeners_and_counts(lab_network):
         async with aiohttp.ClientSession() as http:
             async with http.get(lab_network.bsf_url) as r:
                 assert r.status == 400  # no Authorization with an IMPI
-            async with http.get(lab_network.kms_url + "/") as r:
+            async with http.get(lab_network.kms_url + "/", headers={"User-Agent": "t 3gpp-gba"}) as r:
                 assert r.status in (401, 404)  # 401 once the KMS app is installed
             lab_network.faults.kms_status = 503
             async with http.post(lab_network.kms_url + "/anything", data=b"x") as r:

@@ -2,7 +2,10 @@
 
 ``NafClient(gba, http).request(method, url, body, content_type, naf_fqdn, ua_id=UA_KMS)``
 answers the NAF's challenge (``realm="3GPP-bootstrapping@<naf fqdn>"``) with username =
-B-TID and password = base64(Ks_NAF), ``qop=auth-int`` over the body. The last challenge
+B-TID and password = base64(Ks_NAF), ``qop=auth-int`` over the body. Every request carries
+the ``3gpp-gba`` product token in its ``User-Agent`` (:data:`USER_AGENT`): it tells the NAF
+that the UE can authenticate with a GBA key (TS 24.109 annex B.3, Table B.3-1), and a NAF may
+refuse, unchallenged, a request without it. The last challenge
 per NAF is reused with an increasing nonce count, so steady-state requests take one round
 trip. On a ``401`` to an authenticated request the client retries once with a fresh nonce
 when the NAF says ``stale=true``, and otherwise re-bootstraps once (the NAF does not know
@@ -19,6 +22,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from ue_agent import __version__
 from ue_agent.crypto import digest
 from ue_agent.crypto.kdf import UA_KMS
 from ue_agent.errors import GbaError
@@ -31,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_NAF_BODY = 1024 * 1024
+#: the product token by which the UE indicates GBA-based HTTP Digest to a NAF (TS 24.109 B.3)
+TOKEN_GBA = "3gpp-gba"
+USER_AGENT = f"ue-agent/{__version__} {TOKEN_GBA}"
 
 
 @dataclass
@@ -199,7 +206,7 @@ class NafClient:
         naf_fqdn: str,
         auth: tuple[digest.Credentials, Secret] | None,
     ) -> tuple[int, Headers, bytes]:
-        headers: dict[str, str] = {"Accept": "*/*"}
+        headers: dict[str, str] = {"Accept": "*/*", "User-Agent": USER_AGENT}
         if body:
             headers["Content-Type"] = content_type
         if auth is not None:

@@ -5,6 +5,9 @@
 nonce; the UE answers with username = B-TID and password = base64(Ks_NAF). The NAF fetches
 Ks_NAF from the BSF over "Zn" (an in-process call to :meth:`Bsf.naf_key`).
 
+- a ``User-Agent`` without the ``3gpp-gba`` product token -> ``403``, unchallenged: the UE did
+  not indicate that it can answer a 3GPP-bootstrapping challenge (TS 24.109 annex B.3, Table
+  B.3-1), and this NAF has no other way to authenticate it;
 - no/stale Authorization, or an unknown/expired B-TID -> ``401`` with a fresh challenge
   (24.109 5.2.4: the UE bootstraps again);
 - a wrong response or a B-TID/realm mismatch -> ``403``;
@@ -21,6 +24,7 @@ from __future__ import annotations
 import base64
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -68,6 +72,18 @@ NAF_PEER = _request_key()
 def peer_of(request) -> NafPeer:
     """The authenticated peer of a request that passed :meth:`NafAuth.middleware`."""
     return request[NAF_PEER]
+
+
+#: TS 24.109 B.3: the product token a UE puts in its User-Agent to indicate GBA (the lab's own
+#: copy of the text, not the UE client's constant)
+GBA_TOKEN = "3gpp-gba"
+
+
+def indicates_gba(user_agent: str) -> bool:
+    """Whether a ``User-Agent`` value names the ``3gpp-gba`` product (RFC 9110 10.1.5: products
+    ``name[/version]`` and comments in parentheses)."""
+    text = re.sub(r"\([^)]*\)", " ", user_agent)
+    return any(p.split("/", 1)[0] == GBA_TOKEN for p in text.split())
 
 
 def _password(ks_naf: Secret) -> Secret:
@@ -122,6 +138,9 @@ class NafAuth:
         """The peer of ``request``, or raise ``web.HTTPUnauthorized`` / ``web.HTTPForbidden``."""
         from aiohttp import web
 
+        if not indicates_gba(request.headers.get("User-Agent", "")):
+            self.stats["forbidden"] += 1
+            raise web.HTTPForbidden(text="the User-Agent does not indicate GBA (product token 3gpp-gba)\n")
         header = request.headers.get("Authorization")
         if not header:
             raise self._unauthorized("authorization required")

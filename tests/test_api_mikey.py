@@ -127,6 +127,20 @@ def test_bootstrap_at_start_leaves_the_first_call_only_the_kms(agent_factory, la
         assert done["state"] == "active"
 
 
+def test_first_call_asks_the_kms_for_its_challenge_while_it_bootstraps(agent_factory, lab_network) -> None:
+    """A NAF answers a request without credentials 401 whatever it carries (TS 24.109 B.3): the
+    first offer fetches the KMS's challenge while it bootstraps, so after the bootstrap one KMS
+    round trip is left, not two. The BSF here is 0.2 s away, as over a radio network."""
+    lab_network.faults.bsf_delay_s = 0.2
+    ue = agent_factory(network=network_config(lab_network))
+    with ue.client() as a:
+        a.request("mikey.offer", responder=BOB_URI, media=["audio"])
+        assert lab_network.answered == [("kms", 401), ("bsf", 401), ("bsf", 200), ("kms", 200)]
+        # the next ticket (another peer) goes out answered with the cached challenge: one request
+        a.request("mikey.offer", responder="sip:carol@ims.mnc001.mcc001.3gppnetwork.org", media=["audio"])
+        assert lab_network.answered[4:] == [("kms", 200)]
+
+
 def test_bootstrap_at_start_that_fails_leaves_it_to_the_first_call(agent_factory) -> None:
     net = {"bsf_url": "http://127.0.0.1:9/", "kms_url": "http://127.0.0.1:9/", "bootstrap": "at-start"}
     ue = agent_factory(network=net)

@@ -291,9 +291,9 @@ def test_naf_auth_accepts_good_request_and_refuses_wrong_key_unknown_btid_and_re
         runner, base = await _naf_server(naf)
         try:
             # without the 3gpp-gba product token (TS 24.109 B.3) the NAF does not challenge
-            async with aiohttp.ClientSession(headers={"User-Agent": "curl/8 (3gpp-gba)"}) as bare:
-                async with bare.post(base + "/ticket", data=b"MIKEY") as r:
-                    assert r.status == 403 and "WWW-Authenticate" not in r.headers
+            no_token = {"User-Agent": "curl/8 (3gpp-gba)"}  # in a comment: not a product
+            async with aiohttp.ClientSession(headers=no_token) as bare, bare.post(base + "/ticket") as r:
+                assert r.status == 403 and "WWW-Authenticate" not in r.headers
             async with aiohttp.ClientSession(headers={"User-Agent": "some-ua/1.0 3gpp-gba/1"}) as http:
                 body = b"MIKEY"
                 async with http.post(base + "/ticket", data=body) as r:

@@ -111,6 +111,26 @@ class NafClient:
             if auth is not None:
                 auth[1].zeroize()
 
+    def knows(self, naf_fqdn: str) -> bool:
+        """Whether a challenge of ``naf_fqdn`` is cached: its next request is answered at once."""
+        return naf_fqdn.lower() in self._nonces
+
+    async def challenge(self, method: str, url: str, naf_fqdn: str) -> bool:
+        """Fetch and cache ``naf_fqdn``'s challenge with a request that carries no credentials and
+        no body (TS 24.109 B.3 steps 1-2), so that it can run while the key is still being made
+        (a bootstrap) and the request itself then goes out answered. True when a challenge was
+        cached; False when the NAF answered anything else (the request then goes the usual
+        way and reports it). Raises ``gba.naf_unreachable`` as a request would."""
+        status, headers, _ = await self._send(method, url, b"", "", naf_fqdn, None)
+        if status != 401:
+            return False
+        try:
+            challenge = self._challenge(headers, f"3GPP-bootstrapping@{naf_fqdn}")
+        except GbaError:
+            return False  # the request meets the same answer and words it
+        self._nonces[naf_fqdn.lower()] = _Nonce(challenge)
+        return True
+
     def forget(self, naf_fqdn: str | None = None) -> None:
         """Drop cached nonces (all, or one NAF's)."""
         if naf_fqdn is None:

@@ -11,6 +11,7 @@ ticket caches (initiator: per peer; responder: per ticket) and the replay cache.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ue_agent.crypto.mikey_prf import PRF_HMAC_SHA_256
-from ue_agent.errors import GbaError, KmsError
+from ue_agent.errors import AgentError, GbaError, KmsError
 from ue_agent.kms import anonymity, conference, divert, ids, mikey, session, ts33328
 from ue_agent.kms.streams import SrtpStream, Stream, StreamKeyPair, TlsStream
 from ue_agent.secret import Secret
@@ -255,10 +256,39 @@ class KmsClient:
         psk.zeroize()
         return btid
 
+    async def _naf_key(self) -> tuple[str, Secret]:
+        """(B-TID, Ks_(ext_)NAF) for the KMS, and the KMS's Digest challenge in the cache.
+
+        A request to a NAF whose challenge is not known is answered ``401`` whatever it
+        carries (TS 24.109 B.3 steps 1-2), and ours cannot be built before the key. So when
+        no challenge is cached, it is fetched while the key is made (a GBA bootstrap: the
+        BSF's round trips and the card), and the MIKEY request then goes out answered: on a
+        first call the KMS's challenge round trip (and its connection set-up) is off the
+        call's path instead of after the bootstrap."""
+        if self.naf.knows(self.kms_fqdn):
+            return await self.gba.ks_naf(self.kms_fqdn, UA_KMS)
+        probe = asyncio.ensure_future(self.naf.challenge("POST", self.url, self.kms_fqdn))
+        try:
+            key = await self.gba.ks_naf(self.kms_fqdn, UA_KMS)
+        except BaseException:
+            probe.cancel()
+            if probe.done() and not probe.cancelled():
+                probe.exception()  # retrieved: the bootstrap's error is the one reported
+            raise
+        try:
+            await probe
+        except BaseException:
+            key[1].zeroize()
+            raise
+        return key
+
     async def _exchange(self, build, read):
         """One KMS round trip; retried once when the KMS did not accept our Ks_NAF (new B-TID)."""
         for attempt in (1, 2):
-            btid, psk = await self.gba.ks_naf(self.kms_fqdn, UA_KMS)
+            try:
+                btid, psk = await self._naf_key()
+            except GbaError as e:
+                raise self._unreachable(e) from None
             try:
                 sent = build(btid, psk)
                 self.kms_requests += 1
@@ -267,9 +297,7 @@ class KmsClient:
                         "POST", self.url, sent.raw, CONTENT_TYPE, self.kms_fqdn, UA_KMS
                     )
                 except GbaError as e:
-                    if e.code in ("gba.naf_unreachable",):
-                        raise KmsError("kms.unreachable", "the KMS cannot be reached", url=self.url) from None
-                    raise
+                    raise self._unreachable(e) from None
                 ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
                 if resp.status in (502, 503, 504) and ctype != CONTENT_TYPE:
                     raise KmsError("kms.unreachable", f"the KMS is unavailable (HTTP {resp.status})")
@@ -289,6 +317,12 @@ class KmsClient:
         raise KmsError(
             "kms.ticket_rejected", "the KMS could not authenticate the request"
         )  # pragma: no cover
+
+    def _unreachable(self, e: GbaError) -> AgentError:
+        """A NAF that cannot be reached is ``kms.unreachable``; other GBA errors stay as they are."""
+        if e.code == "gba.naf_unreachable":
+            return KmsError("kms.unreachable", "the KMS cannot be reached", url=self.url)
+        return e
 
     def prune(self, now: float | None = None) -> int:
         """Drop (and zeroize) the cached tickets that expired, ours (per peer) and the

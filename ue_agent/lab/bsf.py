@@ -49,7 +49,9 @@ class LabFaults:
     ``bsf_malformed_xml``: the 200 carries a body that is not BootstrappingInfo XML;
     ``bsf_wrong_realm``: challenges name a realm other than the BSF FQDN;
     ``bsf_down`` / ``kms_down``: the listener drops each connection without an answer;
-    ``kms_status``: the KMS listener answers every request with this status.
+    ``kms_status``: the KMS listener answers every request with this status;
+    ``bsf_delay_s`` / ``kms_delay_s``: the listener waits this long before it handles each
+    request (a radio network's round trip).
     """
 
     bsf_status: int | None = None
@@ -58,6 +60,8 @@ class LabFaults:
     bsf_down: bool = False
     kms_down: bool = False
     kms_status: int | None = None
+    bsf_delay_s: float = 0.0
+    kms_delay_s: float = 0.0
 
     def clear(self) -> None:
         self.__init__()  # type: ignore[misc]

@@ -11,7 +11,8 @@ Default FQDNs (lab PLMN 001/01): BSF ``bsf.ims.mnc001.mcc001.pub.3gppnetwork.org
 ``kms.ims.mnc001.mcc001.3gppnetwork.org``. Listeners bind to addresses given separately,
 since the lab has no DNS.
 
-:attr:`LabNetwork.requests` counts requests per listener; :attr:`LabNetwork.faults`
+:attr:`LabNetwork.requests` counts requests per listener and :attr:`LabNetwork.answered`
+lists the answers in the order they went out; :attr:`LabNetwork.faults`
 (:class:`~ue_agent.lab.bsf.LabFaults`) makes the network misbehave for tests.
 :class:`LabNetworkThread` runs a network on its own event loop in a background thread.
 """
@@ -76,6 +77,8 @@ class LabNetwork:
         self.cdiv_as = LabCdivAs(clock=clock)
         #: requests seen per listener ("bsf", "kms"), faults included
         self.requests: dict[str, int] = {"bsf": 0, "kms": 0, **({"focus": 0} if focus is not None else {})}
+        #: (listener, HTTP status) of each answer, in the order they were sent
+        self.answered: list[tuple[str, int]] = []
         self.kms_app_loaded = False
         #: the :class:`LabNetworkThread` running this network, when one does
         self.thread: LabNetworkThread | None = None
@@ -101,7 +104,7 @@ class LabNetwork:
     def _counter(self, name: str):
         from aiohttp import web
 
-        down_attr, status_attr = f"{name}_down", f"{name}_status"
+        down_attr, status_attr, delay_attr = f"{name}_down", f"{name}_status", f"{name}_delay_s"
 
         @web.middleware
         async def count(request, handler):
@@ -111,10 +114,20 @@ class LabNetwork:
                 if request.transport is not None:
                     request.transport.abort()
                 raise asyncio.CancelledError
+            delay = getattr(self.faults, delay_attr, 0.0)
+            if delay:
+                await asyncio.sleep(delay)
             status = getattr(self.faults, status_attr, None) if name == "kms" else None
             if status is not None:
-                return web.Response(status=status, text="lab fault: KMS error\n")
-            return await handler(request)
+                resp = web.Response(status=status, text="lab fault: KMS error\n")
+            else:
+                try:
+                    resp = await handler(request)
+                except web.HTTPException as exc:
+                    self.answered.append((name, exc.status))
+                    raise
+            self.answered.append((name, resp.status))
+            return resp
 
         return count
 

@@ -485,7 +485,7 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
     ]
     rep.table(
         f"Calls through two agents and the lab BSF/KMS (n={n} warm calls)",
-        ["figure", "ms", "HTTP requests one after another", "floor ms: round trips + the lab servers' own time"],
+        ["figure", "ms", "HTTP requests in turn", "floor ms: round trips + the lab servers' own time"],
         rows,
     )
     rep.table(

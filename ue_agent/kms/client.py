@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ue_agent.crypto.mikey_prf import PRF_HMAC_SHA_256
-from ue_agent.errors import AgentError, GbaError, KmsError
+from ue_agent.errors import GbaError, KmsError
 from ue_agent.kms import anonymity, conference, divert, ids, mikey, session, ts33328
 from ue_agent.kms.streams import SrtpStream, Stream, StreamKeyPair, TlsStream
 from ue_agent.secret import Secret
@@ -256,73 +256,60 @@ class KmsClient:
         psk.zeroize()
         return btid
 
-    async def _naf_key(self) -> tuple[str, Secret]:
-        """(B-TID, Ks_(ext_)NAF) for the KMS, and the KMS's Digest challenge in the cache.
+    def _challenge(self) -> asyncio.Future[bool] | None:
+        """The KMS's challenge on its way, when none is cached (see :meth:`_exchange`)."""
+        if self.naf.knows(self.kms_fqdn):
+            return None
+        return asyncio.ensure_future(self.naf.challenge("POST", self.url, self.kms_fqdn))
+
+    async def _exchange(self, build, read):
+        """One KMS round trip; retried once when the KMS did not accept our Ks_NAF (new B-TID).
 
         A request to a NAF whose challenge is not known is answered ``401`` whatever it
         carries (TS 24.109 B.3 steps 1-2), and ours cannot be built before the key. So when
-        no challenge is cached, it is fetched while the key is made (a GBA bootstrap: the
-        BSF's round trips and the card), and the MIKEY request then goes out answered: on a
-        first call the KMS's challenge round trip (and its connection set-up) is off the
-        call's path instead of after the bootstrap."""
-        if self.naf.knows(self.kms_fqdn):
-            return await self.gba.ks_naf(self.kms_fqdn, UA_KMS)
-        probe = asyncio.ensure_future(self.naf.challenge("POST", self.url, self.kms_fqdn))
-        try:
-            key = await self.gba.ks_naf(self.kms_fqdn, UA_KMS)
-        except BaseException:
-            probe.cancel()
-            if probe.done() and not probe.cancelled():
-                probe.exception()  # retrieved: the bootstrap's error is the one reported
-            raise
-        try:
-            await probe
-        except BaseException:
-            key[1].zeroize()
-            raise
-        return key
-
-    async def _exchange(self, build, read):
-        """One KMS round trip; retried once when the KMS did not accept our Ks_NAF (new B-TID)."""
+        no challenge is cached, it is fetched (:meth:`NafClient.challenge`) while the key is
+        made (a GBA bootstrap on a first call: the BSF's round trips and the card) and the
+        request built, and the request then goes out answered: the KMS's challenge round
+        trip and its connection set-up are off the call's path."""
         for attempt in (1, 2):
+            challenge = self._challenge()
             try:
-                btid, psk = await self._naf_key()
-            except GbaError as e:
-                raise self._unreachable(e) from None
-            try:
-                sent = build(btid, psk)
-                self.kms_requests += 1
+                btid, psk = await self.gba.ks_naf(self.kms_fqdn, UA_KMS)
                 try:
+                    sent = build(btid, psk)
+                    if challenge is not None:
+                        await challenge
+                    self.kms_requests += 1
                     resp = await self.naf.request(
                         "POST", self.url, sent.raw, CONTENT_TYPE, self.kms_fqdn, UA_KMS
                     )
-                except GbaError as e:
-                    raise self._unreachable(e) from None
-                ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
-                if resp.status in (502, 503, 504) and ctype != CONTENT_TYPE:
-                    raise KmsError("kms.unreachable", f"the KMS is unavailable (HTTP {resp.status})")
-                if ctype != CONTENT_TYPE:
-                    raise KmsError(
-                        "kms.bad_response", f"KMS answered HTTP {resp.status} with {ctype or 'no'} content"
-                    )
-                try:
-                    return read(resp.status, resp.body, sent, psk, self.kms_fqdn)
-                except KmsError as e:
-                    if attempt == 1 and e.details.get("kms_error") == mikey.ERR_AUTH_FAILURE:
-                        log.info("KMS did not accept the Ks_NAF of %s: retrying once", btid)
-                        continue
-                    raise
+                    ctype = resp.headers.get("Content-Type", "").split(";")[0].strip().lower()
+                    if resp.status in (502, 503, 504) and ctype != CONTENT_TYPE:
+                        raise KmsError("kms.unreachable", f"the KMS is unavailable (HTTP {resp.status})")
+                    if ctype != CONTENT_TYPE:
+                        raise KmsError(
+                            "kms.bad_response",
+                            f"KMS answered HTTP {resp.status} with {ctype or 'no'} content",
+                        )
+                    try:
+                        return read(resp.status, resp.body, sent, psk, self.kms_fqdn)
+                    except KmsError as e:
+                        if attempt == 1 and e.details.get("kms_error") == mikey.ERR_AUTH_FAILURE:
+                            log.info("KMS did not accept the Ks_NAF of %s: retrying once", btid)
+                            continue
+                        raise
+                finally:
+                    psk.zeroize()
+            except GbaError as e:
+                if e.code == "gba.naf_unreachable":
+                    raise KmsError("kms.unreachable", "the KMS cannot be reached", url=self.url) from None
+                raise
             finally:
-                psk.zeroize()
+                if challenge is not None:
+                    _settle(challenge)
         raise KmsError(
             "kms.ticket_rejected", "the KMS could not authenticate the request"
         )  # pragma: no cover
-
-    def _unreachable(self, e: GbaError) -> AgentError:
-        """A NAF that cannot be reached is ``kms.unreachable``; other GBA errors stay as they are."""
-        if e.code == "gba.naf_unreachable":
-            return KmsError("kms.unreachable", "the KMS cannot be reached", url=self.url)
-        return e
 
     def prune(self, now: float | None = None) -> int:
         """Drop (and zeroize) the cached tickets that expired, ours (per peer) and the
@@ -350,3 +337,12 @@ class KmsClient:
     def cached_tickets(self) -> int:
         """Tickets held (ours per peer, and resolved ones)."""
         return len(self._issued) + len(self._resolved)
+
+
+def _settle(task: asyncio.Future[bool]) -> None:
+    """A challenge fetch the exchange no longer waits for: stopped, or its outcome taken (an
+    error of the key or of the request is the one reported)."""
+    if not task.done():
+        task.cancel()
+    elif not task.cancelled():
+        task.exception()

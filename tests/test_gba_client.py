@@ -341,6 +341,25 @@ def test_naf_client_request_and_nonce_reuse(lab_network):
     run(with_http(go))
 
 
+def test_naf_client_challenge_caches_only_a_usable_challenge(lab_network):
+    """NafClient.challenge: a request with no credentials and no body (TS 24.109 B.3 steps 1-2);
+    the challenge is kept only when it is the NAF's 3GPP-bootstrapping one."""
+
+    async def go(http):
+        async with kms_like(lab_network) as (url, seen):
+            naf = NafClient(client_for(lab_network, http), http)
+            fqdn = lab_network.kms_fqdn
+            assert await naf.challenge("POST", url, fqdn) is True and naf.knows(fqdn.upper())
+            assert seen == [] and naf.sent[fqdn] == 1  # refused before the handler
+            r = await naf.request("POST", url, b"REQUEST_INIT", "application/mikey", fqdn)
+            assert r.status == 200 and r.authenticated and naf.sent[fqdn] == 2  # answered at once
+            # a challenge for another realm is not this name's: nothing kept, no error
+            assert await naf.challenge("POST", url, "other.example") is False
+            assert not naf.knows("other.example")
+
+    run(with_http(go))
+
+
 def test_naf_client_picks_its_challenge_among_repeated_www_authenticate(lab_network):
     """A NAF offering other schemes and realms first (RFC 7235 4.1): the client answers the
     3GPP-bootstrapping Digest challenge."""

@@ -141,6 +141,24 @@ def test_first_call_asks_the_kms_for_its_challenge_while_it_bootstraps(agent_fac
         assert lab_network.answered[4:] == [("kms", 200)]
 
 
+def test_bootstrap_at_start_is_renewed_before_the_lifetime_ends(agent_factory, lab_network) -> None:
+    """With bootstrap = "at-start" the agent bootstraps again, with no call, when the GBA
+    client would stop using the bootstrap (its lifetime less the 60 s margin): here the BSF
+    gives 64 s, so every ~4 s. A call then still goes straight to the KMS."""
+    lab_network.bsf.lifetime_s = 64
+    ue = agent_factory(network=network_config(lab_network, bootstrap="at-start"))
+    with ue.client() as a:
+        _wait_for(lambda: a.request("status")["bootstrap"].get("runs") == 1)
+        first = a.request("status")["bootstrap"]["btid"]
+        _wait_for(lambda: a.request("status")["bootstrap"].get("runs", 0) >= 2)
+        renewed = a.request("status")["bootstrap"]
+        assert renewed["btid"] != first and "bootstrap renewal: done" in ue.log_text()
+        bsf = lab_network.requests["bsf"]
+        assert bsf == 2 * renewed["runs"] and lab_network.requests["kms"] == 0
+        a.request("mikey.offer", responder=BOB_URI, media=["audio"])
+        assert lab_network.requests["bsf"] == bsf  # the call did not wait on the BSF
+
+
 def test_bootstrap_at_start_that_fails_leaves_it_to_the_first_call(agent_factory) -> None:
     net = {"bsf_url": "http://127.0.0.1:9/", "kms_url": "http://127.0.0.1:9/", "bootstrap": "at-start"}
     ue = agent_factory(network=net)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 #: operation families that wait on the card only ([card] deadline_s); every other operation
 #: that waits does so on the network ([network] deadline_s)
 CARD_FAMILIES = frozenset({"ims"})
+#: a renewal due sooner than this is not armed (a lifetime within the GBA client's margin)
+RENEWAL_MIN_DELAY_S = 1.0
 
 
 def _offer_keys(offer: LocalOffer) -> list[Secret]:
@@ -58,6 +61,8 @@ class Agent:
         self.ctx.pin = pin
         self._identity_task: asyncio.Task[None] | None = None
         self._bootstrap_task: asyncio.Task[None] | None = None
+        self._renewal: asyncio.TimerHandle | None = None
+        network.on_bootstrapped = self._keep_bootstrapped
 
     # the pieces the daemon uses
     @property
@@ -101,24 +106,64 @@ class Agent:
         """``[network] bootstrap = "at-start"``: bootstrap and derive the KMS's NAF key now, in
         the background (:meth:`ue_agent.network.NetworkSide.prepare`)."""
         if self._bootstrap_task is None:
-            self._bootstrap_task = asyncio.get_running_loop().create_task(self._bootstrap())
+            self._bootstrap_task = asyncio.get_running_loop().create_task(self._bootstrap("at start"))
 
-    async def _bootstrap(self) -> None:
+    async def _bootstrap(self, when: str) -> None:
         deadline = self.ctx.cfg.network.deadline_s
         try:
             async with asyncio.timeout(deadline):
                 await self.ctx.network.prepare()
         except AgentError as exc:
-            log.warning("bootstrap at start: %s; the first call bootstraps", exc.code)
+            log.warning("bootstrap %s: %s; the next call bootstraps", when, exc.code)
         except TimeoutError:
-            log.warning("bootstrap at start: no answer in %.0f s; the first call bootstraps", deadline)
+            log.warning("bootstrap %s: no answer in %.0f s; the next call bootstraps", when, deadline)
         else:
-            log.info("bootstrap at start: done; the first call goes straight to the KMS")
+            log.info("bootstrap %s: done; the next call goes straight to the KMS", when)
+
+    def _keep_bootstrapped(self) -> None:
+        """After each bootstrap (at start, by a call, or a renewal), with ``bootstrap =
+        "at-start"``: the next one is due when the GBA client would stop using this one (its
+        lifetime less the renewal margin), so that no call waits on the BSF or the card while
+        the agent runs. A renewal that fails is logged; the next call then bootstraps, and
+        that bootstrap arms the timer again."""
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
+        due = self.ctx.network.renewal_due()
+        if due is None or self.ctx.cfg.network.bootstrap != "at-start":
+            return
+        delay = due - time.time()
+        if delay < RENEWAL_MIN_DELAY_S:  # a lifetime within the margin: renewing would loop
+            log.info("bootstrap: its lifetime is within the renewal margin; not renewed ahead")
+            return
+        self._renewal = asyncio.get_running_loop().call_later(delay, self._renew)
+        log.debug("bootstrap: renewal in %.0f s", delay)
+
+    def _renew(self) -> None:
+        self._renewal = None
+        due = self.ctx.network.renewal_due()
+        if self.ctx.cfg.network.bootstrap != "at-start" or due is None:
+            return
+        early = due - time.time()
+        if early > 0:  # the wall clock (the lifetime's) and the timer's drifted apart: the rest
+            self._renewal = asyncio.get_running_loop().call_later(early, self._renew)
+            return
+        task = self._bootstrap_task
+        if task is None or task.done():  # the new bootstrap's event arms the next renewal
+            self._bootstrap_task = asyncio.get_running_loop().create_task(self._bootstrap("renewal"))
 
     def reconfigure(self, cfg: Config) -> None:
         self.ctx.cfg = cfg
         self.ctx.apply_limits()
-        self.ctx.network.reconfigure()  # [network] applies at once (ue_agent.network)
+        retired = self.ctx.network.reconfigure()  # [network] applies at once (ue_agent.network)
+        keep = cfg.network.bootstrap == "at-start"
+        if self._renewal is not None and (retired or not keep):  # its bootstrap is gone, or unwanted
+            self._renewal.cancel()
+            self._renewal = None
+        if retired and keep and cfg.network.kms_url:  # the new network's bootstrap, as at start
+            if self._bootstrap_task is not None:
+                self._bootstrap_task.cancel()  # one for the old network
+            self._bootstrap_task = asyncio.get_running_loop().create_task(self._bootstrap("after reload"))
 
     def held_keys(self) -> list[Secret]:
         """Every key the agent holds now, each once: the offers' SDES keys, the key store's
@@ -142,6 +187,8 @@ class Agent:
         """Zeroize every key the agent holds (:meth:`held_keys`); returns (keys zeroized,
         keys left non-zero)."""
         ctx = self.ctx
+        if self._renewal is not None:
+            self._renewal.cancel()
         for task in (self._identity_task, self._bootstrap_task):
             if task is not None:
                 task.cancel()

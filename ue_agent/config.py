@@ -77,7 +77,8 @@ class NetworkConfig:
     #: Ks for a NAF it needs; nothing keeps it from doing so earlier). "on-demand": with the
     #: first call that needs the KMS. "at-start": also once after start-up (after the warm-up),
     #: Ks_(ext_)NAF for the KMS included, so the first call's card and BSF round trips are done
-    #: before it; a failure there is logged and the first call bootstraps as on demand.
+    #: before it, and again before each bootstrap's lifetime ends and after a reload of
+    #: [network]; a failure there is logged and the next call bootstraps as on demand.
     bootstrap: Literal["on-demand", "at-start"] = "on-demand"
 
     @property

@@ -64,6 +64,8 @@ class NetworkSide:
         #: the [network] settings the clients were built for (None: none built)
         self._built: NetworkConfig | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        #: called after each successful bootstrap, whatever ran it (the agent's renewal timer)
+        self.on_bootstrapped: Callable[[], None] | None = None
 
     def reconfigure(self) -> bool:
         """[network] may have changed (SIGHUP): clients built for other settings are retired
@@ -159,6 +161,16 @@ class NetworkSide:
 
     def _gba_event(self, kind: str, info: dict[str, Any]) -> None:
         self._emit("bootstrap", dict(info))
+        if info.get("ok") and self.on_bootstrapped is not None:
+            self.on_bootstrapped()
+
+    def renewal_due(self) -> float | None:
+        """When (``time.time()``) the current bootstrap stops being used for new keys (its
+        lifetime less the GBA client's renewal margin); None without one."""
+        st = self.gba.state if self.gba is not None else None
+        if st is None or self.gba is None:
+            return None
+        return st.expires_at - self.gba.renew_margin_s
 
     def status(self) -> dict[str, Any]:
         net = self._network()

@@ -64,3 +64,32 @@ def test_network_change_on_sighup_is_applied(agent_factory, lab_network) -> None
         assert st["bootstrap"]["state"] == "bootstrapped" and st["bootstrap"]["btid"] != old_btid
         assert st["kms"]["state"] == "reachable"
         assert "need a restart" not in daemon.log_text()
+
+
+def test_at_start_bootstraps_with_the_new_network_on_sighup(agent_factory, lab_network) -> None:
+    """bootstrap = "at-start": a reload that changes [network] bootstraps with the new BSF at
+    once, as a start would, and nothing goes to the old network after it."""
+    with LabNetworkThread(LabNetwork(lab_subscribers())) as other:
+        daemon = agent_factory(network={**_net(lab_network), "bootstrap": "at-start"})
+        with daemon.client() as c:
+            deadline = time.monotonic() + 20
+            while c.request("status")["bootstrap"]["state"] != "bootstrapped":
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            used = dict(lab_network.requests)
+            assert used == {"bsf": 2, "kms": 0}
+
+            text = daemon.config.read_text()
+            for a, b in ((lab_network.bsf_url, other.bsf_url), (lab_network.kms_url, other.kms_url)):
+                text = text.replace(a, b)
+            daemon.config.write_text(text)
+            _reload(daemon)
+            deadline = time.monotonic() + 20
+            while "bootstrap after reload: done" not in daemon.log_text():
+                assert time.monotonic() < deadline, daemon.log_text()
+                time.sleep(0.02)
+            st = c.request("status")
+        assert st["bootstrap"]["state"] == "bootstrapped" and st["bootstrap"]["bsf"] == other.bsf_url
+        # 2 requests, or 3 with a resynchronisation: the other lab's HSS has its own SQN
+        assert other.requests["bsf"] >= 2 and other.requests["kms"] == 0
+        assert lab_network.requests == used

@@ -106,7 +106,16 @@ class Agent:
         """``[network] bootstrap = "at-start"``: bootstrap and derive the KMS's NAF key now, in
         the background (:meth:`ue_agent.network.NetworkSide.prepare`)."""
         if self._bootstrap_task is None:
-            self._bootstrap_task = asyncio.get_running_loop().create_task(self._bootstrap("at start"))
+            self._start_bootstrap("at start")
+
+    def _start_bootstrap(self, when: str) -> None:
+        """:meth:`_bootstrap` as the agent's one background bootstrap task."""
+        self._bootstrap_task = asyncio.get_running_loop().create_task(self._bootstrap(when))
+
+    def _cancel_renewal(self) -> None:
+        if self._renewal is not None:
+            self._renewal.cancel()
+            self._renewal = None
 
     async def _bootstrap(self, when: str) -> None:
         deadline = self.ctx.cfg.network.deadline_s
@@ -126,9 +135,7 @@ class Agent:
         lifetime less the renewal margin), so that no call waits on the BSF or the card while
         the agent runs. A renewal that fails is logged; the next call then bootstraps, and
         that bootstrap arms the timer again."""
-        if self._renewal is not None:
-            self._renewal.cancel()
-            self._renewal = None
+        self._cancel_renewal()
         due = self.ctx.network.renewal_due()
         if due is None or self.ctx.cfg.network.bootstrap != "at-start":
             return
@@ -150,20 +157,19 @@ class Agent:
             return
         task = self._bootstrap_task
         if task is None or task.done():  # the new bootstrap's event arms the next renewal
-            self._bootstrap_task = asyncio.get_running_loop().create_task(self._bootstrap("renewal"))
+            self._start_bootstrap("renewal")
 
     def reconfigure(self, cfg: Config) -> None:
         self.ctx.cfg = cfg
         self.ctx.apply_limits()
         retired = self.ctx.network.reconfigure()  # [network] applies at once (ue_agent.network)
         keep = cfg.network.bootstrap == "at-start"
-        if self._renewal is not None and (retired or not keep):  # its bootstrap is gone, or unwanted
-            self._renewal.cancel()
-            self._renewal = None
+        if retired or not keep:  # the renewal's bootstrap is gone, or renewals are unwanted
+            self._cancel_renewal()
         if retired and keep and cfg.network.kms_url:  # the new network's bootstrap, as at start
             if self._bootstrap_task is not None:
                 self._bootstrap_task.cancel()  # one for the old network
-            self._bootstrap_task = asyncio.get_running_loop().create_task(self._bootstrap("after reload"))
+            self._start_bootstrap("after reload")
 
     def held_keys(self) -> list[Secret]:
         """Every key the agent holds now, each once: the offers' SDES keys, the key store's
@@ -187,8 +193,7 @@ class Agent:
         """Zeroize every key the agent holds (:meth:`held_keys`); returns (keys zeroized,
         keys left non-zero)."""
         ctx = self.ctx
-        if self._renewal is not None:
-            self._renewal.cancel()
+        self._cancel_renewal()
         for task in (self._identity_task, self._bootstrap_task):
             if task is not None:
                 task.cancel()

@@ -167,10 +167,11 @@ class NetworkSide:
     def renewal_due(self) -> float | None:
         """When (``time.time()``) the current bootstrap stops being used for new keys (its
         lifetime less the GBA client's renewal margin); None without one."""
-        st = self.gba.state if self.gba is not None else None
-        if st is None or self.gba is None:
+        gba = self.gba
+        st = gba.state if gba is not None else None
+        if gba is None or st is None:
             return None
-        return st.expires_at - self.gba.renew_margin_s
+        return st.expires_at - gba.renew_margin_s
 
     def status(self) -> dict[str, Any]:
         net = self._network()

@@ -40,6 +40,11 @@ TOKEN_GBA = "3gpp-gba"
 USER_AGENT = f"ue-agent/{__version__} {TOKEN_GBA}"
 
 
+def _realm(naf_fqdn: str) -> str:
+    """The realm a NAF's GBA challenge names (TS 24.109 5.2)."""
+    return f"3GPP-bootstrapping@{naf_fqdn}"
+
+
 @dataclass
 class NafResponse:
     status: int
@@ -78,7 +83,7 @@ class NafClient:
         # the FQDN goes into Ks_NAF as given (TS 33.220 B.3); only the nonce cache folds case
         cache_key = naf_fqdn.lower()
         uri = request_target(url)  # what the HTTP client puts on the request line
-        realm = f"3GPP-bootstrapping@{naf_fqdn}"
+        realm = _realm(naf_fqdn)
         stale_retried = rebootstrapped = False
         auth: tuple[digest.Credentials, Secret] | None = None
         cached = self._nonces.get(cache_key)
@@ -125,7 +130,7 @@ class NafClient:
         if status != 401:
             return False
         try:
-            challenge = self._challenge(headers, f"3GPP-bootstrapping@{naf_fqdn}")
+            challenge = self._challenge(headers, _realm(naf_fqdn))
         except GbaError:
             return False  # the request meets the same answer and words it
         self._nonces[naf_fqdn.lower()] = _Nonce(challenge)

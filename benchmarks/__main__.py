@@ -443,6 +443,9 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
         lab servers' own time."""
         return 3 * warm + connections * hnew + (requests - connections) * hp50 + server
 
+    def in_turn(e: FirstExchange) -> str:
+        return f"{e.requests}" + (f" (+{e.alongside} alongside the bootstrap)" if e.alongside else "")
+
     def trips(requests: int, connections: int, server: float) -> str:
         return (
             f"{connections} x {hnew * ms:.2f} (new connection) + {requests - connections} x "
@@ -471,8 +474,7 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
                 [
                     f"first mikey.{op} ({what[i]}; {of})",
                     f"{statistics.median(e.seconds for e in ex) * ms:.1f}",
-                    f"{last_ex.requests}"
-                    + (f" (+{last_ex.alongside} alongside the bootstrap)" if last_ex.alongside else ""),
+                    in_turn(last_ex),
                     trips(last_ex.requests, last_ex.connections, statistics.median(e.server_s for e in ex)),
                 ]
             )
@@ -488,8 +490,7 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
                         f"the same mikey.{op} again in those daemons after a reload of [network] "
                         "(bootstrap, tickets, nonces, connections dropped; code warm)",
                         f"{again * ms:.1f} (first / again {first_ / again:.2f}x)",
-                        f"{ex[-1].requests}"
-                        + (f" (+{ex[-1].alongside} alongside the bootstrap)" if ex[-1].alongside else ""),
+                        in_turn(ex[-1]),
                         trips(ex[-1].requests, ex[-1].connections, statistics.median(e.server_s for e in ex)),
                     ]
                 )
@@ -551,19 +552,23 @@ def _reload_network(a: Any, b: Any, *daemons: Daemon, timeout: float = 30.0) -> 
         text = d.config.read_text()
         d.config.write_text(text.replace("[network]\n", "[network]\ntimeout_s = 11.0\n", 1))
         os.kill(d.proc.pid, signal.SIGHUP)
-    end = time.monotonic() + timeout
-    while any(c.request("status")["bootstrap"]["state"] != "none" for c in (a, b)):
-        if time.monotonic() > end:
-            raise RuntimeError("no reload of [network] seen in status")
-        time.sleep(0.02)
+    _until_bootstrap_state("none", (a, b), timeout, "no reload of [network] seen in status")
 
 
 def _wait_bootstrapped(*clients: Any, timeout: float = 30.0) -> None:
     """Until every agent's status shows the bootstrap it ran after start-up."""
+    _until_bootstrap_state(
+        "bootstrapped", clients, timeout, '[network] bootstrap = "at-start": no bootstrap after start-up'
+    )
+
+
+def _until_bootstrap_state(state: str, clients: Any, timeout: float, failure: str) -> None:
+    """Until every client's agent shows ``state`` in status' bootstrap; RuntimeError(failure)
+    after ``timeout`` seconds."""
     end = time.monotonic() + timeout
-    while any(c.request("status")["bootstrap"]["state"] != "bootstrapped" for c in clients):
+    while any(c.request("status")["bootstrap"]["state"] != state for c in clients):
         if time.monotonic() > end:
-            raise RuntimeError('[network] bootstrap = "at-start": no bootstrap after start-up')
+            raise RuntimeError(failure)
         time.sleep(0.02)
 
 

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from tests.fixtures.daemon import ALICE
+from tests.fixtures.daemon import ALICE, wait_until
 from tests.fixtures.network import network_config
 from ue_agent.api.client import ApiCallError
 from ue_agent.kms import mikey, sdp
@@ -99,23 +99,14 @@ def test_bsf_unreachable(agent_factory) -> None:
         assert c.request("status")["bootstrap"]["state"] == "none"
 
 
-def _wait_for(check, timeout: float = 20.0) -> None:
-    import time
-
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, "timed out"
-        time.sleep(0.02)
-
-
 def test_bootstrap_at_start_leaves_the_first_call_only_the_kms(agent_factory, lab_network) -> None:
     net = network_config(lab_network, bootstrap="at-start")
     ue_a = agent_factory(network=net)
     ue_b = agent_factory(subscriber=BOB, network={**net, "bootstrap": "on-demand"})
     with ue_a.client() as a, ue_b.client() as b:
         # no call yet: alice's agent bootstraps by itself once the warm-up is done; bob's does not
-        _wait_for(lambda: a.request("status")["bootstrap"]["state"] == "bootstrapped")
-        _wait_for(lambda: "bootstrap at start: done" in ue_a.log_text())
+        wait_until(lambda: a.request("status")["bootstrap"]["state"] == "bootstrapped")
+        wait_until(lambda: "bootstrap at start: done" in ue_a.log_text())
         assert b.request("status")["bootstrap"]["state"] == "none"
         assert lab_network.requests == {"bsf": 2, "kms": 0}  # 401, then 200 (TS 24.109 4.4.4)
         offer = a.request("mikey.offer", responder=BOB_URI, media=["audio"])
@@ -148,9 +139,9 @@ def test_bootstrap_at_start_is_renewed_before_the_lifetime_ends(agent_factory, l
     lab_network.bsf.lifetime_s = 64
     ue = agent_factory(network=network_config(lab_network, bootstrap="at-start"))
     with ue.client() as a:
-        _wait_for(lambda: a.request("status")["bootstrap"].get("runs") == 1)
+        wait_until(lambda: a.request("status")["bootstrap"].get("runs") == 1)
         first = a.request("status")["bootstrap"]["btid"]
-        _wait_for(lambda: a.request("status")["bootstrap"].get("runs", 0) >= 2)
+        wait_until(lambda: a.request("status")["bootstrap"].get("runs", 0) >= 2)
         renewed = a.request("status")["bootstrap"]
         assert renewed["btid"] != first and "bootstrap renewal: done" in ue.log_text()
         bsf = lab_network.requests["bsf"]
@@ -162,7 +153,7 @@ def test_bootstrap_at_start_is_renewed_before_the_lifetime_ends(agent_factory, l
 def test_bootstrap_at_start_that_fails_leaves_it_to_the_first_call(agent_factory) -> None:
     net = {"bsf_url": "http://127.0.0.1:9/", "kms_url": "http://127.0.0.1:9/", "bootstrap": "at-start"}
     ue = agent_factory(network=net)
-    _wait_for(lambda: "bootstrap at start: gba.bsf_unreachable" in ue.log_text())
+    wait_until(lambda: "bootstrap at start: gba.bsf_unreachable" in ue.log_text())
     with ue.client() as c:
         assert c.request("status")["bootstrap"]["state"] == "none"
         r = c.call("mikey.offer", responder=BOB_URI)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 
+from tests.fixtures.daemon import wait_until
 from tests.fixtures.network import lab_subscribers
 from ue_agent.lab.network import LabNetwork, LabNetworkThread
 
@@ -72,10 +73,7 @@ def test_at_start_bootstraps_with_the_new_network_on_sighup(agent_factory, lab_n
     with LabNetworkThread(LabNetwork(lab_subscribers())) as other:
         daemon = agent_factory(network={**_net(lab_network), "bootstrap": "at-start"})
         with daemon.client() as c:
-            deadline = time.monotonic() + 20
-            while c.request("status")["bootstrap"]["state"] != "bootstrapped":
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
+            wait_until(lambda: c.request("status")["bootstrap"]["state"] == "bootstrapped")
             used = dict(lab_network.requests)
             assert used == {"bsf": 2, "kms": 0}
 
@@ -84,10 +82,7 @@ def test_at_start_bootstraps_with_the_new_network_on_sighup(agent_factory, lab_n
                 text = text.replace(a, b)
             daemon.config.write_text(text)
             _reload(daemon)
-            deadline = time.monotonic() + 20
-            while "bootstrap after reload: done" not in daemon.log_text():
-                assert time.monotonic() < deadline, daemon.log_text()
-                time.sleep(0.02)
+            wait_until(lambda: "bootstrap after reload: done" in daemon.log_text(), why=daemon.log_text)
             st = c.request("status")
         assert st["bootstrap"]["state"] == "bootstrapped" and st["bootstrap"]["bsf"] == other.bsf_url
         # 2 requests, or 3 with a resynchronisation: the other lab's HSS has its own SQN

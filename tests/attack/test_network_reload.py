@@ -7,8 +7,6 @@ Bounded: two lab networks on loopback, one in-process daemon, three MIKEY offers
 
 from __future__ import annotations
 
-import time
-
 from tests.fixtures.daemon import wait_until
 from tests.fixtures.network import lab_subscribers
 from ue_agent.lab.network import LabNetwork, LabNetworkThread
@@ -29,10 +27,7 @@ def _reload(daemon) -> None:  # type: ignore[no-untyped-def]
     """SIGHUP for the in-process daemon: its reload, on its loop; waits for it (10 s at most)."""
     before = daemon.log_text().count("config reloaded")
     daemon._loop.call_soon_threadsafe(daemon._daemon.reload)
-    deadline = time.monotonic() + 10
-    while daemon.log_text().count("config reloaded") == before:
-        assert time.monotonic() < deadline, daemon.log_text()
-        time.sleep(0.02)
+    wait_until(lambda: daemon.log_text().count("config reloaded") > before, 10, daemon.log_text)
 
 
 def test_network_change_on_sighup_is_applied(agent_factory, lab_network) -> None:

@@ -68,10 +68,16 @@ class Daemon:
     """``ue-agent run`` on a lab config, started as systemd would (NOTIFY_SOCKET, READY=1)."""
 
     def __init__(
-        self, extra: str = "", subscriber: str = "alice.toml", env: dict[str, str | None] | None = None
+        self,
+        extra: str = "",
+        subscriber: str = "alice.toml",
+        env: dict[str, str | None] | None = None,
+        module: str = "ue_agent",
     ) -> None:
         #: environment changes for the daemon process; a None value removes the variable
         self.env_changes = dict(env or {})
+        #: what ``python -m`` runs: the agent, or a benchmark's wrapper of it
+        self.module = module
         self.dir = Path(tempfile.mkdtemp(prefix="uea-bench-", dir="/tmp"))
         self.socket = str(self.dir / "api.sock")
         sub = self.dir / subscriber
@@ -96,7 +102,7 @@ class Daemon:
                 env[key] = value
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ue_agent", "run", "--config", str(self.config)],
+            [sys.executable, "-m", self.module, "run", "--config", str(self.config)],
             env=env,
             cwd=REPO,
             stdout=subprocess.DEVNULL,

@@ -147,11 +147,12 @@ class Daemon:
             return
         server.broadcast(name, body)
 
-    async def run(self, *, signals: bool = True) -> int:
-        """Serve until SIGTERM/SIGINT (or :meth:`request_stop`). ``signals=False``: no signal
-        handlers (an event loop outside the main thread: the in-process test daemon)."""
+    async def run(self, *, own_process: bool = True) -> int:
+        """Serve until SIGTERM/SIGINT (or :meth:`request_stop`). ``own_process=False``: the
+        process is someone else's (the in-process test daemon, its loop outside the main
+        thread): no signal handlers, no process-wide tuning of the garbage collector."""
         loop = asyncio.get_running_loop()
-        if signals:
+        if own_process:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._stop.set)
             loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -181,7 +182,8 @@ class Daemon:
         # after the warm-up's imports, so the event loop never imports them itself
         at_start = self.cfg.network.bootstrap == "at-start" and self.cfg.network.kms_url
         # the first call's modules, in the background (docs/performance.md)
-        warmup.start(self.cfg, self.agent.bootstrap_at_start if at_start else None, loop)
+        then = self.agent.bootstrap_at_start if at_start else None
+        warmup.start(self.cfg, then, loop, freeze=own_process)
         if self.on_ready is not None:
             self.on_ready()
         await self._stop.wait()

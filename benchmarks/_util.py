@@ -64,6 +64,25 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError("no VmRSS")
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time so far of ``pid``'s threads alive now, in seconds (the scheduler's own count,
+    /proc/PID/task/*/schedstat, in ns: user and kernel time, no tick granularity). A thread
+    that ends between two readings takes its time with it: read around work whose threads
+    outlive it (the daemon's loop and card worker do)."""
+    total, seen = 0, False
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[0])
+            seen = True
+        except (OSError, IndexError, ValueError):  # a thread that ended meanwhile
+            pass
+    if seen:
+        return total / 1e9
+    # a kernel without schedstat: utime + stime of the process, in clock ticks
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class Daemon:
     """``ue-agent run`` on a lab config, started as systemd would (NOTIFY_SOCKET, READY=1)."""
 

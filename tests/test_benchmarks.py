@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from benchmarks.__main__ import BEGIN, END, Goal, Report, gba_apdus, write
@@ -39,3 +40,46 @@ def test_hotpath_benchmark_runs_each_part() -> None:
     from benchmarks.bench_hotpath import PARTS, main
 
     assert main(["-n", "20", *PARTS]) == 0
+
+
+def test_first_call_counts_only_what_it_waited_for_in_turn() -> None:
+    """A KMS request that reached the KMS before the bootstrap's last BSF answer (the
+    challenge fetched alongside) is left out with its connection; the rest count, each new
+    peer as a new connection."""
+    from benchmarks.__main__ import _Served, first_exchange
+
+    served = [
+        _Served("kms", 0.0, 0.3, "k1"),  # the challenge, alongside
+        _Served("bsf", 0.1, 0.2, "b1"),
+        _Served("bsf", 0.4, 0.6, "b1"),
+        _Served("kms", 0.7, 1.0, "k1"),  # the ticket request, on the challenge's connection
+    ]
+    e = first_exchange(1.5, served, cpu=0.25)
+    assert (e.requests, e.connections, e.alongside, e.cpu_s) == (3, 1, 1, 0.25)
+    assert abs(e.server_s - (0.1 + 0.2 + 0.3)) < 1e-9
+
+
+def test_cpu_time_of_a_process_counts_its_other_threads() -> None:
+    import os
+    import threading
+
+    from benchmarks._util import cpu_s
+
+    done, spun = threading.Event(), threading.Event()
+
+    def spin() -> None:
+        t0 = time.thread_time()
+        while time.thread_time() - t0 < 0.05:
+            pass
+        spun.set()
+        done.wait(5)
+
+    t = threading.Thread(target=spin)
+    before, main_before = cpu_s(os.getpid()), time.thread_time()
+    t.start()
+    spun.wait(5)
+    after, main_after = cpu_s(os.getpid()), time.thread_time()
+    done.set()
+    t.join()
+    # the 50 ms the other thread spun are in, though this thread spent less than that
+    assert after - before >= 0.045 and main_after - main_before < 0.04

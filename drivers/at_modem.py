@@ -35,6 +35,7 @@ Error codes (:class:`ue_agent.errors.TransportError`): ``modem.error``, ``modem.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -144,7 +145,10 @@ class AtPort:
 
     ``profile`` (a :class:`Profile` or a name) supplies init/shutdown commands, forbidden
     commands, vendor URC prefixes and the command timeout. ``init=False`` skips the init
-    sequence (tests that want the modem's power-on echo).
+    sequence (tests that want the modem's power-on echo). ``loop``: the port is read on that
+    event loop instead of a reader thread (its tty watched with ``add_reader``), so URCs
+    and reset listeners run in the loop's thread with no hop between threads; commands,
+    which block until their answer, must then come from other threads.
     """
 
     def __init__(
@@ -157,8 +161,10 @@ class AtPort:
         timeout: float | None = None,
         reopen_wait: float = 5.0,
         init: bool = True,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.path = str(path)
+        self._loop = loop
         self.baudrate = baudrate
         self.profile = _default_profile() if profile is None else resolve(profile)
         self.dialect: AtDialect = (
@@ -233,10 +239,7 @@ class AtPort:
         if self.generation:
             self.resets += 1  # the port came back: the modem restarted, its channels are gone
         self.generation += 1
-        self._reader = threading.Thread(
-            target=self._read_loop, args=(ser,), name=f"at-reader:{self.path}", daemon=True
-        )
-        self._reader.start()
+        self._start_reading(ser)
         log.info("AT port %s open (profile %s)", self.path, self.profile.name if self.profile else "-")
         if self._do_init:
             self._initialize()
@@ -360,6 +363,8 @@ class AtPort:
     def _drop_serial(self) -> None:
         ser, self._ser = self._ser, None
         if ser is not None:
+            if self._loop is not None:
+                self._on_loop(lambda: self._unwatch(ser))  # before its fd closes
             try:
                 ser.cancel_read()
             except Exception:
@@ -402,6 +407,61 @@ class AtPort:
 
     # --- reader thread ------------------------------------------------------------------------------
 
+    def _start_reading(self, ser: Any) -> None:
+        if self._loop is None:
+            self._reader = threading.Thread(
+                target=self._read_loop, args=(ser,), name=f"at-reader:{self.path}", daemon=True
+            )
+            self._reader.start()
+            return
+        fd, buf = ser.fileno(), bytearray()
+        os.set_blocking(fd, False)  # pyserial opens it so; read only what is there
+        loop = self._loop
+        self._on_loop(lambda: loop.add_reader(fd, self._on_readable, ser, fd, buf))
+
+    def _on_loop(self, fn: Callable[[], object]) -> None:
+        """Run ``fn`` in the loop's thread, and wait for it (2 s at most) when called from another."""
+        loop = self._loop
+        assert loop is not None
+        if asyncio._get_running_loop() is loop:
+            fn()
+            return
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                fn()
+            finally:
+                done.set()
+
+        try:
+            loop.call_soon_threadsafe(run)
+        except RuntimeError:  # the loop is closed: nothing is watched any more
+            return
+        done.wait(2.0)
+
+    def _unwatch(self, ser: Any) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.remove_reader(ser.fileno())
+        except Exception:  # closed already, or the loop is
+            pass
+
+    def _on_readable(self, ser: Any, fd: int, buf: bytearray) -> None:
+        """The tty has data (or ended): the loop-mode twin of :meth:`_read_loop`'s read."""
+        try:
+            chunk = os.read(fd, 4096)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO: the device went away (a pty whose other end closed)
+            chunk = b""
+        if ser is not self._ser or not chunk:
+            assert self._loop is not None
+            self._loop.remove_reader(fd)  # a gone tty stays readable: never spin on it
+            self._reader_ended(ser)
+            return
+        self._feed(buf, chunk)
+
     def _read_loop(self, ser: Any) -> None:
         import serial
 
@@ -414,23 +474,29 @@ class AtPort:
                 break
             if ser is not self._ser:
                 break
-            if not chunk:
-                continue
-            buf += chunk
-            while True:
-                cut = min((i for i in (buf.find(b"\r"), buf.find(b"\n")) if i >= 0), default=-1)
-                if cut < 0:
-                    break
-                raw = bytes(buf[:cut])
-                del buf[: cut + 1]
-                line = _CTRL.sub("", raw.decode("utf-8", errors="replace")).strip()
-                if line:  # CR-only and NUL-only lines are nothing
-                    self._last_rx = time.monotonic()
-                    self._on_line(line)
-            if len(buf) > _MAX_BUFFER:
-                log.warning("AT port %s: dropping %d bytes without a line end", self.path, len(buf))
-                buf.clear()
-                self._on_line("\ufffd<overlong>")
+            if chunk:
+                self._feed(buf, chunk)
+        self._reader_ended(ser)
+
+    def _feed(self, buf: bytearray, chunk: bytes) -> None:
+        """Bytes read from the port: each whole line to :meth:`_on_line`."""
+        buf += chunk
+        while True:
+            cut = min((i for i in (buf.find(b"\r"), buf.find(b"\n")) if i >= 0), default=-1)
+            if cut < 0:
+                break
+            raw = bytes(buf[:cut])
+            del buf[: cut + 1]
+            line = _CTRL.sub("", raw.decode("utf-8", errors="replace")).strip()
+            if line:  # CR-only and NUL-only lines are nothing
+                self._last_rx = time.monotonic()
+                self._on_line(line)
+        if len(buf) > _MAX_BUFFER:
+            log.warning("AT port %s: dropping %d bytes without a line end", self.path, len(buf))
+            buf.clear()
+            self._on_line("\ufffd<overlong>")
+
+    def _reader_ended(self, ser: Any) -> None:
         with self._cond:
             if ser is self._ser or self._ser is None:
                 self._gone = True
@@ -618,6 +684,9 @@ class AtPort:
             wait = min(wait * 2, 1.0)
 
     def _command_locked(self, cmd: str, timeout: float, *, numeric: bool = False) -> AtResponse:
+        if self._loop is not None and asyncio._get_running_loop() is self._loop:
+            # its answer would be read by this very thread, which would be waiting for it
+            raise RuntimeError(f"AT port {self.path}: a command from its event loop's thread")
         m = re.match(r"^AT([+^#$%*][A-Za-z0-9_]+)", cmd, re.IGNORECASE)
         pending = _Pending(command=cmd, prefix=m.group(1).upper() if m else None, numeric=numeric)
         with self._cond:

@@ -43,7 +43,7 @@ def test_modem_and_card_reset_between_two_authentications(daemon_factory, modem_
     port = str(sim.link_path)
     daemon = daemon_factory(card={"transport": "at", "port": port, "profile": profile}, modem={"port": port})
     with daemon.client() as c, daemon.client() as events:
-        events.request("subscribe", events=["card"])
+        events.request("subscribe", events=["card", "handover"])
         sqn = soft_uicc.highest_sqn + 1
         assert "res" in authenticate(c, sqn)
         assert sim.cirep == 1
@@ -62,6 +62,11 @@ def test_modem_and_card_reset_between_two_authentications(daemon_factory, modem_
         assert status["at"]["resets"] >= 1
         assert sim.cirep == 1  # SRVCC reporting re-enabled after the modem reset
         assert len(soft_uicc.open_channels) == 2
+        # the port the card is read through (on the agent's loop) also carries the URCs
+        assert sim.srvcc(0)
+        while (ev := events.next_event())["event"] != "handover":
+            pass
+        assert ev["kind"] == "srvcc" and ev["srvcch"] == 0 and ev["meaning"] == "started", ev
 
 
 def test_six_sigkill_restarts_on_a_card_with_four_channels(modem_factory, soft_uicc):

@@ -51,9 +51,12 @@ def _offer_keys(offer: LocalOffer) -> list[Secret]:
 class Agent:
     def __init__(self, cfg: Config, emit: Emit, opener: Callable[[], Card] | None = None) -> None:
         self._urc: Callable[[str], None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None  # set at start: the URC sink's and AT port's
         #: PIN1 across card (re)opens: status shows it, a refused PIN is never sent twice
         pin = PinGate(cfg.card.pin_credential, cfg.card.pin_allow_last_try)
-        card = CardWorker(opener or (lambda: open_card(self.ctx.cfg, self._urc, pin)), self._card_state)
+        card = CardWorker(
+            opener or (lambda: open_card(self.ctx.cfg, self._urc, pin, self._loop)), self._card_state
+        )
         card.relock = lambda c: relock(c, pin)
         network = NetworkSide(lambda: self.ctx.cfg.network, card, self._identities, emit)
         self.ctx = Context(cfg, emit, card, network)
@@ -84,7 +87,8 @@ class Agent:
     async def start(self) -> None:
         from ue_agent.modem_reports import urc_sink
 
-        self._urc = urc_sink(asyncio.get_running_loop(), self.on_cireph)
+        self._loop = asyncio.get_running_loop()
+        self._urc = urc_sink(self._loop, self.on_cireph)
         self.ctx.card.start()
         await self.ctx.read_identities()
         if self.ctx.identities is None:

@@ -230,18 +230,22 @@ class CardWorker:
 
 
 def open_card(
-    cfg: Config, on_urc: Callable[[str], None] | None = None, pin_gate: PinGate | None = None
+    cfg: Config,
+    on_urc: Callable[[str], None] | None = None,
+    pin_gate: PinGate | None = None,
+    loop: asyncio.AbstractEventLoop | None = None,
 ) -> Card:
     """Open the configured card path and the Card facade (runs in the worker thread).
 
     When the card is reached over the [modem] port itself, that port's URC lines
-    (+CIREPH) come through the card transport and go to ``on_urc``.
+    (+CIREPH) come through the card transport and go to ``on_urc``; with ``loop`` (the
+    agent's) the port is read on that loop, so they reach it with no hop between threads.
     """
     from ue_agent.card.session import Card
     from ue_agent.transports import open_transport
 
     shared = cfg.card.transport == "at" and cfg.modem.port == cfg.card.port
-    transport = open_transport(cfg.card, on_urc=on_urc if shared else None)
+    transport = open_transport(cfg.card, on_urc=on_urc, loop=loop) if shared else open_transport(cfg.card)
     if shared:  # no separate watcher opens this port: ask for the SRVCC reports here
         from ue_agent.drivers.at_modem import CglaTransport, CsimTransport, enable_ims_reporting
 

@@ -21,18 +21,24 @@ log = logging.getLogger(__name__)
 
 
 def urc_sink(loop: asyncio.AbstractEventLoop, on_cireph: Callable[[int], None]) -> Callable[[str], None]:
-    """A thread-safe ``on_urc(line)`` callback that hands +CIREPH values to the event loop."""
+    """A thread-safe ``on_urc(line)`` callback that hands +CIREPH values to the event loop:
+    at once when it is called in the loop's thread (an AT port read on the loop), else
+    through :meth:`loop.call_soon_threadsafe` (a reader thread)."""
 
     def on_urc(line: str) -> None:
         value = parse_cireph(line)
-        if value is not None:
+        if value is None:
+            return
+        if asyncio._get_running_loop() is loop:  # the port is read on the loop (AtPort loop=)
+            on_cireph(value)  # an exception: logged by the port, which reads on
+        else:
             loop.call_soon_threadsafe(on_cireph, value)
 
     return on_urc
 
 
 class ModemUrcWatcher:
-    """Opens the modem's AT port (pyserial, its own thread) only for URCs."""
+    """Opens the modem's AT port (pyserial, read on the event loop) only for URCs."""
 
     def __init__(self, port: str, on_cireph: Callable[[int], None], profile: str | None = None) -> None:
         self.port = port
@@ -45,7 +51,10 @@ class ModemUrcWatcher:
 
         loop = asyncio.get_running_loop()
         sink = urc_sink(loop, self.on_cireph)
-        at = await loop.run_in_executor(None, lambda: AtPort(self.port, profile=self.profile, on_urc=sink))
+        # read on the loop: a URC reaches the handover tracker with no hop between threads
+        at = await loop.run_in_executor(
+            None, lambda: AtPort(self.port, profile=self.profile, on_urc=sink, loop=loop)
+        )
         self._at = at
         # a modem reset clears +CIREP: set the port up again at once (it sends the reporting
         # commands enable_ims_reporting() keeps in at.after_setup), off the reader thread

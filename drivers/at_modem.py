@@ -141,7 +141,7 @@ class AtResponse:
 
 
 class AtPort:
-    """One AT command port. Thread-safe: one command at a time; URCs on the reader thread.
+    """One AT command port. Thread-safe: one command at a time; URCs where the port is read.
 
     ``profile`` (a :class:`Profile` or a name) supplies init/shutdown commands, forbidden
     commands, vendor URC prefixes and the command timeout. ``init=False`` skips the init
@@ -207,7 +207,7 @@ class AtPort:
         self.after_setup: list[str] = []
         #: information lines of the last command that timed out (a +CCHO session to close)
         self.partial: list[str] = []
-        #: called with a short reason (reader thread) when a modem or card reset is seen
+        #: called with a short reason (where the port is read) when a modem or card reset is seen
         self.reset_listeners: list[Callable[[str], None]] = []
         #: the last late answer lines dropped (a channel opened whose answer came too late)
         self.dropped: deque[str] = deque(maxlen=8)

@@ -57,7 +57,8 @@ class ModemUrcWatcher:
         )
         self._at = at
         # a modem reset clears +CIREP: set the port up again at once (it sends the reporting
-        # commands enable_ims_reporting() keeps in at.after_setup), off the reader thread
+        # commands enable_ims_reporting() keeps in at.after_setup), in the executor: the
+        # listener runs where the port is read (this loop), which must not wait on a command
         at.reset_listeners.append(lambda why: loop.call_soon_threadsafe(self._after_reset, at))
         refused = await loop.run_in_executor(None, enable_ims_reporting, at)
         if refused:

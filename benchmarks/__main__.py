@@ -865,6 +865,7 @@ def handover_section(rep: Report, args: argparse.Namespace) -> None:
             try:
                 with d, Client(d.socket) as c:
                     c.request("subscribe", events=["handover"])
+                    time.sleep(args.settle)  # the daemon's background warm-up has finished
                     for _ in range(200):
                         if sim.srvcc(2):
                             break
@@ -986,13 +987,13 @@ def main(argv: list[str] | None = None) -> int:
         call_section(rep, args, socket_rt)
     if "startup" in only:
         footprint(rep, args)
-    shutil.rmtree(pyc, ignore_errors=True)
     if "card" in only:
         card_section(rep, args)
     if "handover" in only:
         handover_section(rep, args)
     if "idle" in only:
         idle_section(rep, args)
+    shutil.rmtree(pyc, ignore_errors=True)  # after the last daemon: each ran as installed
     print(
         "\n## Goals\n| goal | measured | target | |\n|---|---|---|---|\n"
         + "\n".join(g.row() for g in rep.goals)

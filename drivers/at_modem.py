@@ -405,7 +405,7 @@ class AtPort:
     def is_open(self) -> bool:
         return not self._gone and not self._closed
 
-    # --- reader thread ------------------------------------------------------------------------------
+    # --- reading: a reader thread, or the event loop (loop=) ----------------------------------------
 
     def _start_reading(self, ser: Any) -> None:
         if self._loop is None:
@@ -456,8 +456,7 @@ class AtPort:
         except OSError:  # EIO: the device went away (a pty whose other end closed)
             chunk = b""
         if ser is not self._ser or not chunk:
-            assert self._loop is not None
-            self._loop.remove_reader(fd)  # a gone tty stays readable: never spin on it
+            self._unwatch(ser)  # a gone tty stays readable: never spin on it
             self._reader_ended(ser)
             return
         self._feed(buf, chunk)

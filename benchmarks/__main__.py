@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from benchmarks._floors import DigestHttpFloor, LoadResult, NdjsonFloor, PtyFloor, load
-from benchmarks._util import SUBSCRIBERS, Daemon, cpu_s, pct, rss_kib
+from benchmarks._util import SUBSCRIBERS, Daemon, cpu_s, network_config, pct, rss_kib
 
 # --- helpers ---------------------------------------------------------------------------------------
 
@@ -282,7 +282,7 @@ class FirstExchange(NamedTuple):
     #: the requests it made alongside those (the KMS's challenge, fetched while it bootstraps)
     alongside: int
     #: the daemon's CPU time meanwhile (all its threads: the event loop, the card's worker)
-    cpu_s: float = 0.0
+    cpu_s: float
 
 
 class _Served(NamedTuple):
@@ -294,7 +294,7 @@ class _Served(NamedTuple):
     peer: Any
 
 
-def first_exchange(seconds: float, served: list[_Served], cpu: float = 0.0) -> FirstExchange:
+def first_exchange(seconds: float, served: list[_Served], cpu: float) -> FirstExchange:
     """``seconds`` with the requests the lab servers saw meanwhile. A KMS request that arrived
     before the bootstrap's last BSF answer went out ran alongside the bootstrap: it and the
     connection it opened are left out (counting its round trip would give the call credit
@@ -345,10 +345,7 @@ def call_section(rep: Report, args: argparse.Namespace, socket_rt_s: float) -> N
     net._counter = timed_counter  # type: ignore[method-assign]
     thread = LabNetworkThread(net)
     thread.start()
-    network = (
-        f'\n[network]\nbsf_url = "{net.bsf_url}"\nkms_url = "{net.kms_url}"\n'
-        f'bsf_fqdn = "{net.bsf.fqdn}"\nkms_fqdn = "{net.naf_auth.naf_fqdn}"\n'
-    )
+    network = network_config(net)
     n = 50 if args.quick else 200
     # the first call is one sample per daemon pair: it is taken on FIRST_PAIRS fresh pairs
     # (new processes, new bootstrap, new connections) per [network] bootstrap mode and the
@@ -604,10 +601,12 @@ def _reload_network(a: Any, b: Any, *daemons: Daemon, at_start: bool = False, ti
     for d in daemons:
         assert d.proc is not None
         text = d.config.read_text()
-        m = re.search(r"^timeout_s = ([0-9.]+)$", text, re.M)
-        timeout_s = float(m.group(1)) + 1 if m else 11.0
-        text = text.replace(m.group(0), "", 1) if m else text
-        d.config.write_text(text.replace("[network]\n", f"[network]\ntimeout_s = {timeout_s}\n", 1))
+        m = re.search(r"^timeout_s = ([0-9.]+)$", text, re.M)  # from an earlier reload: one more
+        if m:
+            text = text.replace(m.group(0), f"timeout_s = {float(m.group(1)) + 1}", 1)
+        else:
+            text = text.replace("[network]\n", "[network]\ntimeout_s = 11.0\n", 1)
+        d.config.write_text(text)
         os.kill(d.proc.pid, signal.SIGHUP)
     if at_start:
         _until_bootstrap(

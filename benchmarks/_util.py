@@ -12,8 +12,12 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ue_agent
+
+if TYPE_CHECKING:
+    from ue_agent.lab.network import LabNetwork
 
 REPO = Path(ue_agent.__file__).parent.parent
 SUBSCRIBERS = Path(ue_agent.__file__).parent / "lab" / "subscribers"
@@ -81,6 +85,14 @@ def cpu_s(pid: int) -> float:
     # a kernel without schedstat: utime + stime of the process, in clock ticks
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def network_config(net: LabNetwork) -> str:
+    """The [network] section that points a daemon at the lab network ``net``."""
+    return (
+        f'\n[network]\nbsf_url = "{net.bsf_url}"\nkms_url = "{net.kms_url}"\n'
+        f'bsf_fqdn = "{net.bsf.fqdn}"\nkms_fqdn = "{net.naf_auth.naf_fqdn}"\n'
+    )
 
 
 class Daemon:

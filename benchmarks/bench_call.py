@@ -21,7 +21,7 @@ import json
 import time
 
 from benchmarks._floors import DigestHttpFloor
-from benchmarks._util import SUBSCRIBERS, Daemon, EchoFloor, rss_kib, summary, timed
+from benchmarks._util import SUBSCRIBERS, Daemon, EchoFloor, network_config, rss_kib, summary, timed
 from ue_agent.api.client import Client
 from ue_agent.lab.network import LabNetwork, LabNetworkThread
 from ue_agent.subscriber import load_subscriber
@@ -40,10 +40,7 @@ def main() -> None:
     thread = LabNetworkThread(net)
     thread.start()
     try:
-        network = (
-            f'\n[network]\nbsf_url = "{net.bsf_url}"\nkms_url = "{net.kms_url}"\n'
-            f'bsf_fqdn = "{net.bsf.fqdn}"\nkms_fqdn = "{net.naf_auth.naf_fqdn}"\n'
-        )
+        network = network_config(net)
         floor = EchoFloor()
         line = json.dumps({"id": 1, "op": "status"}).encode() + b"\n"
         echo_s = timed(lambda: floor.roundtrip(line), 2000)

@@ -6,9 +6,11 @@
 Two ``ue-agent run`` daemons (UE-A alice, UE-B bob, lab cards) and the lab network on
 loopback, started through benchmarks/_gc_pauses.py, which writes down every collection. After
 the warm-up, N warm calls (offer, answer, complete, both keys, both closes); then the
-collections that ran during them, per generation (count, median and longest pause), and the
-calls' latency. The same daemons without the freeze are the floor: what it saves is the
-difference, in the same run, the two kinds alternating.
+collections that ran during them (count per generation, the longest pause), the calls'
+latency, and the pause of a full collection each daemon is made to run after them (SIGUSR2:
+the collector runs one of its own when what it tracks has grown by about a quarter, rarely
+in a short run, and then walks everything tracked). The same daemons without the freeze are
+the floor: what it saves is the difference, in the same run, the two kinds alternating.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._util import SUBSCRIBERS, Daemon, pct
+from benchmarks._util import SUBSCRIBERS, Daemon, network_config, pct
 from ue_agent.api.client import Client
 from ue_agent.lab.network import LabNetwork, LabNetworkThread
 from ue_agent.subscriber import load_subscriber
@@ -30,13 +32,11 @@ KINDS = {"with gc.freeze() (as built)": "0", "without it": "1"}
 
 def calls(
     net: LabNetwork, subs: list, no_freeze: str, n: int, log: Path
-) -> tuple[list[float], list[tuple[int, float]]]:
-    """``n`` warm calls; their latencies and the (generation, pause) of each collection meanwhile."""
-    network = (
-        f'\n[network]\nbsf_url = "{net.bsf_url}"\nkms_url = "{net.kms_url}"\n'
-        f'bsf_fqdn = "{net.bsf.fqdn}"\nkms_fqdn = "{net.naf_auth.naf_fqdn}"\n'
-    )
-    env = {"UEA_GC_LOG": str(log), "UEA_GC_NO_FREEZE": no_freeze}
+) -> tuple[list[float], list[tuple[int, float]], list[float]]:
+    """``n`` warm calls: their latencies, the (generation, pause) of each collection meanwhile,
+    and the pause of the full collection each daemon is then made to run."""
+    network = network_config(net)
+    env: dict[str, str | None] = {"UEA_GC_LOG": str(log), "UEA_GC_NO_FREEZE": no_freeze}
     module = "benchmarks._gc_pauses"
     lat = []
     with (
@@ -63,7 +63,8 @@ def calls(
                 assert d.proc is not None
                 os.kill(d.proc.pid, signal.SIGUSR2)
             time.sleep(0.5)
-    pauses, forced = [], []
+    pauses: list[tuple[int, float]] = []
+    forced: list[float] = []
     for line in log.read_text().splitlines():
         gen, wall, length = line.split()
         if start <= float(wall) <= end:

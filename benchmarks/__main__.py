@@ -10,7 +10,7 @@ every repetition):
   answering the agent's own reply for that operation (same bytes, one ``json.loads`` and one
   ``json.dumps`` per line). p50/p99 over all requests of all repetitions; throughput =
   completed requests / wall time (median over repetitions); server CPU per request from
-  /proc/PID/stat.
+  /proc/PID/task/*/schedstat (benchmarks._util.cpu_s).
 - status with many sessions: ``status`` p50 with few and with many open sessions.
 - calls: two daemons (UE-A alice, UE-B bob) and the lab BSF/KMS on loopback: the first
   ``mikey.offer``/``mikey.answer`` after start-up (GBA bootstrap + KMS requests; the median
